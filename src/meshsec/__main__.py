@@ -1,0 +1,3 @@
+from meshsec.cli.main import entrypoint
+
+entrypoint()

@@ -1,0 +1,1 @@
+"""Command line: argument parsing and dispatch only. Each command group is one module."""

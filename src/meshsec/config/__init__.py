@@ -1,0 +1,1 @@
+"""Typed settings and the one loader (defaults < file < env < flags); policy config sources."""

@@ -1,0 +1,1 @@
+"""Keys, CSRs, certificate templates, issuing, chain verification, bundles, rotation timing."""

@@ -1,0 +1,1 @@
+"""Istio's PeerAuthentication, DestinationRule and AuthorizationPolicy: models and semantics."""

@@ -1,0 +1,1 @@
+"""The local-mesh runtime behind ``meshsec up``: manifests, registry, process supervision."""

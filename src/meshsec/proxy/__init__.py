@@ -1,0 +1,1 @@
+"""The mTLS sidecar: inbound PeerAuthentication modes, outbound TLS with secure naming, authz."""

@@ -1,0 +1,1 @@
+"""Process runtime shared by the shells: clock, logging, metrics, task supervision."""
