@@ -1,0 +1,82 @@
+"""PEM encoding and decoding of certificates (single certificates and chains)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from meshsec.core.pki.errors import InvalidPem
+
+_BEGIN_CERT = b"-----BEGIN CERTIFICATE-----"
+
+
+def parse_certificates_pem(
+    data: bytes | str, *, what: str = "certificate"
+) -> list[x509.Certificate]:
+    """All certificates in a PEM text, in order; InvalidPem if there are none or one is broken.
+
+    Non-certificate PEM blocks (keys, CSRs) are an error, so a key pasted into a certificate file is
+    reported instead of silently skipped.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if not raw.strip():
+        raise InvalidPem(what, "empty")
+    if _BEGIN_CERT not in raw:
+        if b"-----BEGIN" in raw:
+            label = raw.split(b"-----BEGIN", 1)[1].split(b"-----", 1)[0].strip()
+            found = label.decode("ascii", "replace")[:40]
+            raise InvalidPem(what, f"expected a CERTIFICATE PEM block, found {found!r}")
+        if raw[:1] == b"\x30":
+            raise InvalidPem(what, "looks like DER; expected PEM (-----BEGIN CERTIFICATE-----)")
+        raise InvalidPem(what, "no PEM CERTIFICATE block found")
+    other = _other_block_label(raw)
+    if other is not None:
+        raise InvalidPem(what, f"unexpected {other!r} PEM block among certificates")
+    try:
+        certs = x509.load_pem_x509_certificates(raw)
+    except ValueError as exc:
+        raise InvalidPem(what, f"malformed certificate: {_first_line(exc)}") from None
+    if not certs:
+        raise InvalidPem(what, "no PEM CERTIFICATE block found")
+    if len(certs) != raw.count(_BEGIN_CERT):
+        raise InvalidPem(what, "a CERTIFICATE block could not be decoded")
+    return certs
+
+
+def parse_certificate_pem(data: bytes | str, *, what: str = "certificate") -> x509.Certificate:
+    """Exactly one certificate."""
+    certs = parse_certificates_pem(data, what=what)
+    if len(certs) != 1:
+        raise InvalidPem(what, f"expected exactly one certificate, found {len(certs)}")
+    return certs[0]
+
+
+def parse_certificate_der(data: bytes, *, what: str = "certificate") -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise InvalidPem(what, f"malformed DER certificate: {_first_line(exc)}") from None
+
+
+def encode_certificate_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def encode_certificates_pem(certs: Sequence[x509.Certificate]) -> bytes:
+    """Concatenated PEM blocks, each ending in a newline."""
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _other_block_label(raw: bytes) -> str | None:
+    for chunk in raw.split(b"-----BEGIN ")[1:]:
+        label = chunk.split(b"-----", 1)[0].strip()
+        if label != b"CERTIFICATE":
+            return label.decode("ascii", "replace")[:40]
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,98 @@
+"""Certificate PEM parsing and encoding."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from meshsec.core.pki import (
+    InvalidPem,
+    encode_certificates_pem,
+    encode_private_key_pem,
+    parse_certificate_der,
+    parse_certificate_pem,
+    parse_certificates_pem,
+)
+
+
+def _cert(key: ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+@pytest.fixture(scope="module")
+def two(ec_key: ec.EllipticCurvePrivateKey) -> list[x509.Certificate]:
+    return [_cert(ec_key, "a"), _cert(ec_key, "b")]
+
+
+def test_round_trip_chain(two: list[x509.Certificate]) -> None:
+    pem = encode_certificates_pem(two)
+    assert pem.count(b"-----BEGIN CERTIFICATE-----") == 2
+    assert pem.endswith(b"\n")
+    assert parse_certificates_pem(pem) == two
+    assert parse_certificates_pem(pem.decode()) == two
+
+
+def test_single_and_der(two: list[x509.Certificate]) -> None:
+    pem = encode_certificates_pem(two[:1])
+    assert parse_certificate_pem(pem) == two[0]
+    assert parse_certificate_der(two[0].public_bytes(serialization.Encoding.DER)) == two[0]
+    with pytest.raises(InvalidPem, match="expected exactly one certificate, found 2"):
+        parse_certificate_pem(encode_certificates_pem(two))
+
+
+def test_surrounding_text_is_tolerated(two: list[x509.Certificate]) -> None:
+    pem = b"subject=O=a\n" + encode_certificates_pem(two) + b"\n# trailing comment\n"
+    assert len(parse_certificates_pem(pem)) == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "invalid root bundle: empty"),
+        (b"garbage", "no PEM CERTIFICATE block found"),
+        (b"\x30\x82\x01\x00", "looks like DER"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "malformed certificate",
+        ),
+        (b"-----BEGIN CERTIFICATE-----\nMIIB\n", "malformed certificate"),
+    ],
+    ids=["empty", "garbage", "der", "bad-body", "truncated"],
+)
+def test_garbage(data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidPem, match=reason):
+        parse_certificates_pem(data, what="root bundle")
+
+
+def test_key_in_cert_file_is_named(ec_key: ec.EllipticCurvePrivateKey) -> None:
+    with pytest.raises(InvalidPem, match="expected a CERTIFICATE PEM block, found 'PRIVATE KEY'"):
+        parse_certificates_pem(encode_private_key_pem(ec_key))
+
+
+def test_key_mixed_into_chain_is_named(
+    two: list[x509.Certificate], ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    pem = encode_certificates_pem(two) + encode_private_key_pem(ec_key)
+    with pytest.raises(InvalidPem, match="unexpected 'PRIVATE KEY' PEM block"):
+        parse_certificates_pem(pem)
+
+
+def test_bad_der() -> None:
+    with pytest.raises(InvalidPem, match="malformed DER certificate"):
+        parse_certificate_der(b"\x30\x00")
