@@ -55,6 +55,7 @@ class ChainFailure(enum.Enum):
     ISSUER_NOT_CA = "issuer-not-ca"
     PATHLEN_EXCEEDED = "pathlen-exceeded"
     LEAF_IS_CA = "leaf-is-ca"
+    BAD_KEY_USAGE = "bad-key-usage"
     BAD_SAN = "bad-san"
     WRONG_TRUST_DOMAIN = "wrong-trust-domain"
     UNSUPPORTED = "unsupported"
