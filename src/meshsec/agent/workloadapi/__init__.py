@@ -1,0 +1,1 @@
+"""SPIFFE Workload API (X.509 profile) over a Unix socket."""

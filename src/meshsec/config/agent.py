@@ -1,0 +1,202 @@
+"""Settings of the node agent (``meshsec agent run``), with Istio's pilot-agent env names.
+
+Built only by :func:`meshsec.config.load.load_settings` (defaults < file < env < flags). Paths that
+Istio writes relative to the working directory (``./var/run/secrets/...``, ``./etc/certs``) keep
+that form, so the agent drops into an Istio pod spec unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from meshsec.config.load import setting
+from meshsec.core.identity import IdentityError, SpiffeId, TrustDomain
+
+ISTIOD_ROOT_CERT = Path("./var/run/secrets/istio/root-cert.pem")
+KUBERNETES_CA_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+MOUNTED_CERTS_DIR = Path("./etc/certs")
+WORKLOAD_IDENTITY_DIR = Path("./var/run/secrets/workload-spiffe-uds")
+DEFAULT_TOKEN_FILE = Path("./var/run/secrets/tokens/istio-token")
+
+CERT_PROVIDERS = ("istiod", "kubernetes", "custom", "none")
+RSA_KEY_SIZES = (2048, 3072, 4096)
+ECC_CURVES = ("P256", "P384")
+
+
+def parse_unix_socket_path(value: str) -> Path:
+    """``SPIFFE_ENDPOINT_SOCKET`` form (``unix:///abs``, ``unix:/abs``) or a plain path."""
+    text = value.strip()
+    if text.startswith("unix://"):
+        rest = text[len("unix://") :]
+        if not rest.startswith("/"):
+            raise ValueError(f"{value!r}: a unix socket URI must have no authority (unix:///path)")
+        return Path(rest)
+    if text.startswith("unix:"):
+        return Path(text[len("unix:") :])
+    if "://" in text:
+        raise ValueError(f"{value!r}: only unix domain sockets are supported (unix:///path)")
+    if not text:
+        raise ValueError("empty socket path")
+    return Path(text)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    ca_addr: str = setting(
+        "istiod.istio-system.svc:15012", env="CA_ADDR", help="CA endpoint HOST:PORT"
+    )
+    ca_root: Path | None = setting(
+        None,
+        env="CA_ROOT_CA",
+        help="root certificate file that verifies the CA server (default: by PILOT_CERT_PROVIDER)",
+    )
+    pilot_cert_provider: str = setting(
+        "istiod",
+        env="PILOT_CERT_PROVIDER",
+        help="where the CA root comes from: istiod | kubernetes | custom",
+    )
+    istiod_san: str = setting(
+        "istiod.istio-system.svc", env="ISTIOD_SAN", help="server name expected on the CA's cert"
+    )
+    token_file: Path | None = setting(
+        DEFAULT_TOKEN_FILE,
+        env="MESHSEC_TOKEN_FILE",
+        help="service-account token, re-read on every CA call; none → client-cert renewal",
+    )
+    cluster_id: str = setting(
+        "Kubernetes", env="ISTIO_META_CLUSTER_ID", help="sent as the clusterid header"
+    )
+    cert_signer: str = setting(
+        "", env="ISTIO_META_CERT_SIGNER", help="CertSigner metadata sent with the CSR"
+    )
+    sds_socket: Path | None = setting(
+        None,
+        env="MESHSEC_SDS_SOCKET",
+        help="Envoy SDS socket (default ./var/run/secrets/workload-spiffe-uds/<socket file>)",
+    )
+    workload_identity_socket_file: str = setting(
+        "socket", env="WORKLOAD_IDENTITY_SOCKET_FILE", help="file name of the SDS socket"
+    )
+    workload_socket: Path | None = setting(
+        WORKLOAD_IDENTITY_DIR / "spiffe.sock",
+        env="SPIFFE_ENDPOINT_SOCKET",
+        parse=parse_unix_socket_path,
+        help="SPIFFE Workload API socket (unix:///path or a path)",
+    )
+    output_certs: Path | None = setting(
+        None, env="OUTPUT_CERTS", help="directory to write cert-chain.pem, key.pem, root-cert.pem"
+    )
+    status: str = setting(
+        "127.0.0.1:15020", env="MESHSEC_STATUS_ADDR", help="status HTTP server HOST:PORT"
+    )
+    trust_domain: str = setting("cluster.local", env="TRUST_DOMAIN", help="trust domain")
+    pod_namespace: str = setting("default", env="POD_NAMESPACE", help="namespace for the CSR SAN")
+    service_account: str = setting(
+        "default", env="SERVICE_ACCOUNT", help="service account for the CSR SAN"
+    )
+    secret_ttl: timedelta = setting(
+        timedelta(hours=24), env="SECRET_TTL", help="requested certificate lifetime"
+    )
+    secret_grace_period_ratio: float = setting(
+        0.5, env="SECRET_GRACE_PERIOD_RATIO", help="renew when this fraction of life remains"
+    )
+    secret_grace_period_ratio_jitter: float = setting(
+        0.01, env="SECRET_GRACE_PERIOD_RATIO_JITTER", help="random spread of the renewal point"
+    )
+    ecc_signature_algorithm: str = setting(
+        "", env="ECC_SIGNATURE_ALGORITHM", help="ECDSA switches workload keys to EC"
+    )
+    ecc_curve: str = setting("P256", env="ECC_CURVE", help="P256 or P384")
+    workload_rsa_key_size: int = setting(2048, env="WORKLOAD_RSA_KEY_SIZE", help="RSA key size")
+    prov_cert: Path | None = setting(
+        None, env="PROV_CERT", help="directory with a provisioning client cert for the CA"
+    )
+    file_mounted_certs: bool = setting(
+        False, env="FILE_MOUNTED_CERTS", help="serve certs mounted at --mounted-certs-dir, no CA"
+    )
+    mounted_certs_dir: Path = setting(
+        MOUNTED_CERTS_DIR, env="MESHSEC_MOUNTED_CERTS_DIR", help="directory of mounted certs"
+    )
+    file_debounce_duration: timedelta = setting(
+        timedelta(milliseconds=100),
+        env="FILE_DEBOUNCE_DURATION",
+        help="poll interval / debounce of mounted cert files",
+    )
+    log_level: str = setting("info", env="MESHSEC_LOG_LEVEL", help="debug | info | warning")
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.pilot_cert_provider not in CERT_PROVIDERS:
+            problems.append(
+                f"PILOT_CERT_PROVIDER {self.pilot_cert_provider!r} is not one of "
+                + ", ".join(CERT_PROVIDERS)
+            )
+        if self.secret_ttl <= timedelta(0):
+            problems.append("SECRET_TTL must be positive")
+        if not 0.0 <= self.secret_grace_period_ratio <= 1.0:
+            problems.append("SECRET_GRACE_PERIOD_RATIO must be between 0 and 1")
+        if not 0.0 <= self.secret_grace_period_ratio_jitter <= 1.0:
+            problems.append("SECRET_GRACE_PERIOD_RATIO_JITTER must be between 0 and 1")
+        if self.ecc_signature_algorithm not in ("", "ECDSA"):
+            problems.append("ECC_SIGNATURE_ALGORITHM must be empty or ECDSA")
+        if self.ecc_curve not in ECC_CURVES:
+            problems.append(f"ECC_CURVE {self.ecc_curve!r} is not one of P256, P384")
+        if self.workload_rsa_key_size not in RSA_KEY_SIZES:
+            problems.append(
+                f"WORKLOAD_RSA_KEY_SIZE {self.workload_rsa_key_size} is not 2048/3072/4096"
+            )
+        if self.prov_cert is not None and self.file_mounted_certs:
+            problems.append("PROV_CERT and FILE_MOUNTED_CERTS cannot be used together")
+        try:
+            SpiffeId.for_service_account(
+                TrustDomain(self.trust_domain), self.pod_namespace, self.service_account
+            )
+        except IdentityError as exc:
+            problems.append(f"workload identity: {exc}")
+        for label, addr in (("--ca-addr", self.ca_addr), ("--status", self.status)):
+            try:
+                split_host_port(addr)
+            except ValueError as exc:
+                problems.append(f"{label}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def identity(self) -> SpiffeId:
+        """The informational SAN put in the CSR (the CA decides the real identity)."""
+        return SpiffeId.for_service_account(
+            TrustDomain(self.trust_domain), self.pod_namespace, self.service_account
+        )
+
+    @property
+    def sds_socket_path(self) -> Path:
+        if self.sds_socket is not None:
+            return self.sds_socket
+        return WORKLOAD_IDENTITY_DIR / self.workload_identity_socket_file
+
+    @property
+    def ca_root_path(self) -> Path:
+        """The file that verifies the CA's server certificate, chosen like PILOT_CERT_PROVIDER."""
+        if self.ca_root is not None:
+            return self.ca_root
+        if self.pilot_cert_provider == "kubernetes":
+            return KUBERNETES_CA_FILE
+        if self.pilot_cert_provider == "custom":
+            return MOUNTED_CERTS_DIR / "root-cert.pem"
+        if self.pilot_cert_provider == "none":
+            raise ValueError("PILOT_CERT_PROVIDER=none: give --ca-root to verify the CA")
+        return ISTIOD_ROOT_CERT
+
+
+def split_host_port(addr: str) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` → (host, port); port 0 allowed (pick a free one)."""
+    host, sep, port_text = addr.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{addr!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{addr!r}: port {port_text!r} is not a number from 0 to 65535")
+    return host, int(port_text)
