@@ -13,7 +13,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from meshsec.agent.metrics import SDS_NACKS
 from meshsec.agent.server import Agent
 from meshsec.core.pki import TrustBundle, parse_certificates_pem, parse_private_key_pem
-from tests.component.agent.conftest import AgentFactory, rotate
+from tests.fakes.agent_harness import AgentFactory, rotate
 from tests.fakes.ca_client import FakeCaClient
 from tests.fakes.clock import FakeClock
 from tests.fakes.sds_client import SECRET_TYPE_URL, SdsClient, secrets_of
