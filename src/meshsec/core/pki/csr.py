@@ -102,7 +102,7 @@ def _load(raw: bytes) -> x509.CertificateSigningRequest:
             raise InvalidCsr(f"expected a CERTIFICATE REQUEST PEM block, found {label!r}")
         if stripped[:1] == b"\x30":
             return x509.load_der_x509_csr(raw)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise InvalidCsr(f"malformed: {_first_line(exc)}") from None
     raise InvalidCsr("not a PEM or DER certificate request")
 

@@ -36,7 +36,7 @@ def parse_certificates_pem(
         raise InvalidPem(what, f"unexpected {other!r} PEM block among certificates")
     try:
         certs = x509.load_pem_x509_certificates(raw)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise InvalidPem(what, f"malformed certificate: {_first_line(exc)}") from None
     if not certs:
         raise InvalidPem(what, "no PEM CERTIFICATE block found")
@@ -56,7 +56,7 @@ def parse_certificate_pem(data: bytes | str, *, what: str = "certificate") -> x5
 def parse_certificate_der(data: bytes, *, what: str = "certificate") -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise InvalidPem(what, f"malformed DER certificate: {_first_line(exc)}") from None
 
 

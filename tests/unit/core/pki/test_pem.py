@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -96,3 +97,36 @@ def test_key_mixed_into_chain_is_named(
 def test_bad_der() -> None:
     with pytest.raises(InvalidPem, match="malformed DER certificate"):
         parse_certificate_der(b"\x30\x00")
+
+
+def test_mutated_certificates_raise_only_invalid_pem(two: list[x509.Certificate]) -> None:
+    import base64
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    der = two[0].public_bytes(serialization.Encoding.DER)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, len(der) - 1), st.integers(0, 255)), min_size=1, max_size=4
+        )
+    )
+    def check(changes: list[tuple[int, int]]) -> None:
+        mutated = bytearray(der)
+        for i, b in changes:
+            mutated[i] = b
+        pem = (
+            b"-----BEGIN CERTIFICATE-----\n"
+            + base64.encodebytes(bytes(mutated))
+            + b"-----END CERTIFICATE-----\n"
+        )
+        for parse in (
+            lambda: parse_certificates_pem(pem),
+            lambda: parse_certificate_der(bytes(mutated)),
+        ):
+            with contextlib.suppress(InvalidPem):
+                parse()
+
+    check()
