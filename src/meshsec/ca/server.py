@@ -1,0 +1,455 @@
+"""Assembling and running the CA: material, authenticators, gRPC servers, metrics, workers.
+
+Process layout (signing is CPU-bound and holds the GIL, so one process per core):
+
+* the **supervisor** (``meshsec ca serve``) loads or creates the CA material, publishes the root
+  bundle, creates the ledger, issues the CA's TLS serving certificate, reserves the port, starts
+  the workers, serves ``/metrics`` (summing the workers' shared-memory counters) and stops
+  everything on SIGTERM / SIGINT;
+* each **worker** (spawned) loads the same material from disk and runs a ``grpc.aio`` server on the
+  same port with ``SO_REUSEPORT`` (the kernel spreads connections), with its own batched ledger
+  writer and in-flight limit.
+
+grpc.aio was measured against the sync server (thread pool) on this machine with h2load and a
+125 µs handler: aio 4,370 req/s vs sync 3,040 req/s in one process; uvloop did not help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import socket
+import sys
+import time
+from collections.abc import MutableSequence, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+from prometheus_client.exposition import start_http_server
+
+from meshsec._proto import istio_ca_pb2_grpc
+from meshsec.ca.authn import (
+    Authenticator,
+    ClientCertAuthenticator,
+    JwksTokenVerifier,
+    KubeJwtAuthenticator,
+    TokenVerifier,
+)
+from meshsec.ca.authority import CertificateAuthority
+from meshsec.ca.errors import CaError
+from meshsec.ca.ledger import LEDGER_FILE, Ledger, init_ledger
+from meshsec.ca.material import (
+    CaMaterial,
+    describe_material,
+    load_or_create_self_signed,
+    load_plugged_in_material,
+    publish_root_bundle,
+)
+from meshsec.ca.metrics import CaCollector, CaCounters, allocate_counter_table, build_registry
+from meshsec.ca.service import CertificateService
+from meshsec.cluster import ClusterError, load_cluster_trust
+from meshsec.config.ca import CaSettings, parse_host_port
+from meshsec.config.errors import ConfigError
+from meshsec.core.identity import TrustDomain
+from meshsec.core.pki import KeySpec, encode_certificates_pem, encode_private_key_pem
+from meshsec.core.pki import generate_private_key as _generate_key
+from meshsec.runtime.clock import Clock, SystemClock
+from meshsec.runtime.log import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def load_material(settings: CaSettings, *, now: datetime, create: bool = True) -> CaMaterial:
+    """Plugged-in ``cacerts`` when configured, else the persisted self-signed root."""
+    if settings.cacerts is not None:
+        return load_plugged_in_material(settings.cacerts, now=now)
+    if not create and not (settings.data_dir / "self-signed").exists():
+        raise CaError(f"no CA material in {settings.data_dir}")
+    return load_or_create_self_signed(
+        settings.data_dir,
+        trust_domain=TrustDomain(settings.trust_domain),
+        now=now,
+        ttl=settings.self_signed_ca_cert_ttl,
+        key_type=settings.ca_key_type,
+        rsa_bits=settings.self_signed_ca_rsa_key_size,
+    )
+
+
+def build_token_verifiers(settings: CaSettings) -> tuple[dict[str, TokenVerifier], str | None]:
+    """One verifier per trusted cluster (cluster dirs, then kubeconfig); the local cluster id."""
+    verifiers: dict[str, TokenVerifier] = {}
+    problems: list[str] = []
+    local: str | None = None
+    for directory in settings.clusters:
+        try:
+            trust = load_cluster_trust(Path(directory))
+        except ClusterError as exc:
+            problems.append(str(exc))
+            continue
+        if trust.name in verifiers:
+            problems.append(f"cluster {trust.name!r} is given twice (--cluster {directory})")
+            continue
+        verifiers[trust.name] = JwksTokenVerifier(
+            trust, audiences=settings.token_audiences, skew=settings.token_clock_skew
+        )
+        local = local or trust.name
+    if settings.kubeconfig is not None:
+        from meshsec.ca.tokenreview import TokenReviewVerifier, load_kube_api_client
+
+        if settings.cluster_id in verifiers:
+            problems.append(
+                f"cluster id {settings.cluster_id!r} is both a --cluster and CLUSTER_ID"
+            )
+        else:
+            api = load_kube_api_client(settings.kubeconfig)
+            verifiers[settings.cluster_id] = TokenReviewVerifier(
+                api, audiences=settings.token_audiences
+            )
+            local = local or settings.cluster_id
+    if problems:
+        raise ConfigError(problems)
+    return verifiers, local
+
+
+def build_authenticators(
+    settings: CaSettings,
+    material: CaMaterial,
+    verifiers: dict[str, TokenVerifier] | None = None,
+    local: str | None = None,
+) -> list[Authenticator]:
+    """Istio's order: client certificate first, then service-account tokens."""
+    td = TrustDomain(settings.trust_domain)
+    chain: list[Authenticator] = [
+        ClientCertAuthenticator(
+            material.root_bundle,
+            [*material.issuer.intermediates, *material.chain_certificates],
+            [td],
+        )
+    ]
+    if verifiers is None:
+        verifiers, local = build_token_verifiers(settings)
+    if verifiers and local is not None:
+        chain.append(KubeJwtAuthenticator(verifiers, local, td))
+    return chain
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def grpc_server_options(settings: CaSettings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.so_reuseport", 1),
+        ("grpc.max_receive_message_length", settings.max_request_bytes),
+        ("grpc.max_send_message_length", 1024 * 1024),
+        ("grpc.max_metadata_size", 16 * 1024),
+        ("grpc.max_concurrent_streams", 1000),
+    ]
+
+
+@dataclass(frozen=True)
+class ServingIdentity:
+    """The CA's TLS key and certificate chain (PEM), and the client CA bundle."""
+
+    key_pem: bytes
+    chain_pem: bytes
+    client_ca_pem: bytes
+
+
+def issue_serving_identity(
+    authority: CertificateAuthority, settings: CaSettings, *, now: datetime
+) -> ServingIdentity:
+    key = _generate_key(KeySpec.EC_P256)
+    chain = authority.issue_serving_certificate(
+        key.public_key(), now=now, ttl=settings.serving_cert_ttl
+    )
+    return ServingIdentity(
+        encode_private_key_pem(key),
+        encode_certificates_pem(chain),
+        authority.material.root_bundle_pem.encode(),
+    )
+
+
+@dataclass
+class RunningServer:
+    """An in-process CA gRPC server (one worker, or a test's server)."""
+
+    server: grpc.aio.Server
+    port: int
+    service: CertificateService
+    ledger: Ledger
+    counters: CaCounters
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.server.stop(grace)
+        await asyncio.to_thread(self.ledger.close)
+
+
+async def start_grpc_server(
+    settings: CaSettings,
+    *,
+    material: CaMaterial,
+    serving: ServingIdentity | None,
+    port: int | None = None,
+    authenticators: Sequence[Authenticator] | None = None,
+    counters: CaCounters | None = None,
+    clock: Clock | None = None,
+    ledger: Ledger | None = None,
+) -> RunningServer:
+    """Build the service and serve it on ``settings.listen`` (or ``port``); TLS unless plaintext."""
+    clock = clock or SystemClock()
+    counters = counters or CaCounters()
+    authority = CertificateAuthority(
+        material,
+        default_ttl=settings.default_workload_cert_ttl,
+        max_ttl=settings.max_workload_cert_ttl,
+    )
+    ledger = ledger or Ledger(settings.data_dir / LEDGER_FILE)
+    service = CertificateService(
+        authority,
+        authenticators if authenticators is not None else build_authenticators(settings, material),
+        ledger=ledger,
+        counters=counters,
+        clock=clock,
+        max_in_flight=settings.max_in_flight,
+    )
+    server = grpc.aio.server(options=grpc_server_options(settings))
+    istio_ca_pb2_grpc.add_IstioCertificateServiceServicer_to_server(service, server)
+    host, listen_port = parse_host_port(settings.listen)
+    address = _address(host, listen_port if port is None else port)
+    if serving is None:
+        bound = server.add_insecure_port(address)
+    else:
+        creds = grpc.ssl_server_credentials(
+            [(serving.key_pem, serving.chain_pem)],
+            root_certificates=serving.client_ca_pem,
+            require_client_auth=False,  # Istio: VerifyClientCertIfGiven (verified in authn)
+        )
+        bound = server.add_secure_port(address, creds)
+    if bound == 0:
+        raise CaError(f"cannot listen on {address}")
+    await server.start()
+    return RunningServer(server, bound, service, ledger, counters)
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    settings: CaSettings
+    index: int
+    port: int
+    serving: ServingIdentity | None
+    table: Any  # shared counter table (RawArray)
+    events: Any  # multiprocessing queue: ("ready", index) | ("error", index, message)
+
+
+def run_worker(spec: WorkerSpec) -> None:
+    """Entry point of a spawned worker process."""
+    setup_logging(spec.settings.log_level)
+    try:
+        asyncio.run(_worker_main(spec))
+    except (CaError, ConfigError, OSError) as exc:
+        spec.events.put(("error", spec.index, str(exc)))
+        sys.exit(2)
+
+
+async def _worker_main(spec: WorkerSpec) -> None:
+    settings = spec.settings
+    clock = SystemClock()
+    material = load_material(settings, now=clock.now(), create=False)
+    running = await start_grpc_server(
+        settings,
+        material=material,
+        serving=spec.serving,
+        port=spec.port,
+        counters=CaCounters(spec.table, spec.index),
+        clock=clock,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    spec.events.put(("ready", spec.index, ""))
+    await stop.wait()
+    await running.stop(grace=5.0)
+
+
+@dataclass
+class Supervisor:
+    """``meshsec ca serve``: prepare shared state, run the workers, serve metrics, stop cleanly."""
+
+    settings: CaSettings
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    clock: Clock = field(default_factory=SystemClock)
+
+    def run(self) -> int:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        now = self.clock.now()
+        material = load_material(settings, now=now)
+        log.info("CA material loaded: %s", describe_material(material))
+        publish_root_bundle(settings.data_dir, material)
+        build_token_verifiers(settings)  # fail fast on bad --cluster / kubeconfig
+        init_ledger(settings.data_dir / LEDGER_FILE)
+        authority = CertificateAuthority(
+            material,
+            default_ttl=settings.default_workload_cert_ttl,
+            max_ttl=settings.max_workload_cert_ttl,
+        )
+        serving = (
+            None if settings.plaintext else issue_serving_identity(authority, settings, now=now)
+        )
+        workers = settings.workers or os.cpu_count() or 1
+        host, port = parse_host_port(settings.listen)
+        reservation = _reserve_port(host, port)
+        port = reservation.getsockname()[1]
+        ctx = multiprocessing.get_context("spawn")
+        table: MutableSequence[int] = allocate_counter_table(workers)
+        events = ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=run_worker,
+                args=(WorkerSpec(settings, i, port, serving, table, events),),
+                name=f"meshsec-ca-worker-{i}",
+                daemon=True,
+            )
+            for i in range(workers)
+        ]
+        stop_r, stop_w = os.pipe()
+        os.set_blocking(stop_w, False)
+        previous = {
+            sig: signal.signal(sig, lambda *_: _poke(stop_w))
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        metrics_server = None
+        try:
+            for proc in procs:
+                proc.start()
+            error = _wait_ready(events, procs, timeout=120.0)
+            reservation.close()
+            if error is not None:
+                raise CaError(f"a CA worker failed to start: {error}")
+            mon_host, mon_port = parse_host_port(settings.monitoring, what="monitoring")
+            collector = CaCollector(
+                table,
+                workers,
+                root_not_after=material.root_not_after,
+                chain_not_after=material.chain_not_after,
+                now=self.clock.now,
+            )
+            metrics_server, _ = start_http_server(
+                mon_port, addr=mon_host, registry=build_registry(collector)
+            )
+            mon_port = metrics_server.server_port
+            scheme = "plaintext" if settings.plaintext else "tls"
+            print(
+                f"meshsec ca ready: listening on {_address(host, port)} ({scheme}) "
+                f"metrics http://{_address(mon_host, mon_port)}/metrics "
+                f"root sha256:{material.root_fingerprint} "
+                f"trust-domain {settings.trust_domain} workers {workers} mode {material.mode}",
+                file=self.out,
+                flush=True,
+            )
+            return self._wait(procs, stop_r)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            _stop_workers(procs)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
+            os.close(stop_r)
+            os.close(stop_w)
+            with contextlib.suppress(OSError):
+                reservation.close()
+            events.close()
+
+    def _wait(self, procs: list[Any], stop_r: int) -> int:
+        sentinels = [p.sentinel for p in procs]
+        ready = multiprocessing.connection.wait([*sentinels, stop_r])
+        if stop_r in ready:
+            log.info("stopping: signal received")
+            return 0
+        dead = [p for p in procs if not p.is_alive()]
+        for proc in dead:
+            log.error("CA worker %s exited with code %s; stopping", proc.name, proc.exitcode)
+        return 1
+
+
+def _poke(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, b"x")
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (not listen) with SO_REUSEPORT so port 0 resolves to one port all workers share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CaError(f"cannot listen on {_address(host, port)}: {exc.strerror}") from None
+    return sock
+
+
+def _wait_ready(events: Any, procs: list[Any], *, timeout: float) -> str | None:
+    pending = {i for i in range(len(procs))}
+    deadline = time.monotonic() + timeout
+    while pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return f"workers {sorted(pending)} not ready after {timeout:.0f}s"
+        try:
+            kind, index, message = events.get(timeout=min(remaining, 1.0))
+        except queue.Empty:  # check the workers are still alive
+            dead = [p for p in procs if p.exitcode is not None]
+            if dead:
+                return f"{dead[0].name} exited with code {dead[0].exitcode}"
+            continue
+        if kind == "error":
+            return str(message)
+        pending.discard(index)
+    return None
+
+
+def _stop_workers(procs: list[Any]) -> None:
+    for proc in procs:
+        if proc.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.join(timeout=15)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+
+
+def run_ca(settings: CaSettings, *, out: TextIO | None = None) -> int:
+    return Supervisor(settings, out=out or sys.stdout).run()
+
+
+__all__ = [
+    "RunningServer",
+    "ServingIdentity",
+    "Supervisor",
+    "build_authenticators",
+    "build_token_verifiers",
+    "issue_serving_identity",
+    "load_material",
+    "run_ca",
+    "start_grpc_server",
+]

@@ -1,0 +1,222 @@
+"""gRPC ``istio.v1.auth.IstioCertificateService/CreateCertificate`` (grpc.aio).
+
+Flow (Istio's ``CreateCertificate``): count the CSR → in-flight limit → authenticate (chain of
+authenticators, first success wins) → refuse ImpersonatedIdentity (no node authorizer) → parse
+and check the CSR → resolve the TTL → sign for the *caller's* identity (the CSR's SANs are
+ignored) → record in the ledger → reply ``[leaf, intermediates..., root bundle]``.
+
+Errors are mapped to status codes by the explicit :data:`ERROR_TO_STATUS` table only. The caller
+gets Istio's short message; the full reason goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from meshsec._proto import istio_ca_pb2, istio_ca_pb2_grpc
+from meshsec.ca.authn import Authenticator, RequestInfo, authenticate_caller
+from meshsec.ca.authority import CertificateAuthority
+from meshsec.ca.errors import (
+    AuthenticationError,
+    CaNotReady,
+    ImpersonationError,
+    Overloaded,
+    RequestRejected,
+    TtlError,
+)
+from meshsec.ca.ledger import IssuedRecord
+from meshsec.ca.metrics import CaCounters
+from meshsec.core.pki import InvalidCsr, InvalidPem, IssuanceError, KeyPolicyError, parse_csr
+from meshsec.runtime.clock import Clock
+
+log = logging.getLogger(__name__)
+
+METHOD = "/istio.v1.auth.IstioCertificateService/CreateCertificate"
+IMPERSONATED_IDENTITY = "ImpersonatedIdentity"
+MAX_METADATA_FIELDS = 32
+
+
+@dataclass(frozen=True)
+class StatusMapping:
+    code: grpc.StatusCode
+    message: str  # what the caller sees; "{detail}" is replaced only where the detail is theirs
+    sign_error: str | None = None  # citadel_server_csr_sign_err_count{error=...}
+    auth_failure: bool = False
+
+
+ERROR_TO_STATUS: dict[type[Exception], StatusMapping] = {
+    AuthenticationError: StatusMapping(
+        grpc.StatusCode.UNAUTHENTICATED, "request authenticate failure", auth_failure=True
+    ),
+    ImpersonationError: StatusMapping(
+        grpc.StatusCode.UNAUTHENTICATED, "request impersonation authentication failure"
+    ),
+    InvalidCsr: StatusMapping(
+        grpc.StatusCode.INVALID_ARGUMENT, "CSR signing error ({detail})", "CSR_ERROR"
+    ),
+    InvalidPem: StatusMapping(
+        grpc.StatusCode.INVALID_ARGUMENT, "CSR signing error ({detail})", "CSR_ERROR"
+    ),
+    KeyPolicyError: StatusMapping(
+        grpc.StatusCode.INVALID_ARGUMENT, "CSR signing error ({detail})", "CSR_ERROR"
+    ),
+    TtlError: StatusMapping(
+        grpc.StatusCode.INVALID_ARGUMENT, "CSR signing error ({detail})", "TTL_ERROR"
+    ),
+    CaNotReady: StatusMapping(
+        grpc.StatusCode.INTERNAL, "CSR signing error (CA_NOT_READY)", "CA_NOT_READY"
+    ),
+    IssuanceError: StatusMapping(
+        grpc.StatusCode.INTERNAL, "CSR signing error (CERT_GEN_ERROR)", "CERT_GEN_ERROR"
+    ),
+    RequestRejected: StatusMapping(grpc.StatusCode.INVALID_ARGUMENT, "invalid request ({detail})"),
+    Overloaded: StatusMapping(grpc.StatusCode.RESOURCE_EXHAUSTED, "CA is overloaded, retry later"),
+}
+_MAPPED: tuple[type[Exception], ...] = tuple(ERROR_TO_STATUS)
+
+
+def lookup_status(exc: Exception) -> StatusMapping:
+    """The table entry for ``exc`` (most specific class first); KeyError if it has none."""
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TO_STATUS:
+            return ERROR_TO_STATUS[cls]
+    raise KeyError(type(exc).__name__)
+
+
+def _detail(exc: Exception) -> str:
+    return str(exc)[:300]
+
+
+class IssuanceRecorder(Protocol):
+    def record(self, record: IssuedRecord) -> None: ...
+
+
+class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        authority: CertificateAuthority,
+        authenticators: Sequence[Authenticator],
+        *,
+        ledger: IssuanceRecorder,
+        counters: CaCounters,
+        clock: Clock,
+        max_in_flight: int = 256,
+    ) -> None:
+        self._authority = authority
+        self._authenticators = tuple(authenticators)
+        self._ledger = ledger
+        self._counters = counters
+        self._clock = clock
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def CreateCertificate(
+        self, request: istio_ca_pb2.IstioCertificateRequest, context: Any
+    ) -> istio_ca_pb2.IstioCertificateResponse:
+        self._counters.inc("citadel_server_csr_count")
+        peer = context.peer()
+        try:
+            if self._in_flight >= self._max_in_flight:
+                raise Overloaded(self._max_in_flight)
+            self._in_flight += 1
+            try:
+                chain = await self._create(request, context, peer)
+            finally:
+                self._in_flight -= 1
+        except _MAPPED as exc:
+            mapping = lookup_status(exc)
+            self._report(exc, mapping, peer)
+            await context.abort(mapping.code, mapping.message.format(detail=_detail(exc)))
+            raise AssertionError("unreachable: abort raises") from None
+        return istio_ca_pb2.IstioCertificateResponse(cert_chain=chain)
+
+    def _report(self, exc: Exception, mapping: StatusMapping, peer: str) -> None:
+        if mapping.auth_failure:
+            self._counters.inc("citadel_server_authentication_failure_count")
+            log.warning("Failed to authenticate client from %s: %s", peer, exc)
+        elif mapping.sign_error is not None:
+            self._counters.sign_error(mapping.sign_error)
+            log.warning("CSR signing error from %s (%s): %s", peer, mapping.sign_error, exc)
+        else:
+            log.warning("request from %s refused (%s): %s", peer, mapping.code.name, exc)
+
+    async def _create(
+        self, request: istio_ca_pb2.IstioCertificateRequest, context: Any, peer: str
+    ) -> list[str]:
+        now = self._clock.now()
+        info = RequestInfo(
+            headers=_headers(context.invocation_metadata()),
+            peer=peer,
+            peer_chain_pem=_peer_chain(context),
+            now=now,
+        )
+        caller = await authenticate_caller(self._authenticators, info)
+        metadata = request.metadata.fields if request.HasField("metadata") else {}
+        if len(metadata) > MAX_METADATA_FIELDS:
+            raise RequestRejected(f"metadata has {len(metadata)} fields (at most 32)")
+        impersonated = metadata.get(IMPERSONATED_IDENTITY)
+        if impersonated is not None and impersonated.string_value:
+            raise ImpersonationError(
+                f"{caller.identities[0]} asked to impersonate "
+                f"{impersonated.string_value[:200]!r} but no node authorizer is configured"
+            )
+        csr = parse_csr(request.csr)
+        identity = caller.identities[0]
+        if csr.requested_uris and csr.requested_uris != (str(identity),):
+            log.info(
+                "CSR from %s asks for %s; ignored, issuing for the authenticated %s",
+                peer,
+                ", ".join(u[:200] for u in csr.requested_uris),
+                identity,
+            )
+        issued = self._authority.sign(
+            csr, identity, requested_seconds=request.validity_duration, now=now
+        )
+        self._ledger.record(
+            IssuedRecord(
+                serial=issued.serial_hex,
+                spiffe_id=str(identity),
+                not_before=issued.certificate.not_valid_before_utc,
+                not_after=issued.certificate.not_valid_after_utc,
+                authenticator=caller.authenticator,
+                cluster=caller.cluster,
+                issued_at=now,
+            )
+        )
+        self._counters.inc("citadel_server_success_cert_issuance_count")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "issued serial=%s id=%s authn=%s cluster=%s peer=%s",
+                issued.serial_hex,
+                identity,
+                caller.authenticator,
+                caller.cluster or "-",
+                peer,
+            )
+        return issued.cert_chain
+
+
+def _headers(metadata: Any) -> dict[str, tuple[str, ...]]:
+    headers: dict[str, list[str]] = {}
+    for key, value in metadata or ():
+        if isinstance(value, str):
+            headers.setdefault(key.lower(), []).append(value)
+    return {k: tuple(v) for k, v in headers.items()}
+
+
+def _peer_chain(context: Any) -> tuple[bytes, ...]:
+    auth = context.auth_context() or {}
+    chain = auth.get("x509_pem_cert_chain")
+    if chain:
+        return tuple(chain)
+    leaf = auth.get("x509_pem_cert")
+    return tuple(leaf) if leaf else ()
