@@ -64,8 +64,14 @@ class CaClient:
         timeout: float = 10.0,
         extra_headers: Mapping[str, str] | None = None,
         token_provider: Callable[[], str | None] | None = None,
+        client_identity: Callable[[], tuple[bytes, bytes] | None] | None = None,
+        root_provider: Callable[[], bytes] | None = None,
+        cert_signer: str = "",
     ) -> None:
-        if not plaintext and root_pem is None:
+        """``client_identity`` returns the current ``(key_pem, chain_pem)`` for client-cert
+        renewal (the agent's own valid certificate); ``root_provider`` re-reads the CA root when
+        the channel is rebuilt (after an error); both are consulted on every connect."""
+        if not plaintext and root_pem is None and root_provider is None:
             raise ValueError("a root certificate is required for TLS (or pass plaintext=True)")
         if (client_key_pem is None) != (client_chain_pem is None):
             raise ValueError("client_key_pem and client_chain_pem go together")
@@ -79,11 +85,27 @@ class CaClient:
         self._timeout = timeout
         self._extra = dict(extra_headers or {})
         self._token_provider = token_provider
+        self._client_identity = client_identity
+        self._root_provider = root_provider
+        self._cert_signer = cert_signer
+        self._channel_identity: tuple[bytes, bytes] | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
 
+    async def _refresh_credentials(self) -> None:
+        """Rebuild the channel when the client certificate to present has changed."""
+        if self._client_identity is None:
+            return
+        identity = self._client_identity()
+        if identity != self._channel_identity:
+            await self.close()
+            self._channel_identity = identity
+            self._client_key, self._client_chain = identity if identity else (None, None)
+
     def _connect(self) -> Any:
         if self._stub is None:
+            if self._root_provider is not None and not self._plaintext:
+                self._root_pem = self._root_provider()
             if self._plaintext:
                 self._channel = grpc.aio.insecure_channel(self.address)
             else:
@@ -122,6 +144,7 @@ class CaClient:
             validity_duration=int(ttl.total_seconds()) if ttl is not None else 0,
             metadata=metadata,
         )
+        await self._refresh_credentials()
         stub = self._connect()
         try:
             with map_grpc_errors():
@@ -139,7 +162,9 @@ class CaClient:
     async def sign(self, csr_pem: bytes, ttl: timedelta) -> list[str]:
         """The agent's ``CaClient`` protocol: the token is re-read on every call (Istio)."""
         token = self._token_provider() if self._token_provider is not None else None
-        return await self.fetch_certificate_chain(csr_pem, token=token, ttl=ttl, cert_signer="")
+        return await self.fetch_certificate_chain(
+            csr_pem, token=token, ttl=ttl, cert_signer=self._cert_signer
+        )
 
     async def close(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 from envoy.service.secret.v3 import sds_pb2_grpc
 
 from meshsec._proto import spiffe_workload_pb2_grpc
+from meshsec.agent.caclient import CaClient as GrpcCaClient
+from meshsec.agent.errors import AgentError, UpstreamError
 from meshsec.agent.metrics import CERT_EXPIRY_SECONDS, AgentMetrics, Labels
 from meshsec.agent.mounted import MountedCertsWatcher
 from meshsec.agent.output import CertFileWriter
@@ -28,6 +31,7 @@ from meshsec.agent.secret import DEFAULT, ROOTCA
 from meshsec.agent.sockets import prepare_socket_path, remove_socket
 from meshsec.agent.status import StatusServer
 from meshsec.agent.store import SecretStore, Snapshot
+from meshsec.agent.tokens import FileTokenSource
 from meshsec.agent.workloadapi.service import WorkloadApiService
 from meshsec.config.agent import AgentSettings, split_host_port
 from meshsec.core.pki import KeySpec
@@ -67,14 +71,13 @@ class Agent:
         mounted_poll_interval: float = 1.0,
         on_push: Callable[[Snapshot, frozenset[str]], None] | None = None,
     ) -> None:
-        if ca_client is None and not settings.file_mounted_certs:
-            raise ValueError("a CA client is required unless FILE_MOUNTED_CERTS is set")
         self.settings = settings
         self.clock = clock
         self.metrics = metrics or AgentMetrics()
         self.store = SecretStore(clock.monotonic)
         self.metrics.add_collector(self._expiry_samples)
         self.rotator: CertificateRotator | None = None
+        self._owned_client: GrpcCaClient | None = None
         self.watcher: MountedCertsWatcher | None = None
         if settings.file_mounted_certs:
             self.watcher = MountedCertsWatcher(
@@ -86,7 +89,9 @@ class Agent:
                 debounce=settings.file_debounce_duration.total_seconds(),
             )
         else:
-            assert ca_client is not None
+            if ca_client is None:
+                self._owned_client = build_ca_client(settings, self.store, self.metrics, clock)
+                ca_client = self._owned_client
             self.rotator = CertificateRotator(
                 store=self.store,
                 ca_client=ca_client,
@@ -111,6 +116,7 @@ class Agent:
         self._sockets: list[Path] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.endpoints: Endpoints | None = None
+        self.crashed = asyncio.Event()
 
     async def start(self) -> Endpoints:
         """Bind every endpoint (SocketInUseError if one is taken), then start producing."""
@@ -130,9 +136,9 @@ class Agent:
             raise
         if self.watcher is not None:
             self.watcher.check_once()  # serve mounted files from the first moment
-            self._tasks.append(asyncio.create_task(self.watcher.run(), name="mounted-certs"))
+            self._spawn(self.watcher.run(), "mounted-certs")
         if self.rotator is not None:
-            self._tasks.append(asyncio.create_task(self.rotator.run(), name="rotation"))
+            self._spawn(self.rotator.run(), "rotation")
         self.endpoints = Endpoints(sds_path, workload_path, status)
         log.info(
             "agent serving SDS on %s, Workload API on %s, status on http://%s:%d",
@@ -142,6 +148,19 @@ class Agent:
         )
         return self.endpoints
 
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.critical("agent task %s crashed: %r", task.get_name(), exc, exc_info=exc)
+            self.crashed.set()
+
     async def stop(self, grace: float = 0.5) -> None:
         for task in self._tasks:
             task.cancel()
@@ -150,16 +169,24 @@ class Agent:
         await asyncio.gather(*(s.stop(grace) for s in self._servers), return_exceptions=True)
         self._servers.clear()
         await self.status.close()
+        if self._owned_client is not None:
+            await self._owned_client.close()
         for path in self._sockets:
             remove_socket(path)
         self._sockets.clear()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; AgentError if a background task crashed."""
         await self.start()
         try:
-            await stop.wait()
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self.crashed.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
         finally:
             await self.stop()
+        if self.crashed.is_set():
+            raise AgentError("a background task crashed (see the log above)")
 
     async def _serve_grpc(self, path: Path, add: Callable[[grpc.aio.Server], None]) -> None:
         server = grpc.aio.server(
@@ -189,3 +216,46 @@ class Agent:
         if snapshot.roots is not None and len(snapshot.roots.certificates):
             first = min(c.not_valid_after_utc for c in snapshot.roots.certificates)
             yield CERT_EXPIRY_SECONDS, (("resource_name", ROOTCA),), (first - now).total_seconds()
+
+
+def build_ca_client(
+    settings: AgentSettings, store: SecretStore, metrics: AgentMetrics, clock: Clock
+) -> GrpcCaClient:
+    """The gRPC CA client wired the Istio way: token re-read per call, root re-read per connect,
+    the agent's current certificate (or ``PROV_CERT``) presented as the TLS client certificate."""
+    root_path = settings.ca_root_path
+    tokens = FileTokenSource(settings.token_file, metrics, clock.now)
+
+    def load_root() -> bytes:
+        try:
+            return root_path.read_bytes()
+        except OSError as exc:
+            raise UpstreamError(
+                "FAILED_PRECONDITION",
+                f"cannot read the CA root {root_path} "
+                f"(PILOT_CERT_PROVIDER={settings.pilot_cert_provider}): {exc.strerror}",
+            ) from None
+
+    def client_identity() -> tuple[bytes, bytes] | None:
+        current = store.snapshot().valid_workload(clock.now())
+        if current is not None:
+            return current.key_pem, current.cert_chain_pem
+        if settings.prov_cert is not None:
+            try:
+                return (
+                    (settings.prov_cert / "key.pem").read_bytes(),
+                    (settings.prov_cert / "cert-chain.pem").read_bytes(),
+                )
+            except OSError as exc:
+                log.warning("cannot read PROV_CERT in %s: %s", settings.prov_cert, exc.strerror)
+        return None
+
+    return GrpcCaClient(
+        settings.ca_addr,
+        root_provider=load_root,
+        server_name=settings.istiod_san,
+        cluster_id=settings.cluster_id,
+        token_provider=tokens.token,
+        client_identity=client_identity,
+        cert_signer=settings.cert_signer,
+    )
