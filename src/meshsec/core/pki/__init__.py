@@ -6,6 +6,17 @@ call these functions; see /work/notes/PKI_API.md for the contract.
 """
 
 from meshsec.core.pki.bundle import TrustBundle, certificate_fingerprint
+from meshsec.core.pki.cacerts import (
+    CA_CERT,
+    CA_KEY,
+    CACERTS_FILES,
+    CERT_CHAIN,
+    ROOT_CERT,
+    ROOT_KEY,
+    MaterialFile,
+    compose_cacerts_files,
+    compose_root_files,
+)
 from meshsec.core.pki.csr import MAX_CSR_BYTES, ParsedCsr, build_csr, encode_csr_pem, parse_csr
 from meshsec.core.pki.errors import (
     CaMaterialError,
@@ -45,9 +56,16 @@ from meshsec.core.pki.pem import (
     encode_certificates_pem,
     parse_certificate_der,
     parse_certificate_pem,
+    parse_certificates_any,
     parse_certificates_pem,
 )
 from meshsec.core.pki.rotation import rotation_delay
+from meshsec.core.pki.summary import (
+    CertificateSummary,
+    check_chain_order,
+    format_remaining,
+    summarize_certificate,
+)
 from meshsec.core.pki.svid import X509Svid, parse_svid_chain, spiffe_id_of
 from meshsec.core.pki.templates import (
     CLOCK_SKEW_GRACE,
@@ -67,12 +85,19 @@ from meshsec.core.pki.verify import (
 )
 
 __all__ = [
+    "CACERTS_FILES",
+    "CA_CERT",
+    "CA_KEY",
+    "CERT_CHAIN",
     "CLOCK_SKEW_GRACE",
     "DEFAULT_ROOT_TTL",
     "DEFAULT_WORKLOAD_TTL",
     "MAX_CSR_BYTES",
     "MAX_WORKLOAD_TTL",
+    "ROOT_CERT",
+    "ROOT_KEY",
     "CaMaterialError",
+    "CertificateSummary",
     "ChainFailure",
     "ChainVerificationError",
     "InvalidCsr",
@@ -81,6 +106,7 @@ __all__ = [
     "Issuer",
     "KeyPolicyError",
     "KeySpec",
+    "MaterialFile",
     "ParsedCsr",
     "PkiError",
     "PrivateKey",
@@ -93,8 +119,11 @@ __all__ = [
     "build_san",
     "build_self_signed_root",
     "certificate_fingerprint",
+    "check_chain_order",
     "check_issued",
     "check_public_key",
+    "compose_cacerts_files",
+    "compose_root_files",
     "describe_certificate",
     "describe_public_key",
     "encode_certificate_pem",
@@ -103,6 +132,7 @@ __all__ = [
     "encode_private_key_der",
     "encode_private_key_pem",
     "fingerprint",
+    "format_remaining",
     "generate_private_key",
     "issue_intermediate",
     "issue_server_certificate",
@@ -110,6 +140,7 @@ __all__ = [
     "leaf_contract_problems",
     "parse_certificate_der",
     "parse_certificate_pem",
+    "parse_certificates_any",
     "parse_certificates_pem",
     "parse_csr",
     "parse_private_key_pem",
@@ -120,6 +151,7 @@ __all__ = [
     "rotation_delay",
     "signature_hash",
     "spiffe_id_of",
+    "summarize_certificate",
     "verify_chain",
     "verify_svid",
 ]

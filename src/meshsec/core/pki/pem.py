@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from meshsec.core.pki.errors import InvalidPem
 
 _BEGIN_CERT = b"-----BEGIN CERTIFICATE-----"
+_END_CERT = b"-----END CERTIFICATE-----"
 
 
 def parse_certificates_pem(
@@ -51,6 +52,20 @@ def parse_certificate_pem(data: bytes | str, *, what: str = "certificate") -> x5
     if len(certs) != 1:
         raise InvalidPem(what, f"expected exactly one certificate, found {len(certs)}")
     return certs[0]
+
+
+def parse_certificates_any(data: bytes, *, what: str = "certificate") -> list[x509.Certificate]:
+    """Certificates from a file a person points us at: PEM (other blocks such as keys are
+    skipped) or a single DER certificate. InvalidPem if it holds no certificate."""
+    if _BEGIN_CERT in data:
+        blocks = [
+            _BEGIN_CERT + chunk.split(_END_CERT, 1)[0] + _END_CERT + b"\n"
+            for chunk in data.split(_BEGIN_CERT)[1:]
+        ]
+        return parse_certificates_pem(b"".join(blocks), what=what)
+    if data[:1] == b"\x30":
+        return [parse_certificate_der(data, what=what)]
+    return parse_certificates_pem(data, what=what)
 
 
 def parse_certificate_der(data: bytes, *, what: str = "certificate") -> x509.Certificate:
