@@ -17,7 +17,6 @@ Whatever the source, the served root bundle is also written to ``DATA/root-cert.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,6 +43,7 @@ from meshsec.core.pki.bundle import TrustBundle, certificate_fingerprint
 from meshsec.core.pki.issue import build_self_signed_root
 from meshsec.core.pki.templates import Issuer, random_serial
 from meshsec.core.pki.verify import verify_chain
+from meshsec.runtime.files import KEY_MODE, PUBLIC_MODE, write_atomic
 
 SELF_SIGNED_DIR = "self-signed"
 ROOT_BUNDLE_FILE = "root-cert.pem"
@@ -80,26 +80,6 @@ class CaMaterial:
     @property
     def root_fingerprint(self) -> str:
         return certificate_fingerprint(self.root_bundle.certificates[0])
-
-
-def write_file_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Readers see the old file or the whole new one (temp file, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _read(path: Path) -> bytes:
@@ -225,9 +205,9 @@ def load_or_create_self_signed(
         )
         root_pem = encode_certificate_pem(root)
         # Key first: a crash in between leaves "key without cert", which is refused loudly.
-        write_file_atomic(paths[CA_KEY], encode_private_key_pem(key), mode=0o600)
-        write_file_atomic(paths[ROOT_CERT], root_pem)
-        write_file_atomic(paths[CA_CERT], root_pem)
+        write_atomic(paths[CA_KEY], encode_private_key_pem(key), KEY_MODE)
+        write_atomic(paths[ROOT_CERT], root_pem, PUBLIC_MODE)
+        write_atomic(paths[CA_CERT], root_pem, PUBLIC_MODE)
     elif len(present) != len(paths):
         missing = sorted(set(paths) - set(present))
         raise CaMaterialError(
@@ -258,7 +238,7 @@ def load_or_create_self_signed(
 def publish_root_bundle(data_dir: Path, material: CaMaterial) -> Path:
     """Write the served root bundle to ``DATA/root-cert.pem`` (what ``meshsec ca root`` prints)."""
     path = data_dir / ROOT_BUNDLE_FILE
-    write_file_atomic(path, material.root_bundle_pem.encode())
+    write_atomic(path, material.root_bundle_pem.encode(), PUBLIC_MODE)
     return path
 
 
@@ -290,5 +270,4 @@ __all__ = [
     "load_published_root",
     "publish_root_bundle",
     "split_pem_elements",
-    "write_file_atomic",
 ]

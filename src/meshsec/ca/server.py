@@ -185,6 +185,7 @@ class RunningServer:
 
     server: grpc.aio.Server
     port: int
+    mtls_port: int | None
     service: CertificateService
     ledger: Ledger
     counters: CaCounters
@@ -200,6 +201,7 @@ async def start_grpc_server(
     material: CaMaterial,
     serving: ServingIdentity | None,
     port: int | None = None,
+    mtls_port: int | None = None,
     authenticators: Sequence[Authenticator] | None = None,
     counters: CaCounters | None = None,
     clock: Clock | None = None,
@@ -226,19 +228,32 @@ async def start_grpc_server(
     istio_ca_pb2_grpc.add_IstioCertificateServiceServicer_to_server(service, server)
     host, listen_port = parse_host_port(settings.listen)
     address = _address(host, listen_port if port is None else port)
+    bound_mtls: int | None = None
     if serving is None:
         bound = server.add_insecure_port(address)
     else:
+        # grpcio's Python API offers only "don't request" or "require and verify" client
+        # certificates (not Go's VerifyClientCertIfGiven), so client-certificate callers get
+        # their own port; authn.ClientCertAuthenticator verifies the chain again either way.
         creds = grpc.ssl_server_credentials(
-            [(serving.key_pem, serving.chain_pem)],
-            root_certificates=serving.client_ca_pem,
-            require_client_auth=False,  # Istio: VerifyClientCertIfGiven (verified in authn)
+            [(serving.key_pem, serving.chain_pem)], require_client_auth=False
         )
         bound = server.add_secure_port(address, creds)
+        if settings.mtls_listen:
+            mtls_host, mtls_listen_port = parse_host_port(settings.mtls_listen, what="mtls")
+            mtls_address = _address(mtls_host, mtls_listen_port if mtls_port is None else mtls_port)
+            mtls_creds = grpc.ssl_server_credentials(
+                [(serving.key_pem, serving.chain_pem)],
+                root_certificates=serving.client_ca_pem,
+                require_client_auth=True,
+            )
+            bound_mtls = server.add_secure_port(mtls_address, mtls_creds)
+            if bound_mtls == 0:
+                raise CaError(f"cannot listen on {mtls_address}")
     if bound == 0:
         raise CaError(f"cannot listen on {address}")
     await server.start()
-    return RunningServer(server, bound, service, ledger, counters)
+    return RunningServer(server, bound, bound_mtls, service, ledger, counters)
 
 
 # ---------------------------------------------------------------- worker processes
@@ -249,6 +264,7 @@ class WorkerSpec:
     settings: CaSettings
     index: int
     port: int
+    mtls_port: int | None
     serving: ServingIdentity | None
     table: Any  # shared counter table (RawArray)
     events: Any  # multiprocessing queue: ("ready", index) | ("error", index, message)
@@ -273,6 +289,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
         material=material,
         serving=spec.serving,
         port=spec.port,
+        mtls_port=spec.mtls_port,
         counters=CaCounters(spec.table, spec.index),
         clock=clock,
     )
@@ -312,15 +329,20 @@ class Supervisor:
         )
         workers = settings.workers or os.cpu_count() or 1
         host, port = parse_host_port(settings.listen)
-        reservation = _reserve_port(host, port)
-        port = reservation.getsockname()[1]
+        reservations = [_reserve_port(host, port)]
+        port = reservations[0].getsockname()[1]
+        mtls_port: int | None = None
+        if serving is not None and settings.mtls_listen:
+            mtls_host, mtls_port = parse_host_port(settings.mtls_listen, what="mtls")
+            reservations.append(_reserve_port(mtls_host, mtls_port))
+            mtls_port = reservations[-1].getsockname()[1]
         ctx = multiprocessing.get_context("spawn")
         table: MutableSequence[int] = allocate_counter_table(workers)
         events = ctx.Queue()
         procs = [
             ctx.Process(
                 target=run_worker,
-                args=(WorkerSpec(settings, i, port, serving, table, events),),
+                args=(WorkerSpec(settings, i, port, mtls_port, serving, table, events),),
                 name=f"meshsec-ca-worker-{i}",
                 daemon=True,
             )
@@ -337,7 +359,8 @@ class Supervisor:
             for proc in procs:
                 proc.start()
             error = _wait_ready(events, procs, timeout=120.0)
-            reservation.close()
+            for reservation in reservations:
+                reservation.close()
             if error is not None:
                 raise CaError(f"a CA worker failed to start: {error}")
             mon_host, mon_port = parse_host_port(settings.monitoring, what="monitoring")
@@ -353,8 +376,9 @@ class Supervisor:
             )
             mon_port = metrics_server.server_port
             scheme = "plaintext" if settings.plaintext else "tls"
+            mtls = "" if mtls_port is None else f" mtls {_address(mtls_host, mtls_port)}"
             print(
-                f"meshsec ca ready: listening on {_address(host, port)} ({scheme}) "
+                f"meshsec ca ready: listening on {_address(host, port)} ({scheme}){mtls} "
                 f"metrics http://{_address(mon_host, mon_port)}/metrics "
                 f"root sha256:{material.root_fingerprint} "
                 f"trust-domain {settings.trust_domain} workers {workers} mode {material.mode}",
@@ -371,8 +395,9 @@ class Supervisor:
                 metrics_server.server_close()
             os.close(stop_r)
             os.close(stop_w)
-            with contextlib.suppress(OSError):
-                reservation.close()
+            for reservation in reservations:
+                with contextlib.suppress(OSError):
+                    reservation.close()
             events.close()
 
     def _wait(self, procs: list[Any], stop_r: int) -> int:

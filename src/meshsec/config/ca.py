@@ -39,6 +39,11 @@ class CaSettings:
     listen: str = setting(
         "127.0.0.1:15012", env="MESHSEC_CA_LISTEN", help="gRPC address (Istio's secure :15012)"
     )
+    mtls_listen: str = setting(
+        "127.0.0.1:15013",
+        env="MESHSEC_CA_MTLS_LISTEN",
+        help="gRPC address requiring a mesh client certificate (renewal); empty disables",
+    )
     monitoring: str = setting(
         "127.0.0.1:15014", env="MESHSEC_CA_MONITORING", help="HTTP address serving /metrics"
     )
@@ -123,7 +128,9 @@ class CaSettings:
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        for name in ("listen", "monitoring"):
+        for name in ("listen", "monitoring", "mtls_listen"):
+            if name == "mtls_listen" and not self.mtls_listen:
+                continue
             try:
                 parse_host_port(getattr(self, name), what=name)
             except ValueError as exc:
