@@ -203,3 +203,43 @@ async def fetch_certificate_chain(
         server_name=server_name,
     ) as client:
         return await client.fetch_certificate_chain(csr_pem, token=token, ttl=ttl)
+
+
+class RenewingCaClient:
+    """The agent's CA client (its ``CaClient`` protocol): token auth, or client-cert renewal.
+
+    Each call re-reads the token. With a token, the call goes to ``CA_ADDR`` (presenting the
+    current certificate too, for CAs that ask for one). Without a token but with a valid
+    certificate, it goes to the CA's client-certificate port when one is configured
+    (``MESHSEC_CA_MTLS_ADDR``; grpcio servers cannot *optionally* request client certificates,
+    so meshsec's CA serves mTLS callers on their own port), else to ``CA_ADDR`` anyway.
+    """
+
+    def __init__(
+        self,
+        main: CaClient,
+        *,
+        token_provider: Callable[[], str | None],
+        mtls: CaClient | None = None,
+        has_client_identity: Callable[[], bool] = lambda: False,
+        cert_signer: str = "",
+    ) -> None:
+        self._main = main
+        self._mtls = mtls
+        self._token_provider = token_provider
+        self._has_client_identity = has_client_identity
+        self._cert_signer = cert_signer
+
+    async def sign(self, csr_pem: bytes, ttl: timedelta) -> list[str]:
+        token = self._token_provider()
+        client = self._main
+        if token is None and self._mtls is not None and self._has_client_identity():
+            client = self._mtls
+        return await client.fetch_certificate_chain(
+            csr_pem, token=token, ttl=ttl, cert_signer=self._cert_signer
+        )
+
+    async def close(self) -> None:
+        await self._main.close()
+        if self._mtls is not None:
+            await self._mtls.close()

@@ -21,6 +21,7 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 
 from meshsec._proto import spiffe_workload_pb2_grpc
 from meshsec.agent.caclient import CaClient as GrpcCaClient
+from meshsec.agent.caclient import RenewingCaClient
 from meshsec.agent.errors import AgentError, UpstreamError
 from meshsec.agent.metrics import CERT_EXPIRY_SECONDS, AgentMetrics, Labels
 from meshsec.agent.mounted import MountedCertsWatcher
@@ -77,7 +78,7 @@ class Agent:
         self.store = SecretStore(clock.monotonic)
         self.metrics.add_collector(self._expiry_samples)
         self.rotator: CertificateRotator | None = None
-        self._owned_client: GrpcCaClient | None = None
+        self._owned_client: RenewingCaClient | None = None
         self.watcher: MountedCertsWatcher | None = None
         if settings.file_mounted_certs:
             self.watcher = MountedCertsWatcher(
@@ -220,7 +221,7 @@ class Agent:
 
 def build_ca_client(
     settings: AgentSettings, store: SecretStore, metrics: AgentMetrics, clock: Clock
-) -> GrpcCaClient:
+) -> RenewingCaClient:
     """The gRPC CA client wired the Istio way: token re-read per call, root re-read per connect,
     the agent's current certificate (or ``PROV_CERT``) presented as the TLS client certificate."""
     root_path = settings.ca_root_path
@@ -250,12 +251,19 @@ def build_ca_client(
                 log.warning("cannot read PROV_CERT in %s: %s", settings.prov_cert, exc.strerror)
         return None
 
-    return GrpcCaClient(
-        settings.ca_addr,
-        root_provider=load_root,
-        server_name=settings.istiod_san,
-        cluster_id=settings.cluster_id,
+    def build(address: str) -> GrpcCaClient:
+        return GrpcCaClient(
+            address,
+            root_provider=load_root,
+            server_name=settings.istiod_san,
+            cluster_id=settings.cluster_id,
+            client_identity=client_identity,
+        )
+
+    return RenewingCaClient(
+        build(settings.ca_addr),
         token_provider=tokens.token,
-        client_identity=client_identity,
+        mtls=build(settings.ca_mtls_addr) if settings.ca_mtls_addr else None,
+        has_client_identity=lambda: client_identity() is not None,
         cert_signer=settings.cert_signer,
     )

@@ -47,6 +47,11 @@ class AgentSettings:
     ca_addr: str = setting(
         "istiod.istio-system.svc:15012", env="CA_ADDR", help="CA endpoint HOST:PORT"
     )
+    ca_mtls_addr: str = setting(
+        "",
+        env="MESHSEC_CA_MTLS_ADDR",
+        help="CA port for client-certificate renewal when no token is available",
+    )
     ca_root: Path | None = setting(
         None,
         env="CA_ROOT_CA",
