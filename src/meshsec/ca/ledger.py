@@ -24,13 +24,13 @@ LEDGER_FILE = "ledger.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS issued (
-    serial        TEXT PRIMARY KEY,
+    serial        TEXT PRIMARY KEY,  -- 32 lower-case hex digits
     spiffe_id     TEXT NOT NULL,
-    not_before    TEXT NOT NULL,
-    not_after     TEXT NOT NULL,
+    not_before    INTEGER NOT NULL,  -- unix seconds (UTC)
+    not_after     INTEGER NOT NULL,
     authenticator TEXT NOT NULL,
     cluster       TEXT NOT NULL,
-    issued_at     TEXT NOT NULL
+    issued_at     REAL NOT NULL      -- unix seconds (UTC)
 );
 CREATE INDEX IF NOT EXISTS issued_by_id ON issued (spiffe_id);
 """
@@ -50,15 +50,15 @@ class IssuedRecord:
     cluster: str
     issued_at: datetime
 
-    def row(self) -> tuple[str, ...]:
+    def row(self) -> tuple[str | float, ...]:
         return (
             self.serial,
             self.spiffe_id,
-            _iso(self.not_before),
-            _iso(self.not_after),
+            int(self.not_before.timestamp()),
+            int(self.not_after.timestamp()),
             self.authenticator,
             self.cluster,
-            _iso(self.issued_at),
+            self.issued_at.timestamp(),
         )
 
     def to_json(self) -> dict[str, str]:
@@ -69,8 +69,8 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_iso(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+def _from_unix(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -103,7 +103,7 @@ class Ledger:
         init_ledger(path)
         self.path = path
         self._conn = _connect(path)
-        self._pending: list[tuple[str, ...]] = []
+        self._pending: list[tuple[str | float, ...]] = []
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._flushed = threading.Condition(self._lock)
@@ -153,7 +153,7 @@ class Ledger:
             if closed and not batch:
                 return
 
-    def _write(self, batch: list[tuple[str, ...]]) -> None:
+    def _write(self, batch: list[tuple[str | float, ...]]) -> None:
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -179,5 +179,5 @@ def load_issued(path: Path) -> Iterator[IssuedRecord]:
         conn.close()
     for serial, sid, nb, na, authn, cluster, at in rows:
         yield IssuedRecord(
-            serial, sid, _parse_iso(nb), _parse_iso(na), authn, cluster, _parse_iso(at)
+            serial, sid, _from_unix(nb), _from_unix(na), authn, cluster, _from_unix(at)
         )

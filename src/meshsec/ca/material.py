@@ -93,7 +93,7 @@ def _certs(path: Path, what: str) -> list[x509.Certificate]:
     try:
         return parse_certificates_pem(_read(path), what=what)
     except InvalidPem as exc:
-        raise CaMaterialError(str(path), exc.reason) from None
+        raise CaMaterialError(str(path), f"not a valid {what}: {exc.reason}") from None
 
 
 def split_pem_elements(certs: list[x509.Certificate]) -> tuple[str, ...]:
@@ -107,7 +107,7 @@ def _build_issuer(
     try:
         key = parse_private_key_pem(_read(key_path), what="CA private key")
     except InvalidPem as exc:
-        raise CaMaterialError(str(key_path), exc.reason) from None
+        raise CaMaterialError(str(key_path), f"not a valid CA private key: {exc.reason}") from None
     try:
         return Issuer(cert, key, tuple(chain))
     except IssuanceError as exc:
