@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
+import subprocess
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from meshsec.agent.metrics import FILE_SECRET_FAILURES, FILE_WATCHER_FAILURES
 from meshsec.config.agent import AgentSettings
 from meshsec.core.pki import TrustBundle, parse_certificates_pem, parse_private_key_pem
 from tests.fakes.agent_harness import AgentFactory, rotate, wait_for_snapshot
+from tests.fakes.ca_client import FakeCaClient
 from tests.fakes.clock import FakeClock
 from tests.fakes.sds_client import SdsClient, secrets_of
 from tests.testca import TestCA
@@ -167,3 +170,23 @@ async def test_expired_mounted_certificate_is_not_served(
     assert agent.store.snapshot().workload is None
     assert agent.metrics.value(FILE_SECRET_FAILURES) == 1
     assert agent.status.readiness()[0] == 503
+
+
+async def test_openssl_verify_accepts_written_files_with_intermediate(
+    agent_factory: AgentFactory, settings: AgentSettings, sockdir: Path, clock: FakeClock
+) -> None:
+    inter = TestCA(now=clock.now() - timedelta(days=1)).intermediate("cluster1")
+    ca_client = FakeCaClient(inter, "spiffe://cluster.local/ns/default/sa/httpbin", clock=clock)
+    out = sockdir / "out"
+    agent = agent_factory(replace(settings, output_certs=out), ca_client=ca_client)
+    await agent.start()
+    await wait_for_snapshot(agent, lambda s: s.workload is not None)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "verify", "-CAfile", str(out / "root-cert.pem"), "-untrusted",
+         str(out / "cert-chain.pem"), "-purpose", "sslclient", str(out / "cert-chain.pem")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith(": OK")
+    assert len(parse_certificates_pem((out / "cert-chain.pem").read_bytes())) == 3

@@ -96,7 +96,12 @@ def test_every_problem_reported_at_once() -> None:
             },
         )
     text = str(info.value)
-    for expected in ("SECRET_GRACE_PERIOD_RATIO", "PILOT_CERT_PROVIDER 'vault'", "P521", "lower-case"):
+    for expected in (
+        "SECRET_GRACE_PERIOD_RATIO",
+        "PILOT_CERT_PROVIDER 'vault'",
+        "P521",
+        "lower-case",
+    ):
         assert expected in text
     assert "--ca-addr" in text
 
