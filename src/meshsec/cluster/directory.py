@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from meshsec.cluster._files import write_file_atomic
 from meshsec.cluster.errors import ClusterDirError, ClusterError
+from meshsec.runtime.files import KEY_MODE, PUBLIC_MODE, write_atomic
 
 CLUSTER_FILE = "cluster.yaml"
 KEY_FILE = "sa-signer.key"
@@ -115,9 +115,9 @@ def init_cluster_dir(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_file_atomic(directory / KEY_FILE, key_pem, mode=0o600)
+    write_atomic(directory / KEY_FILE, key_pem, KEY_MODE)
     jwks = {"keys": [_jwk(public, kid, algorithm)]}
-    write_file_atomic(directory / JWKS_FILE, (json.dumps(jwks, indent=2) + "\n").encode())
+    write_atomic(directory / JWKS_FILE, (json.dumps(jwks, indent=2) + "\n").encode(), PUBLIC_MODE)
     meta = {
         "name": name,
         "issuer": issuer,
@@ -127,7 +127,9 @@ def init_cluster_dir(
         "jwks": JWKS_FILE,
         "created": now.isoformat(),
     }
-    write_file_atomic(directory / CLUSTER_FILE, yaml.safe_dump(meta, sort_keys=False).encode())
+    write_atomic(
+        directory / CLUSTER_FILE, yaml.safe_dump(meta, sort_keys=False).encode(), PUBLIC_MODE
+    )
     trust = ClusterTrust(name, issuer, {kid: (algorithm, public)}, directory)
     return ClusterSigner(trust, kid, algorithm, key)
 

@@ -139,7 +139,11 @@ PROBLEMS: dict[str, tuple[Callable[[Path, TestCA], None], str, str]] = {
         "cert-chain.pem",
         "incomplete signing CA bundle",
     ),
-    "missing-root-cert": (_remove("root-cert.pem"), "root-cert.pem", "incomplete signing CA bundle"),
+    "missing-root-cert": (
+        _remove("root-cert.pem"),
+        "root-cert.pem",
+        "incomplete signing CA bundle",
+    ),
     "garbage-ca-cert": (_replace("ca-cert.pem", lambda o: b"junk\n"), "ca-cert.pem", "not a valid"),
     "garbage-key": (_replace("ca-key.pem", lambda o: b"junk\n"), "ca-key.pem", "not a valid"),
     "key-of-another-ca": (
