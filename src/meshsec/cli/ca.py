@@ -22,6 +22,12 @@ def serve(
     listen: Annotated[
         str | None, typer.Option("--listen", help="gRPC HOST:PORT [127.0.0.1:15012]")
     ] = None,
+    mtls_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--mtls-listen", help="HOST:PORT for client-certificate callers [127.0.0.1:15013]"
+        ),
+    ] = None,
     monitoring: Annotated[
         str | None, typer.Option("--monitoring", help="metrics HOST:PORT [127.0.0.1:15014]")
     ] = None,
@@ -57,6 +63,7 @@ def serve(
     flags: dict[str, Any] = {
         "data_dir": data_dir,
         "listen": listen,
+        "mtls_listen": mtls_listen,
         "monitoring": monitoring,
         "clusters": tuple(str(c) for c in cluster or ()),
         "cacerts": cacerts,
