@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,7 +106,7 @@ def issued(
         return
     table = Table(title=f"issued by the CA in {data_dir} ({len(records)})")
     for column in ("serial", "SPIFFE ID", "not before", "not after", "authn", "cluster", "at"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=True)
     for r in records:
         row = r.to_json()
         table.add_row(
@@ -117,7 +118,8 @@ def issued(
             row["cluster"] or "-",
             row["issued_at"],
         )
-    Console().print(table)
+    # A pipe gets the full rows (scripts grep them); a terminal gets its own width.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def register(app: typer.Typer) -> None:
