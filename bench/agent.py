@@ -9,9 +9,10 @@ a short ``SECRET_TTL`` (3 s: a rotation every ~1.5 s), and this script is the SD
 (xds-protos messages over the agent's Unix socket, ACKing every response, in its own process).
 
 * RSS = VmRSS of the agent process, after its first certificate (one identity) and again with
-  ``--streams`` SDS streams open, each subscribed to ``default`` and ``ROOTCA``. The physical
-  floor measured in the same run is a bare Python interpreter that imports the same libraries
-  (grpc, cryptography, protobuf, the xds-protos modules, meshsec.agent) and does nothing.
+  ``--streams`` SDS streams open, each subscribed to ``default`` and ``ROOTCA`` (PSS and
+  anonymous memory are printed too: most of the RSS is shared library text). The physical floor
+  measured in the same run is a bare Python interpreter that imports grpc, cryptography and
+  protobuf (what any Python gRPC agent with real crypto must load) and does nothing.
 * push latency = wall time the client received the new ``default`` minus the wall time the agent
   logged that serial (the log line is written right after the new secret is published, before
   any push is sent), per stream and rotation, with 1 stream and with ``--streams`` streams.
@@ -46,11 +47,20 @@ MESHSEC = [sys.executable, "-m", "meshsec"]
 LOG_SERIAL = re.compile(
     r"^(\S+)Z INFO\s+meshsec\.agent\.rotation workload certificate \S+ serial=([0-9a-f]+)"
 )
-FLOOR_SCRIPT = (
-    "import signal, grpc, cryptography.x509, google.protobuf, "
-    "envoy.service.secret.v3.sds_pb2_grpc, meshsec.agent.server; "
+FLOOR_SCRIPT = (  # the stack any Python gRPC agent with real crypto needs, doing nothing
+    "import signal, grpc, cryptography.x509, google.protobuf; "
     "print('ready', flush=True); signal.pause()"
 )
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS, PSS (shared library pages split between processes) and anonymous memory."""
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss", "Anonymous"):
+            values[key.lower()] = round(int(rest.split()[0]) / 1024.0, 1)
+    return values
 
 
 def rss_mb(pid: int) -> float:
@@ -208,6 +218,7 @@ async def one_round(workdir: Path, ca_addr: str, streams: int, rotations: int) -
     try:
         await asyncio.sleep(1.0)  # settle after start-up imports and the first CSR
         rss_one = rss_mb(agent.pid)
+        mem_one = memory_mb(agent.pid)
         client, single = await open_streams(workdir / "sds.sock", 1)
         lat_one = await push_latencies(logs, single, rotations)
         await client.close()
@@ -220,6 +231,8 @@ async def one_round(workdir: Path, ca_addr: str, streams: int, rotations: int) -
         stop(agent)
     return {
         "rss_mb_one_identity": round(rss_one, 1),
+        "pss_mb_one_identity": mem_one["pss"],
+        "anon_mb_one_identity": mem_one["anonymous"],
         f"rss_mb_{streams}_streams": round(rss_many, 1),
         "push_ms_1_stream": {
             "median": round(statistics.median(lat_one), 2),
@@ -272,6 +285,8 @@ async def main() -> int:
         "rss_mb_one_identity": med("rss_mb_one_identity"),
         rss_many: med(rss_many),
         "rss_over_floor_mb": round(med("rss_mb_one_identity") - floor, 1),
+        "pss_mb_one_identity": med("pss_mb_one_identity"),
+        "anon_mb_one_identity": med("anon_mb_one_identity"),
         "push_ms_1_stream_median": med("push_ms_1_stream", "median"),
         "push_ms_1_stream_p99": med("push_ms_1_stream", "p99"),
         f"{many}_median": med(many, "median"),
