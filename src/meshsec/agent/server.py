@@ -31,7 +31,7 @@ from meshsec.agent.sds.service import SecretDiscoveryService
 from meshsec.agent.secret import DEFAULT, ROOTCA
 from meshsec.agent.sockets import prepare_socket_path, remove_socket
 from meshsec.agent.status import StatusServer
-from meshsec.agent.store import SecretStore, Snapshot
+from meshsec.agent.store import SecretStore
 from meshsec.agent.tokens import FileTokenSource
 from meshsec.agent.workloadapi.service import WorkloadApiService
 from meshsec.config.agent import AgentSettings, split_host_port
@@ -70,7 +70,6 @@ class Agent:
         retry: RetryPolicy | None = None,
         rand: Callable[[], float] = random.random,
         mounted_poll_interval: float = 1.0,
-        on_push: Callable[[Snapshot, frozenset[str]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -110,7 +109,7 @@ class Agent:
             )
         if settings.output_certs is not None:
             self.store.add_listener(CertFileWriter(settings.output_certs))
-        self.sds = SecretDiscoveryService(self.store, clock, self.metrics, on_push=on_push)
+        self.sds = SecretDiscoveryService(self.store, clock, self.metrics)
         self.workload_api = WorkloadApiService(self.store, clock)
         self.status = StatusServer(self.store, clock, self.metrics)
         self._servers: list[grpc.aio.Server] = []

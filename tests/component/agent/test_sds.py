@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -152,3 +153,18 @@ async def test_stream_opened_before_first_certificate_is_answered_when_it_arrive
 def _serial(response: discovery_pb2.DiscoveryResponse) -> int:
     chain = secrets_of(response)["default"].tls_certificate.certificate_chain.inline_bytes
     return parse_certificates_pem(chain)[0].serial_number
+
+
+async def test_root_change_pushes_rootca_and_default(
+    agent: Agent, sds: SdsClient, clock: FakeClock, ca_client: FakeCaClient, test_ca: TestCA
+) -> None:
+    root_stream = sds.stream(["ROOTCA"])
+    first_roots = await root_stream.recv()
+    root_stream.ack(first_roots, ["ROOTCA"])
+    new_ca = TestCA(now=clock.now() - timedelta(days=1))  # the mesh moved to a new root
+    ca_client.ca = new_ca
+    await rotate(agent, clock)
+    pushed = await root_stream.recv()
+    trusted = secrets_of(pushed)["ROOTCA"].validation_context.trusted_ca.inline_bytes
+    assert TrustBundle.parse_pem(trusted).certificates == (new_ca.root_cert,)
+    assert test_ca.root_cert not in TrustBundle.parse_pem(trusted)

@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,14 +75,12 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
         store: SecretStore,
         clock: Clock,
         metrics: AgentMetrics,
-        on_push: Callable[[Snapshot, frozenset[str]], None] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._metrics = metrics
         self._versions = itertools.count(1)
         self._stream_ids = itertools.count(1)
-        self._on_push = on_push
         self.active_streams = 0
 
     async def StreamSecrets(
@@ -244,8 +242,6 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
         state.last_nonce = uuid.uuid4().hex
         for name in sent:
             self._metrics.inc(SDS_PUSHES, resource_name=name)
-        if self._on_push is not None:
-            self._on_push(snapshot, frozenset(sent))
         return build_discovery_response(
             secrets, version_info=self._next_version(), nonce=state.last_nonce
         )
