@@ -1,0 +1,81 @@
+"""What the inbound side asks the policy engine: one call per connection or HTTP request.
+
+The :class:`Authorizer` Protocol is owned here (by its consumer); the policy engine's
+AuthorizationPolicy evaluator plugs in by implementing it. :class:`AllowAll` is the behaviour
+of a workload with no policy (Istio: "no policy on a workload ⇒ allow all").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from meshsec.proxy.tls import PeerIdentity
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """The downstream peer as authorization sees it; identity fields are empty over plaintext."""
+
+    address: str
+    principal: str = ""
+    namespace: str = ""
+    service_account: str = ""
+    trust_domain: str = ""
+
+    @property
+    def mtls(self) -> bool:
+        return bool(self.principal)
+
+    @classmethod
+    def from_identity(cls, identity: PeerIdentity | None, address: str) -> PeerInfo:
+        if identity is None:
+            return cls(address)
+        return cls(
+            address,
+            identity.principal,
+            identity.namespace or "",
+            identity.service_account or "",
+            identity.trust_domain,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequestInfo:
+    """The request attributes AuthorizationPolicy ``to.operation`` and ``when`` look at."""
+
+    method: str
+    path: str
+    host: str
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key == lowered:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+ALLOWED = Decision(True, "allowed")
+
+
+class Authorizer(Protocol):
+    """Decide one connection (``request=None``, TCP ports) or one HTTP request."""
+
+    def authorize(self, peer: PeerInfo, port: int, request: HttpRequestInfo | None) -> Decision:
+        """Must be fast and must not block: it runs on the event loop for every request."""
+        ...
+
+
+class AllowAll:
+    """No AuthorizationPolicy applies to this workload: everything is allowed."""
+
+    def authorize(self, peer: PeerInfo, port: int, request: HttpRequestInfo | None) -> Decision:
+        return ALLOWED

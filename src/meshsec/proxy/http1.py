@@ -1,0 +1,404 @@
+"""A small, strict, bounded HTTP/1.1 message framer (sans-IO): heads are parsed, bodies only framed.
+
+Why not h11: the proxy relays bodies byte-for-byte and only needs to know where each message
+starts and ends (to authorize every request, add ``x-forwarded-client-cert`` and count responses
+by code). h11 would buffer bodies into events and cost a dependency and a per-event overhead on
+the hot path; this module is ~300 lines, has no state outside :class:`MessageReader`, and rejects
+everything that enables request smuggling:
+
+* head larger than ``max_head`` (431) or more than ``max_headers`` fields (431);
+* bare LF line ends, obs-fold continuation lines, whitespace before ``:``, control characters,
+  non-token names or methods (400); versions other than HTTP/1.0 and HTTP/1.1 (505);
+* ``Transfer-Encoding`` together with ``Content-Length``, differing or non-numeric lengths (400),
+  a transfer coding other than a final ``chunked`` (501), ``Transfer-Encoding`` in HTTP/1.0 (400);
+* HTTP/1.1 requests without exactly one ``Host`` (400); malformed chunk sizes or chunk ends (400).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from meshsec.proxy.errors import HttpError
+
+MAX_HEAD = 64 * 1024
+MAX_HEADERS = 100
+MAX_CHUNK_LINE = 4096
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+
+Headers = list[tuple[bytes, bytes]]  # (lower-case name, value) in arrival order
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: Headers
+
+    def get(self, name: bytes) -> bytes | None:
+        return header_value(self.headers, name)
+
+    @property
+    def keep_alive(self) -> bool:
+        return keep_alive(self.version, self.headers)
+
+    def encode(self) -> bytes:
+        lines = [b"%s %s %s" % (self.method, self.target, self.version)]
+        lines += [b"%s: %s" % (n, v) for n, v in self.headers]
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    version: bytes
+    status: int
+    reason: bytes
+    headers: Headers
+
+
+def header_value(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def keep_alive(version: bytes, headers: Headers) -> bool:
+    tokens = {t.strip().lower() for n, v in headers if n == b"connection" for t in v.split(b",")}
+    if version == b"HTTP/1.0":
+        return b"keep-alive" in tokens
+    return b"close" not in tokens
+
+
+def _split_head(raw: bytes) -> list[bytes]:
+    lines = raw[:-4].split(b"\r\n")
+    for line in lines:
+        if b"\n" in line or b"\r" in line:
+            raise HttpError(400, "bare CR or LF in the message head")
+    return lines
+
+
+def _parse_fields(lines: list[bytes]) -> Headers:
+    if len(lines) > MAX_HEADERS:
+        raise HttpError(431, f"more than {MAX_HEADERS} header fields")
+    headers: Headers = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise HttpError(400, "obsolete line folding in a header")
+        name, colon, value = line.partition(b":")
+        if not colon or _TOKEN.fullmatch(name) is None:
+            raise HttpError(400, f"malformed header line {line[:60]!r}")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value) is not None:
+            raise HttpError(400, f"control character in header {name.decode()!r}")
+        headers.append((name.lower(), value))
+    return headers
+
+
+def parse_request_head(raw: bytes) -> RequestHead:
+    """Parse a complete request head (ending in CRLFCRLF)."""
+    lines = _split_head(raw)
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise HttpError(400, f"malformed request line {lines[0][:80]!r}")
+    method, target, version = parts
+    if _TOKEN.fullmatch(method) is None:
+        raise HttpError(400, "malformed method")
+    if not target or _BAD_TARGET.search(target) is not None:
+        raise HttpError(400, "malformed request target")
+    if version not in _VERSIONS:
+        if version.startswith(b"HTTP/"):
+            raise HttpError(505, f"unsupported version {version[:20]!r}")
+        raise HttpError(400, "malformed request line")
+    headers = _parse_fields(lines[1:])
+    if version == b"HTTP/1.1" and sum(1 for n, _ in headers if n == b"host") != 1:
+        raise HttpError(400, "an HTTP/1.1 request needs exactly one Host header")
+    return RequestHead(method, target, version, headers)
+
+
+def parse_response_head(raw: bytes) -> ResponseHead:
+    lines = _split_head(raw)
+    version, _, rest = lines[0].partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version not in _VERSIONS or len(code) != 3 or not code.isdigit():
+        raise HttpError(502, f"malformed status line {lines[0][:80]!r}")
+    return ResponseHead(version, int(code), reason, _parse_fields(lines[1:]))
+
+
+class Framing(Enum):
+    NONE = "none"
+    LENGTH = "length"
+    CHUNKED = "chunked"
+    UNTIL_CLOSE = "until-close"
+
+
+def _content_length(headers: Headers, status_on_error: int) -> int | None:
+    values = [v for n, v in headers if n == b"content-length"]
+    if not values:
+        return None
+    parts = {p.strip() for v in values for p in v.split(b",")}
+    if len(parts) != 1:
+        raise HttpError(status_on_error, "conflicting Content-Length values")
+    value = parts.pop()
+    if not value.isdigit() or len(value) > 18:
+        raise HttpError(status_on_error, "malformed Content-Length")
+    return int(value)
+
+
+def _chunked(version: bytes, headers: Headers, status_on_error: int) -> bool:
+    codings = [
+        c.strip().lower() for n, v in headers if n == b"transfer-encoding" for c in v.split(b",")
+    ]
+    if not codings:
+        return False
+    if version == b"HTTP/1.0":
+        raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 message")
+    if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+        raise HttpError(501 if status_on_error == 400 else 502, "unsupported transfer coding")
+    return True
+
+
+def request_framing(head: RequestHead) -> BodyFramer:
+    chunked = _chunked(head.version, head.headers, 400)
+    length = _content_length(head.headers, 400)
+    if chunked and length is not None:
+        raise HttpError(400, "both Transfer-Encoding and Content-Length")
+    if chunked:
+        return BodyFramer(Framing.CHUNKED)
+    if length:
+        return BodyFramer(Framing.LENGTH, length)
+    return BodyFramer(Framing.NONE)
+
+
+def response_framing(head: ResponseHead, request_method: bytes | None) -> BodyFramer:
+    if request_method == b"HEAD" or head.status in (204, 304) or 100 <= head.status < 200:
+        return BodyFramer(Framing.NONE)
+    if request_method == b"CONNECT" and 200 <= head.status < 300:
+        return BodyFramer(Framing.NONE)
+    chunked = _chunked(head.version, head.headers, 502)
+    length = _content_length(head.headers, 502)
+    if chunked and length is not None:
+        raise HttpError(502, "both Transfer-Encoding and Content-Length in a response")
+    if chunked:
+        return BodyFramer(Framing.CHUNKED)
+    if length is not None:
+        return BodyFramer(Framing.LENGTH, length) if length else BodyFramer(Framing.NONE)
+    return BodyFramer(Framing.UNTIL_CLOSE)
+
+
+_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+
+class BodyFramer:
+    """Counts body bytes; :meth:`consume` says how many of ``data`` belong to this body."""
+
+    __slots__ = ("_line", "_state", "done", "framing", "remaining")
+
+    def __init__(self, framing: Framing, length: int = 0) -> None:
+        self.framing = framing
+        self.remaining = length
+        self.done = framing is Framing.NONE
+        self._state = _SIZE
+        self._line = bytearray()
+
+    def consume(self, data: memoryview) -> int:
+        if self.done:
+            return 0
+        if self.framing is Framing.LENGTH:
+            n = min(len(data), self.remaining)
+            self.remaining -= n
+            self.done = self.remaining == 0
+            return n
+        if self.framing is Framing.UNTIL_CLOSE:
+            return len(data)
+        return self._consume_chunked(data)
+
+    def _consume_chunked(self, data: memoryview) -> int:
+        pos = 0
+        end = len(data)
+        while pos < end and not self.done:
+            if self._state == _DATA:
+                n = min(end - pos, self.remaining)
+                pos += n
+                self.remaining -= n
+                if self.remaining == 0:
+                    self._state = _DATA_END
+                continue
+            # line-oriented states: size line, CRLF after data, trailer lines
+            nl = bytes(data[pos:end]).find(b"\n")
+            stop = end if nl < 0 else pos + nl + 1
+            self._line += data[pos:stop]
+            pos = stop
+            if len(self._line) > MAX_CHUNK_LINE:
+                raise HttpError(400, "chunk line too long")
+            if nl < 0:
+                continue
+            line = bytes(self._line)
+            self._line.clear()
+            if not line.endswith(b"\r\n"):
+                raise HttpError(400, "bare LF in chunked body")
+            line = line[:-2]
+            if self._state == _DATA_END:
+                if line:
+                    raise HttpError(400, "chunk data longer than its size")
+                self._state = _SIZE
+            elif self._state == _SIZE:
+                size_text = line.split(b";", 1)[0].strip(b" \t")
+                if (
+                    not size_text
+                    or len(size_text) > 15
+                    or not all(c in b"0123456789abcdefABCDEF" for c in size_text)
+                ):
+                    raise HttpError(400, f"malformed chunk size {size_text[:20]!r}")
+                size = int(size_text, 16)
+                if size == 0:
+                    self._state = _TRAILER
+                else:
+                    self.remaining = size
+                    self._state = _DATA
+            else:  # trailer section ends with an empty line
+                if not line:
+                    self.done = True
+        return pos
+
+
+class ReaderState(Enum):
+    HEAD = "head"
+    BODY = "body"
+    TUNNEL = "tunnel"
+    HELD = "held"
+
+
+class MessageReader:
+    """Splits a byte stream into heads and body slices.
+
+    ``on_head(raw)`` gets each complete head and returns the body framer for it (or None to
+    hold further input until :meth:`release`); ``on_body(chunk)`` gets body bytes as they
+    arrive; ``on_end()`` fires when a body is complete. :meth:`tunnel` switches to raw bytes.
+    """
+
+    __slots__ = ("_buf", "_framer", "max_head", "on_body", "on_end", "on_head", "state")
+
+    def __init__(
+        self,
+        on_head: Callable[[bytes], BodyFramer | None],
+        on_body: Callable[[memoryview], None],
+        on_end: Callable[[], None],
+        *,
+        max_head: int = MAX_HEAD,
+    ) -> None:
+        self.on_head = on_head
+        self.on_body = on_body
+        self.on_end = on_end
+        self.max_head = max_head
+        self.state = ReaderState.HEAD
+        self._buf = bytearray()
+        self._framer: BodyFramer | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        if self.state is ReaderState.TUNNEL:
+            self.on_body(memoryview(data))
+            return
+        if self._buf or self.state is not ReaderState.BODY:
+            self._buf += data
+            self._run()
+            return
+        self._run_body(memoryview(data))
+
+    def tunnel(self) -> None:
+        """Everything from now on (including held bytes) is passed through as body bytes."""
+        self.state = ReaderState.TUNNEL
+        if self._buf:
+            data, self._buf = bytes(self._buf), bytearray()
+            self.on_body(memoryview(data))
+
+    def release(self, framer: BodyFramer) -> None:
+        """Continue after a held head, with the framer decided meanwhile."""
+        if self.state is not ReaderState.HELD:
+            return
+        self._start_body(framer)
+        self._run()
+
+    def _tunnelled(self) -> bool:
+        return self.state is ReaderState.TUNNEL
+
+    def _start_body(self, framer: BodyFramer) -> None:
+        if framer.done:
+            self.state = ReaderState.HEAD
+            self.on_end()
+        else:
+            self._framer = framer
+            self.state = ReaderState.BODY
+
+    def _run(self) -> None:
+        while self._buf and self.state in (ReaderState.HEAD, ReaderState.BODY):
+            if self.state is ReaderState.BODY:
+                data, self._buf = bytes(self._buf), bytearray()
+                self._run_body(memoryview(data))
+                continue
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buf) > self.max_head:
+                    raise HttpError(431, f"message head larger than {self.max_head} bytes")
+                return
+            if end + 4 > self.max_head:
+                raise HttpError(431, f"message head larger than {self.max_head} bytes")
+            raw = bytes(self._buf[: end + 4])
+            del self._buf[: end + 4]
+            framer = self.on_head(raw)
+            if self._tunnelled():
+                return
+            if framer is None:
+                self.state = ReaderState.HELD
+                return
+            self._start_body(framer)
+
+    def _run_body(self, view: memoryview) -> None:
+        framer = self._framer
+        assert framer is not None
+        n = framer.consume(view)
+        if n:
+            self.on_body(view[:n])
+        if framer.done:
+            self._framer = None
+            self.state = ReaderState.HEAD
+            self.on_end()
+            if n < len(view) and self.state is ReaderState.HEAD:
+                self._buf += view[n:]
+                self._run()
+            elif n < len(view):
+                self._buf += view[n:]
+            return
+
+
+def build_response(status: int, body: bytes, *, close: bool = True) -> bytes:
+    reasons = {
+        400: b"Bad Request",
+        403: b"Forbidden",
+        431: b"Request Header Fields Too Large",
+        501: b"Not Implemented",
+        502: b"Bad Gateway",
+        503: b"Service Unavailable",
+        504: b"Gateway Timeout",
+        505: b"HTTP Version Not Supported",
+    }
+    reason = reasons.get(status, b"Error")
+    head = [
+        b"HTTP/1.1 %d %s" % (status, reason),
+        b"content-length: %d" % len(body),
+        b"content-type: text/plain",
+    ]
+    if close:
+        head.append(b"connection: close")
+    return b"\r\n".join(head) + b"\r\n\r\n" + body

@@ -1,0 +1,459 @@
+"""Inbound listeners: one in front of each application port, in the port's PeerAuthentication mode.
+
+* ``STRICT`` — every connection is a TLS server handshake with the current server context
+  (client certificate required, chain verified against the current bundle), then the peer's
+  SPIFFE ID must be in the mesh trust domain or an alias; plaintext fails the handshake.
+* ``PERMISSIVE`` — the first bytes are peeked (``MSG_PEEK``, nothing consumed): a TLS record
+  header (``0x16 0x03``) gets the STRICT treatment, anything else is relayed as plaintext, and a
+  client that sends nothing within ``sniff_timeout`` is treated as plaintext (server-first
+  protocols). ``0x16`` alone (one byte so far) counts as TLS: no HTTP or text protocol starts so.
+* ``DISABLE`` — plaintext pass-through.
+
+Then the :class:`~meshsec.proxy.authz.Authorizer` decides: TCP ports once per connection
+(denied ⇒ closed), HTTP ports once per request (denied ⇒ ``403 RBAC: access denied``). Allowed
+HTTP requests lose any client-sent ``x-forwarded-client-cert`` and, over mTLS, get
+``By=<our id>;Hash=<sha256 of the peer leaf, hex>;URI=<peer id>`` (Envoy SANITIZE_SET).
+
+Each accepted socket is handed to the loop with the TLS context current *at accept time*, so a
+rotated SVID or bundle applies to the next handshake while open connections keep theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import socket
+import ssl
+from collections import deque
+from dataclasses import dataclass, field
+
+from meshsec.core.identity import TrustDomainSet
+from meshsec.proxy.authz import AllowAll, Authorizer, HttpRequestInfo, PeerInfo
+from meshsec.proxy.errors import HttpError, PeerRejected, TlsMaterialError
+from meshsec.proxy.http1 import (
+    BodyFramer,
+    Framing,
+    MessageReader,
+    build_response,
+    parse_request_head,
+    parse_response_head,
+    request_framing,
+    response_framing,
+)
+from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
+from meshsec.proxy.pump import ConnectionTracker, Link, PumpLimits
+from meshsec.proxy.tls import PeerIdentity, TlsContexts, peer_identity_of, verify_inbound_peer
+
+log = logging.getLogger("meshsec.proxy.inbound")
+
+XFCC = b"x-forwarded-client-cert"
+RBAC_DENIED = b"RBAC: access denied"
+ACCEPT_BATCH = 64
+
+
+class PortMode(enum.Enum):
+    STRICT = "STRICT"
+    PERMISSIVE = "PERMISSIVE"
+    DISABLE = "DISABLE"
+
+
+@dataclass(frozen=True)
+class InboundPort:
+    """``listen_port`` (0 = any, for tests) in front of ``app_host:app_port``."""
+
+    listen_port: int
+    app_port: int
+    mode: PortMode
+    http: bool = False
+    app_host: str = "127.0.0.1"
+    listen_host: str = "0.0.0.0"  # noqa: S104 - a sidecar listens for the pod's peers
+
+
+@dataclass(frozen=True)
+class InboundOptions:
+    trust_domains: TrustDomainSet | None
+    handshake_timeout: float = 10.0
+    sniff_timeout: float = 5.0
+    connect_timeout: float = 10.0
+    limits: PumpLimits = field(default_factory=PumpLimits)
+    backlog: int = 1024
+
+
+def detect_tls(peeked: bytes) -> bool:
+    """Does a connection starting with ``peeked`` (at least one byte) carry a TLS ClientHello?"""
+    return peeked[0] == 0x16 and (len(peeked) < 2 or peeked[1] == 0x03)
+
+
+class InboundListener:
+    def __init__(
+        self,
+        port: InboundPort,
+        tls: TlsContexts,
+        *,
+        options: InboundOptions,
+        authorizer: Authorizer | None = None,
+        metrics: ProxyMetrics | None = None,
+    ) -> None:
+        self.port = port
+        self.mode = port.mode
+        self.tls = tls
+        self.options = options
+        self.authorizer: Authorizer = authorizer or AllowAll()
+        self.metrics = metrics or ProxyMetrics()
+        self.connections = ConnectionTracker()
+        self._sock: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock = socket.create_server(
+            (self.port.listen_host, self.port.listen_port),
+            backlog=self.options.backlog,
+            reuse_port=False,
+        )
+        sock.setblocking(False)
+        self._sock = sock
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    @property
+    def bound_port(self) -> int:
+        assert self._sock is not None, "listener not started"
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    def stop_accepting(self) -> None:
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    async def drain(self, grace: float) -> int:
+        self.stop_accepting()
+        aborted = await self.connections.drain(grace)
+        for task in list(self._tasks):
+            task.cancel()
+        return aborted
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": f"inbound|{self.port.app_port}",
+            "address": f"{self.port.listen_host}:{self.bound_port if self._sock else None}",
+            "app": f"{self.port.app_host}:{self.port.app_port}",
+            "mode": self.mode.value,
+            "protocol": "http" if self.port.http else "tcp",
+            "open_connections": len(self.connections),
+        }
+
+    # accepting --------------------------------------------------------------------------------
+    def _accept(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: log, keep the listener alive
+                log.warning("accept failed on port %s: %s", self.port.listen_port, exc)
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            mode = self.mode
+            if mode is PortMode.PERMISSIVE:
+                self._sniff(conn, addr[0])
+            else:
+                self._spawn(conn, addr[0], tls=mode is PortMode.STRICT)
+
+    def _spawn(self, conn: socket.socket, address: str, *, tls: bool) -> None:
+        task = asyncio.ensure_future(self._serve(conn, address, tls=tls))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _sniff(self, conn: socket.socket, address: str) -> None:
+        loop = self._loop
+        assert loop is not None
+        fd = conn.fileno()
+
+        def decide(tls: bool | None) -> None:
+            loop.remove_reader(fd)
+            timer.cancel()
+            if tls is None:
+                conn.close()
+            else:
+                self._spawn(conn, address, tls=tls)
+
+        def readable() -> None:
+            try:
+                peeked = conn.recv(3, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                decide(None)
+                return
+            decide(detect_tls(peeked) if peeked else None)
+
+        def timed_out() -> None:
+            loop.remove_reader(fd)
+            self._spawn(conn, address, tls=False)
+
+        timer = loop.call_later(self.options.sniff_timeout, timed_out)
+        loop.add_reader(fd, readable)
+
+    # one connection ---------------------------------------------------------------------------
+    async def _serve(self, conn: socket.socket, address: str, *, tls: bool) -> None:
+        loop = asyncio.get_running_loop()
+        link = Link(self.options.limits)
+        identity: PeerIdentity | None = None
+        try:
+            if tls:
+                snapshot = self.tls.current
+                ctx = snapshot.server_context(http=self.port.http)
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: link.down,
+                    conn,
+                    ssl=ctx,
+                    ssl_handshake_timeout=self.options.handshake_timeout,
+                )
+                identity = peer_identity_of(transport.get_extra_info("ssl_object"))
+                verify_inbound_peer(identity, self.options.trust_domains)
+            else:
+                await loop.connect_accepted_socket(lambda: link.down, conn)
+        except TlsMaterialError as exc:
+            log.warning("inbound %s: refusing connection from %s: %s", self._name, address, exc)
+            self.metrics.rejected("inbound", "no_certificate")
+            _close_quietly(conn)
+            link.abort()
+            return
+        except PeerRejected as exc:
+            log.warning("inbound %s: rejected peer from %s: %s", self._name, address, exc.reason)
+            self.metrics.rejected("inbound", "peer_identity")
+            link.abort()
+            return
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            log.info("inbound %s: handshake with %s failed: %s", self._name, address, _why(exc))
+            self.metrics.rejected("inbound", "handshake")
+            link.abort()  # the loop owns (and has closed) the socket now
+            return
+        own = str(self.tls.current.svid.spiffe_id) if self.tls.ready else ""
+        peer = PeerInfo.from_identity(identity, address)
+        labels = ConnectionLabels(
+            "destination",
+            peer.principal,
+            own,
+            f"inbound|{self.port.app_port}",
+            "mutual_tls" if identity is not None else "none",
+        )
+        if not self.port.http:
+            decision = self.authorizer.authorize(peer, self.port.app_port, None)
+            if not decision.allowed:
+                log.info(
+                    "inbound %s: denied connection from %s (%s): %s",
+                    self._name,
+                    peer.principal or address,
+                    labels.connection_security_policy,
+                    decision.reason,
+                )
+                self.metrics.rejected("inbound", "rbac_denied")
+                link.abort()
+                return
+        self.connections.add(link)
+        self.metrics.connection_opened(labels)
+        link.done.add_done_callback(
+            lambda _f: self.metrics.connection_closed(
+                labels, link.down.bytes_in, link.up.bytes_in if link.up else 0
+            )
+        )
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(link.new_upstream, self.port.app_host, self.port.app_port),
+                self.options.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.warning(
+                "inbound %s: application %s:%s unreachable: %s",
+                self._name,
+                self.port.app_host,
+                self.port.app_port,
+                _why(exc),
+            )
+            if self.port.http:
+                link.down.write(build_response(503, b"upstream connect error"))
+            link.close()
+            return
+        if link.closed:  # the client left while we connected
+            link.close()
+            return
+        if self.port.http:
+            InboundHttp(
+                link, peer, identity, own, self.port.app_port, self.authorizer, self.metrics, labels
+            )
+        link.start()
+
+    @property
+    def _name(self) -> str:
+        return f"{self.port.listen_port}->{self.port.app_port}"
+
+
+class InboundHttp:
+    """Per-request authorization and XFCC on one inbound HTTP/1.1 connection."""
+
+    def __init__(
+        self,
+        link: Link,
+        peer: PeerInfo,
+        identity: PeerIdentity | None,
+        own_id: str,
+        port: int,
+        authorizer: Authorizer,
+        metrics: ProxyMetrics,
+        labels: ConnectionLabels,
+    ) -> None:
+        self.link = link
+        self.peer = peer
+        self.port = port
+        self.authorizer = authorizer
+        self.metrics = metrics
+        self.labels = labels
+        self.xfcc = (
+            b"By=%s;Hash=%s;URI=%s"
+            % (own_id.encode(), identity.cert_sha256.encode(), identity.principal.encode())
+            if identity is not None
+            else None
+        )
+        self.outstanding: deque[bytes] = deque()  # methods of requests awaiting a response
+        self.local_reply: bytes | None = None
+        self.awaiting_upgrade = False
+        self.requests = MessageReader(self._request_head, self._request_body, _nothing)
+        self.responses = MessageReader(self._response_head, self._response_body, self._response_end)
+        self._informational = False
+        link.down.on_data = self._from_client
+        assert link.up is not None
+        link.up.on_data = self._from_app
+
+    # client → app -----------------------------------------------------------------------------
+    def _from_client(self, data: bytes) -> None:
+        try:
+            self.requests.feed(data)
+        except HttpError as exc:
+            log.info("inbound http from %s: %s", self.peer.address, exc)
+            self._reply_and_close(exc.status, exc.reason.encode())
+            return
+        if self.requests.buffered > self.requests.max_head:
+            self.link.down.pause()
+
+    def _request_head(self, raw: bytes) -> BodyFramer | None:
+        head = parse_request_head(raw)
+        framer = request_framing(head)
+        host = head.get(b"host") or b""
+        target = head.target.decode("latin-1")
+        info = HttpRequestInfo(
+            head.method.decode("ascii"),
+            target,
+            host.decode("latin-1"),
+            tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers),
+        )
+        decision = self.authorizer.authorize(self.peer, self.port, info)
+        if not decision.allowed:
+            log.info(
+                "inbound http: denied %s %s from %s: %s",
+                info.method,
+                target[:200],
+                self.peer.principal or self.peer.address,
+                decision.reason,
+            )
+            self.metrics.request(self.labels, 403)
+            self._reply_and_close(403, RBAC_DENIED)
+            return None
+        headers = [(n, v) for n, v in head.headers if n != XFCC]
+        if self.xfcc is not None:
+            headers.append((XFCC, self.xfcc))
+        head.headers = headers
+        self.link.up.write(head.encode())  # type: ignore[union-attr]
+        self.outstanding.append(head.method)
+        if head.get(b"upgrade") is not None or head.method == b"CONNECT":
+            # hold further client bytes until the app says 101/2xx (tunnel) or refuses
+            self.awaiting_upgrade = True
+            if framer.done:
+                return None
+        return framer
+
+    def _request_body(self, chunk: memoryview) -> None:
+        self.link.up.write(chunk)  # type: ignore[union-attr]
+
+    def _reply_and_close(self, status: int, body: bytes) -> None:
+        self.local_reply = build_response(status, body)
+        self.link.down.pause()
+        if not self.outstanding:
+            self._send_local_reply()
+
+    def _send_local_reply(self) -> None:
+        reply, self.local_reply = self.local_reply, None
+        if reply is not None:
+            self.link.down.write(reply)
+            self.link.close()
+
+    # app → client -----------------------------------------------------------------------------
+    def _from_app(self, data: bytes) -> None:
+        try:
+            self.responses.feed(data)
+        except HttpError as exc:
+            log.warning("inbound http: bad response from the application: %s", exc.reason)
+            if not self.outstanding:
+                self.link.close()
+                return
+            self.link.down.write(build_response(502, b"upstream protocol error"))
+            self.link.close()
+
+    def _response_head(self, raw: bytes) -> BodyFramer | None:
+        head = parse_response_head(raw)
+        method = self.outstanding[0] if self.outstanding else None
+        self.link.down.write(raw)
+        self._informational = 100 <= head.status < 200 and head.status != 101
+        if self._informational:
+            return BodyFramer(Framing.NONE)
+        self.metrics.request(self.labels, head.status)
+        tunnel = head.status == 101 or (method == b"CONNECT" and 200 <= head.status < 300)
+        if tunnel and self.awaiting_upgrade:
+            self.responses.tunnel()
+            self.requests.tunnel()
+            self.awaiting_upgrade = False
+            self.link.down.resume()
+            return BodyFramer(Framing.NONE)
+        return response_framing(head, method)
+
+    def _response_body(self, chunk: memoryview) -> None:
+        self.link.down.write(chunk)
+
+    def _response_end(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        if self.outstanding:
+            self.outstanding.popleft()
+        if self.awaiting_upgrade and not self.outstanding:
+            self.awaiting_upgrade = False  # refused upgrade: go on parsing requests
+            self.requests.release(BodyFramer(Framing.NONE))
+        if self.local_reply is not None and not self.outstanding:
+            self._send_local_reply()
+
+
+def _nothing() -> None:
+    return None
+
+
+def _close_quietly(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.close()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,302 @@
+"""Bidirectional byte pump between two asyncio transports (plain or TLS).
+
+A :class:`Link` joins a downstream and an upstream :class:`Side`. Bytes are written straight from
+one transport's ``data_received`` to the other transport (no per-connection task, no stream
+objects). Guarantees:
+
+* **Bounded buffers / backpressure** — each transport's write buffer has high/low water marks;
+  when the destination is above the mark the source stops reading (``pause_reading``) until it
+  drains. Bytes arriving before the other side exists are held up to ``max_pending`` and reading
+  pauses beyond that.
+* **Half-close** — an EOF on one side is passed on with ``write_eof`` when the other transport can
+  (plain TCP); the link closes when both directions ended. TLS transports in asyncio/uvloop cannot
+  half-close: an EOF towards a TLS side keeps that side open until the reverse direction ends (or
+  the idle timeout), so replies are never cut short.
+* **Idle timeout** — no byte in either direction for ``idle_timeout`` seconds closes both sides
+  (one timer per link, re-armed lazily).
+* **Errors stay per connection** — callbacks never raise; a broken side closes its link only.
+
+:class:`ConnectionTracker` keeps the open links of a listener for graceful drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+log = logging.getLogger("meshsec.proxy.pump")
+
+
+@dataclass(frozen=True)
+class PumpLimits:
+    high_water: int = 64 * 1024
+    low_water: int = 16 * 1024
+    max_pending: int = 64 * 1024
+    idle_timeout: float = 3600.0  # Envoy tcp_proxy default idle timeout: 1h
+
+
+DataSink = Callable[[bytes], None]
+
+
+class Side(asyncio.Protocol):
+    """One end of a link. ``on_data`` defaults to forwarding to the other side."""
+
+    __slots__ = (
+        "_paused",
+        "bytes_in",
+        "closed",
+        "connected",
+        "eof",
+        "link",
+        "name",
+        "on_data",
+        "pending",
+        "plain",
+        "transport",
+    )
+
+    def __init__(self, link: Link, name: str) -> None:
+        self.link = link
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.on_data: DataSink | None = None
+        self.pending: bytearray | None = None
+        self.eof = False
+        self.closed = False
+        self.connected = asyncio.get_running_loop().create_future()
+        self.plain = True
+        self.bytes_in = 0
+        self._paused = False
+
+    # asyncio.Protocol ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TLS transport is not an asyncio.Transport subclass, but has its methods
+        self.transport = cast(asyncio.Transport, transport)
+        self.plain = transport.get_extra_info("sslcontext") is None
+        limits = self.link.limits
+        self.transport.set_write_buffer_limits(high=limits.high_water, low=limits.low_water)
+        if not self.connected.done():
+            self.connected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        link = self.link
+        link.last_activity = link.loop.time()
+        self.bytes_in += len(data)
+        sink = self.on_data
+        if sink is not None:
+            sink(data)
+            return
+        other = link.other(self)
+        if other is not None and other.transport is not None and not other.closed:
+            other.transport.write(data)
+            return
+        if other is not None and other.closed:
+            return  # nowhere to go: the link is closing
+        if self.pending is None:
+            self.pending = bytearray()
+        self.pending += data
+        if len(self.pending) > link.limits.max_pending:
+            self.pause()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self.link.on_eof(self)
+        # Plain TCP: keep our write half open for the reply. TLS ignores the return value.
+        return True if self.plain else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.connected.done():
+            self.connected.set_exception(exc or ConnectionResetError("connection lost"))
+            self.connected.exception()  # mark retrieved
+        self.link.on_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        other = self.link.other(self)
+        if other is not None:
+            other.pause()
+
+    def resume_writing(self) -> None:
+        other = self.link.other(self)
+        if other is not None:
+            other.resume()
+
+    # helpers --------------------------------------------------------------------------------------
+    def pause(self) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Link:
+    """A downstream/upstream pair with one idle timer and one close callback."""
+
+    __slots__ = (
+        "_closed_cb",
+        "_timer",
+        "closed",
+        "done",
+        "down",
+        "last_activity",
+        "limits",
+        "loop",
+        "up",
+    )
+
+    def __init__(self, limits: PumpLimits, on_closed: Callable[[Link], None] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.limits = limits
+        self.down = Side(self, "downstream")
+        self.up: Side | None = None
+        self.closed = False
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.last_activity = self.loop.time()
+        self._closed_cb = on_closed
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm_idle()
+
+    def new_upstream(self) -> Side:
+        self.up = Side(self, "upstream")
+        return self.up
+
+    def other(self, side: Side) -> Side | None:
+        return self.up if side is self.down else self.down
+
+    def start(self) -> None:
+        """Both sides exist: flush what arrived early and forward from now on."""
+        for side in (self.down, self.up):
+            if side is None:
+                continue
+            other = self.other(side)
+            if side.pending and other is not None and side.on_data is None:
+                data, side.pending = bytes(side.pending), None
+                other.write(data)
+            elif side.pending and side.on_data is not None:
+                data, side.pending = bytes(side.pending), None
+                side.on_data(data)
+            side.resume()
+            if side.eof:
+                self.on_eof(side)
+
+    # events -----------------------------------------------------------------------------------
+    def on_eof(self, side: Side) -> None:
+        other = self.other(side)
+        if other is None or other.transport is None:
+            return  # passed on in start()
+        if side.pending:
+            return  # start() forwards pending first, then the EOF
+        if other.closed:
+            self.close()
+            return
+        if other.eof:
+            self.close()
+            return
+        if other.plain and other.transport.can_write_eof() and not other.transport.is_closing():
+            try:
+                other.transport.write_eof()
+            except (OSError, RuntimeError):
+                self.close()
+
+    def on_lost(self, side: Side, exc: Exception | None) -> None:
+        if exc is not None and not isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("%s connection lost: %r", side.name, exc)
+        self.close()
+
+    def _arm_idle(self) -> None:
+        timeout = self.limits.idle_timeout
+        if timeout > 0:
+            self._timer = self.loop.call_at(self.last_activity + timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.closed:
+            return
+        deadline = self.last_activity + self.limits.idle_timeout
+        if self.loop.time() >= deadline:
+            log.debug("closing idle connection after %.3fs", self.limits.idle_timeout)
+            self.abort()
+        else:
+            self._timer = self.loop.call_at(deadline, self._idle_check)
+
+    # closing ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close both sides gracefully (buffered writes are flushed)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.down.close()
+        if self.up is not None:
+            self.up.close()
+        if not self.done.done():
+            self.done.set_result(None)
+        if self._closed_cb is not None:
+            callback, self._closed_cb = self._closed_cb, None
+            try:
+                callback(self)
+            except Exception:  # a metrics/log hook must never take the proxy down
+                log.exception("connection close hook failed")
+
+    def abort(self) -> None:
+        """Drop both sides now (idle timeout, drain deadline)."""
+        self.close()
+        self.down.abort()
+        if self.up is not None:
+            self.up.abort()
+
+
+class ConnectionTracker:
+    """Open links of one listener, for graceful drain."""
+
+    def __init__(self) -> None:
+        self._links: set[Link] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+    def add(self, link: Link) -> None:
+        self._links.add(link)
+        self._empty.clear()
+        link.done.add_done_callback(lambda _f: self._discard(link))
+
+    def _discard(self, link: Link) -> None:
+        self._links.discard(link)
+        if not self._links:
+            self._empty.set()
+
+    async def drain(self, grace: float) -> int:
+        """Wait up to ``grace`` s for links to finish, then abort the rest; returns how many."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), grace)
+            return 0
+        except TimeoutError:
+            remaining = list(self._links)
+            for link in remaining:
+                link.abort()
+            return len(remaining)
+
+
+def extra(transport: asyncio.BaseTransport | None, name: str) -> Any:
+    return transport.get_extra_info(name) if transport is not None else None
