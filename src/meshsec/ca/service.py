@@ -105,7 +105,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
         ledger: IssuanceRecorder,
         counters: CaCounters,
         clock: Clock,
-        max_in_flight: int = 256,
+        max_in_flight: int = 1024,
     ) -> None:
         self._authority = authority
         self._authenticators = tuple(authenticators)

@@ -110,7 +110,7 @@ class CaSettings:
         0, env="MESHSEC_CA_WORKERS", help="server processes sharing the port (0 = one per core)"
     )
     max_in_flight: int = setting(
-        256,
+        1024,
         env="MESHSEC_CA_MAX_IN_FLIGHT",
         help="requests a worker handles at once; more are answered RESOURCE_EXHAUSTED",
     )
