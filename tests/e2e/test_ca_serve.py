@@ -252,3 +252,17 @@ def test_plaintext_only_when_asked(tmp_path: Path, cluster: Path) -> None:
         assert len(asyncio.run(go())) == 2
     finally:
         ca.stop()
+
+
+def test_port_in_use_is_refused_not_shared(tmp_path: Path, cluster: Path) -> None:
+    first = CaProcess.start(tmp_path / "a", "--cluster", str(cluster), workers=1)
+    try:
+        result = run_meshsec(
+            "ca", "serve", "--data-dir", str(tmp_path / "b"), "--cluster", str(cluster),
+            "--listen", first.address, "--mtls-listen", "127.0.0.1:0",
+            "--monitoring", "127.0.0.1:0",
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert f"cannot listen on {first.address}" in result.stderr
+    finally:
+        first.stop()

@@ -420,6 +420,15 @@ def _poke(fd: int) -> None:
 def _reserve_port(host: str, port: int) -> socket.socket:
     """Bind (not listen) with SO_REUSEPORT so port 0 resolves to one port all workers share."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port != 0:
+        # SO_REUSEPORT would let us share a port with another live CA of the same user: probe
+        # with a plain bind first so "address in use" is reported instead.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise CaError(f"cannot listen on {_address(host, port)}: {exc.strerror}") from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,0 +1,84 @@
+"""CaSettings: Istio's env names, defaults, and every bad value reported together."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from meshsec.config.ca import CaSettings, parse_host_port
+from meshsec.config.errors import ConfigError
+from meshsec.config.load import load_settings
+
+
+def test_defaults_are_istios(tmp_path: Path) -> None:
+    s = load_settings(CaSettings, flags={"data_dir": tmp_path}, env={})
+    assert (s.listen, s.monitoring, s.mtls_listen) == (
+        "127.0.0.1:15012",
+        "127.0.0.1:15014",
+        "127.0.0.1:15013",
+    )
+    assert s.trust_domain == "cluster.local"
+    assert s.default_workload_cert_ttl == timedelta(hours=24)
+    assert s.max_workload_cert_ttl == timedelta(days=90)
+    assert s.token_audiences == ("istio-ca",)
+    assert s.self_signed_ca_cert_ttl == timedelta(days=3650)
+    assert s.plaintext is False
+
+
+def test_istio_env_names_and_flag_precedence(tmp_path: Path) -> None:
+    env = {
+        "DEFAULT_WORKLOAD_CERT_TTL": "12h",
+        "MAX_WORKLOAD_CERT_TTL": "48h",
+        "TOKEN_AUDIENCES": "istio-ca,other",
+        "ROOT_CA_DIR": str(tmp_path / "cacerts"),
+        "TRUST_DOMAIN": "example.org",
+        "CITADEL_SELF_SIGNED_CA_RSA_KEY_SIZE": "4096",
+    }
+    s = load_settings(
+        CaSettings, flags={"data_dir": tmp_path, "trust_domain": "flag.example"}, env=env
+    )
+    assert s.default_workload_cert_ttl == timedelta(hours=12)
+    assert s.max_workload_cert_ttl == timedelta(hours=48)
+    assert s.token_audiences == ("istio-ca", "other")
+    assert s.cacerts == tmp_path / "cacerts"
+    assert s.trust_domain == "flag.example"  # flags beat env
+    assert s.self_signed_ca_rsa_key_size == 4096
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    env = {
+        "DEFAULT_WORKLOAD_CERT_TTL": "48h",
+        "MAX_WORKLOAD_CERT_TTL": "24h",
+        "MESHSEC_CA_KEY_TYPE": "dsa",
+    }
+    with pytest.raises(ConfigError) as err:
+        load_settings(CaSettings, flags={"data_dir": tmp_path, "listen": "nope"}, env=env)
+    text = str(err.value)
+    assert "listen 'nope' must be HOST:PORT" in text
+    assert "MAX_WORKLOAD_CERT_TTL" in text
+    assert "ca-key-type 'dsa'" in text
+
+
+def test_data_dir_is_required() -> None:
+    with pytest.raises(ConfigError, match="--data-dir"):
+        load_settings(CaSettings, flags={}, env={})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1:15012", ("127.0.0.1", 15012)),
+        (":15012", ("0.0.0.0", 15012)),
+        ("[::1]:0", ("::1", 0)),
+    ],
+)
+def test_parse_host_port(value: str, expected: tuple[str, int]) -> None:
+    assert parse_host_port(value) == expected
+
+
+@pytest.mark.parametrize("value", ["15012", "host:", "host:99999", "host:port"])
+def test_parse_host_port_rejects(value: str) -> None:
+    with pytest.raises(ValueError, match=r"HOST:PORT|out of range"):
+        parse_host_port(value)
