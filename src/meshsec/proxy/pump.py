@@ -10,8 +10,9 @@ objects). Guarantees:
   pauses beyond that.
 * **Half-close** — an EOF on one side is passed on with ``write_eof`` when the other transport can
   (plain TCP); the link closes when both directions ended. TLS transports in asyncio/uvloop cannot
-  half-close: an EOF towards a TLS side keeps that side open until the reverse direction ends (or
-  the idle timeout), so replies are never cut short.
+  half-close: the server side ending closes a TLS client side gracefully (after the buffered
+  bytes), and the client side ending keeps a TLS server side open until it replies and closes
+  (or the idle timeout), so replies are never cut short.
 * **Idle timeout** — no byte in either direction for ``idle_timeout`` seconds closes both sides
   (one timer per link, re-armed lazily).
 * **Errors stay per connection** — callbacks never raise; a broken side closes its link only.
@@ -216,6 +217,12 @@ class Link:
                 other.transport.write_eof()
             except (OSError, RuntimeError):
                 self.close()
+        elif side is self.up:
+            # The server finished and the client side is TLS (no half-close in asyncio's TLS):
+            # close it gracefully, after what is buffered has been sent.
+            self.close()
+        # else: the client finished sending towards a TLS server; keep the link open so the
+        # reply still comes back (the server closes, or the idle timeout does).
 
     def on_lost(self, side: Side, exc: Exception | None) -> None:
         if exc is not None and not isinstance(exc, ConnectionError | TimeoutError):
