@@ -21,16 +21,17 @@ ca_app = typer.Typer(help="The certificate authority (istiod's CA).", no_args_is
 def serve(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="CA state: root, ledger")],
     listen: Annotated[
-        str | None, typer.Option("--listen", help="gRPC HOST:PORT [127.0.0.1:15012]")
+        str | None, typer.Option("--listen", help="gRPC HOST:PORT (default 127.0.0.1:15012)")
     ] = None,
     mtls_listen: Annotated[
         str | None,
         typer.Option(
-            "--mtls-listen", help="HOST:PORT for client-certificate callers [127.0.0.1:15013]"
+            "--mtls-listen",
+            help="HOST:PORT for client-certificate callers (default 127.0.0.1:15013)",
         ),
     ] = None,
     monitoring: Annotated[
-        str | None, typer.Option("--monitoring", help="metrics HOST:PORT [127.0.0.1:15014]")
+        str | None, typer.Option("--monitoring", help="metrics HOST:PORT (default 127.0.0.1:15014)")
     ] = None,
     cluster: Annotated[
         list[Path] | None,
@@ -42,7 +43,7 @@ def serve(
         Path | None, typer.Option("--cacerts", help="plugged-in CA directory")
     ] = None,
     trust_domain: Annotated[
-        str | None, typer.Option("--trust-domain", help="[cluster.local]")
+        str | None, typer.Option("--trust-domain", help="mesh trust domain (default cluster.local)")
     ] = None,
     plaintext: Annotated[bool, typer.Option("--plaintext", help="no TLS (debugging only)")] = False,
     kubeconfig: Annotated[

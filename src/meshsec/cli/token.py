@@ -23,7 +23,8 @@ def mint(
     namespace: Annotated[str, typer.Option("--namespace", help="the service account's namespace")],
     service_account: Annotated[str, typer.Option("--service-account", help="service account name")],
     audience: Annotated[
-        list[str] | None, typer.Option("--audience", help="aud claim (repeatable) [istio-ca]")
+        list[str] | None,
+        typer.Option("--audience", help="aud claim (repeatable; default istio-ca)"),
     ] = None,
     ttl: Annotated[str, typer.Option("--ttl", help="lifetime, e.g. 1h, 30m, 12h")] = "1h",
     pod: Annotated[str | None, typer.Option("--pod", help="bind the token to a pod name")] = None,
