@@ -38,6 +38,14 @@ class AuthFailure(Exception):
     """One authenticator's refusal (Istio's wording)."""
 
 
+class UnknownClusterFailure(AuthFailure):
+    """The ``clusterid`` header names a cluster this CA does not trust."""
+
+    def __init__(self, message: str, cluster: str) -> None:
+        super().__init__(message)
+        self.cluster = cluster
+
+
 @dataclass(frozen=True)
 class ServiceAccount:
     namespace: str
@@ -90,16 +98,19 @@ async def authenticate_caller(
 ) -> Caller:
     """Run the chain in order; the first authenticator that succeeds wins."""
     reasons: list[str] = []
+    unknown_cluster: str | None = None
     for authenticator in authenticators:
         try:
             caller = await authenticator.authenticate(request)
         except AuthFailure as exc:
             reasons.append(f"Authenticator {authenticator.name}: {exc}")
+            if isinstance(exc, UnknownClusterFailure):
+                unknown_cluster = exc.cluster
             continue
         if caller.identities:
             return caller
         reasons.append(f"Authenticator {authenticator.name}: no identity")
-    raise AuthenticationError(reasons)
+    raise AuthenticationError(reasons, unknown_cluster=unknown_cluster)
 
 
 class ClientCertAuthenticator:
@@ -273,9 +284,10 @@ class KubeJwtAuthenticator:
         verifier = self._verifiers.get(cluster)
         if verifier is None:
             remotes = sorted(c for c in self._verifiers if c != self._local)
-            raise AuthFailure(
+            raise UnknownClusterFailure(
                 f"client claims to be in cluster {cluster[:100]!r}, but we only know about "
-                f"local cluster {self._local!r} and remote clusters {remotes}"
+                f"local cluster {self._local!r} and remote clusters {remotes}",
+                cluster[:100],
             )
         return cluster, verifier
 

@@ -29,10 +29,15 @@ class CaError(MeshsecError):
 
 
 class AuthenticationError(CaError):
-    """Every authenticator refused the caller; ``reasons`` holds one line per authenticator."""
+    """Every authenticator refused the caller; ``reasons`` holds one line per authenticator.
 
-    def __init__(self, reasons: Sequence[str]) -> None:
+    ``unknown_cluster`` is the cluster id the caller claimed when no trusted cluster has it (the
+    one detail the caller is told: it is their own input and reveals nothing of ours).
+    """
+
+    def __init__(self, reasons: Sequence[str], *, unknown_cluster: str | None = None) -> None:
         self.reasons = tuple(reasons)
+        self.unknown_cluster = unknown_cluster
         super().__init__("; ".join(self.reasons) or "no authenticator is configured")
 
 

@@ -88,8 +88,12 @@ def lookup_status(exc: Exception) -> StatusMapping:
     raise KeyError(type(exc).__name__)
 
 
-def _detail(exc: Exception) -> str:
-    return str(exc)[:300]
+def caller_message(exc: Exception, mapping: StatusMapping) -> str:
+    """What the caller is told: Istio's string, plus details that are the caller's own input."""
+    message = mapping.message.format(detail=str(exc)[:300])
+    if isinstance(exc, AuthenticationError) and exc.unknown_cluster is not None:
+        message += f" (unknown cluster {exc.unknown_cluster!r})"
+    return message
 
 
 class IssuanceRecorder(Protocol):
@@ -135,7 +139,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
         except _MAPPED as exc:
             mapping = lookup_status(exc)
             self._report(exc, mapping, peer)
-            await context.abort(mapping.code, mapping.message.format(detail=_detail(exc)))
+            await context.abort(mapping.code, caller_message(exc, mapping))
             raise AssertionError("unreachable: abort raises") from None
         return istio_ca_pb2.IstioCertificateResponse(cert_chain=chain)
 

@@ -255,7 +255,8 @@ async def test_unknown_cluster_is_named_in_the_log(
     with caplog.at_level(logging.WARNING, logger="meshsec.ca.service"):
         result = await call(ca, csr, token=token_for(clusters.cluster1), cluster_id="cluster9")
     assert result.code is UNAUTHENTICATED
-    assert result.details == "request authenticate failure"
+    # The caller learns which of its own claims failed, nothing about the CA's clusters.
+    assert result.details == "request authenticate failure (unknown cluster 'cluster9')"
     assert (
         "client claims to be in cluster 'cluster9', but we only know about local cluster "
         "'cluster1' and remote clusters ['cluster2']" in caplog.text
