@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from meshsec.core.identity import InvalidSpiffeId, SpiffeId
 from meshsec.core.pki.errors import ChainFailure, ChainVerificationError, PkiError
@@ -72,8 +73,6 @@ class X509Svid:
 
     def cert_chain_der(self) -> bytes:
         """Concatenated DER certificates (SPIFFE Workload API ``x509_svid`` field)."""
-        from cryptography.hazmat.primitives import serialization
-
         return b"".join(c.public_bytes(serialization.Encoding.DER) for c in self.chain)
 
     def private_key_der(self) -> bytes:
