@@ -3,10 +3,11 @@
 Process layout (signing is CPU-bound and holds the GIL, so one process per core):
 
 * the **supervisor** (``meshsec ca serve``) loads or creates the CA material, publishes the root
-  bundle, creates the ledger, issues the CA's TLS serving certificate, reserves the port, starts
+  bundle, creates the ledger, reserves the ports, starts
   the workers, serves ``/metrics`` (summing the workers' shared-memory counters) and stops
   everything on SIGTERM / SIGINT;
-* each **worker** (spawned) loads the same material from disk and runs a ``grpc.aio`` server on the
+* each **worker** (spawned) loads the same material from disk, issues itself a TLS serving
+  certificate (``ca/serving.py``, renewed at half-life) and runs a ``grpc.aio`` server on the
   same port with ``SO_REUSEPORT`` (the kernel spreads connections), with its own batched ledger
   writer and in-flight limit.
 
@@ -56,12 +57,11 @@ from meshsec.ca.material import (
 )
 from meshsec.ca.metrics import CaCollector, CaCounters, allocate_counter_table, build_registry
 from meshsec.ca.service import CertificateService
+from meshsec.ca.serving import ServingCertificates
 from meshsec.cluster import ClusterError, load_cluster_trust
 from meshsec.config.ca import CaSettings, parse_host_port
 from meshsec.config.errors import ConfigError
 from meshsec.core.identity import TrustDomain
-from meshsec.core.pki import KeySpec, encode_certificates_pem, encode_private_key_pem
-from meshsec.core.pki import generate_private_key as _generate_key
 from meshsec.runtime.clock import Clock, SystemClock
 from meshsec.runtime.log import setup_logging
 
@@ -156,29 +156,6 @@ def grpc_server_options(settings: CaSettings) -> list[tuple[str, Any]]:
     ]
 
 
-@dataclass(frozen=True)
-class ServingIdentity:
-    """The CA's TLS key and certificate chain (PEM), and the client CA bundle."""
-
-    key_pem: bytes
-    chain_pem: bytes
-    client_ca_pem: bytes
-
-
-def issue_serving_identity(
-    authority: CertificateAuthority, settings: CaSettings, *, now: datetime
-) -> ServingIdentity:
-    key = _generate_key(KeySpec.EC_P256)
-    chain = authority.issue_serving_certificate(
-        key.public_key(), now=now, ttl=settings.serving_cert_ttl
-    )
-    return ServingIdentity(
-        encode_private_key_pem(key),
-        encode_certificates_pem(chain),
-        authority.material.root_bundle_pem.encode(),
-    )
-
-
 @dataclass
 class RunningServer:
     """An in-process CA gRPC server (one worker, or a test's server)."""
@@ -199,7 +176,7 @@ async def start_grpc_server(
     settings: CaSettings,
     *,
     material: CaMaterial,
-    serving: ServingIdentity | None,
+    serving: ServingCertificates | None,
     port: int | None = None,
     mtls_port: int | None = None,
     authenticators: Sequence[Authenticator] | None = None,
@@ -232,22 +209,16 @@ async def start_grpc_server(
     if serving is None:
         bound = server.add_insecure_port(address)
     else:
-        # grpcio's Python API offers only "don't request" or "require and verify" client
-        # certificates (not Go's VerifyClientCertIfGiven), so client-certificate callers get
-        # their own port; authn.ClientCertAuthenticator verifies the chain again either way.
-        creds = grpc.ssl_server_credentials(
-            [(serving.key_pem, serving.chain_pem)], require_client_auth=False
-        )
-        bound = server.add_secure_port(address, creds)
+        # Token callers: TLS without asking for a client certificate. Client-certificate callers
+        # (renewal): their own port, certificate required, verified by gRPC against the root
+        # bundle and again by authn.ClientCertAuthenticator.
+        bound = server.add_secure_port(address, serving.credentials(require_client_auth=False))
         if settings.mtls_listen:
             mtls_host, mtls_listen_port = parse_host_port(settings.mtls_listen, what="mtls")
             mtls_address = _address(mtls_host, mtls_listen_port if mtls_port is None else mtls_port)
-            mtls_creds = grpc.ssl_server_credentials(
-                [(serving.key_pem, serving.chain_pem)],
-                root_certificates=serving.client_ca_pem,
-                require_client_auth=True,
+            bound_mtls = server.add_secure_port(
+                mtls_address, serving.credentials(require_client_auth=True)
             )
-            bound_mtls = server.add_secure_port(mtls_address, mtls_creds)
             if bound_mtls == 0:
                 raise CaError(f"cannot listen on {mtls_address}")
     if bound == 0:
@@ -265,7 +236,6 @@ class WorkerSpec:
     index: int
     port: int
     mtls_port: int | None
-    serving: ServingIdentity | None
     table: Any  # shared counter table (RawArray)
     events: Any  # multiprocessing queue: ("ready", index) | ("error", index, message)
 
@@ -284,10 +254,18 @@ async def _worker_main(spec: WorkerSpec) -> None:
     settings = spec.settings
     clock = SystemClock()
     material = load_material(settings, now=clock.now(), create=False)
+    serving = None
+    if not settings.plaintext:
+        authority = CertificateAuthority(
+            material,
+            default_ttl=settings.default_workload_cert_ttl,
+            max_ttl=settings.max_workload_cert_ttl,
+        )
+        serving = ServingCertificates(authority, ttl=settings.serving_cert_ttl, now=clock.now)
     running = await start_grpc_server(
         settings,
         material=material,
-        serving=spec.serving,
+        serving=serving,
         port=spec.port,
         mtls_port=spec.mtls_port,
         counters=CaCounters(spec.table, spec.index),
@@ -319,20 +297,12 @@ class Supervisor:
         publish_root_bundle(settings.data_dir, material)
         build_token_verifiers(settings)  # fail fast on bad --cluster / kubeconfig
         init_ledger(settings.data_dir / LEDGER_FILE)
-        authority = CertificateAuthority(
-            material,
-            default_ttl=settings.default_workload_cert_ttl,
-            max_ttl=settings.max_workload_cert_ttl,
-        )
-        serving = (
-            None if settings.plaintext else issue_serving_identity(authority, settings, now=now)
-        )
         workers = settings.workers or os.cpu_count() or 1
         host, port = parse_host_port(settings.listen)
         reservations = [_reserve_port(host, port)]
         port = reservations[0].getsockname()[1]
         mtls_port: int | None = None
-        if serving is not None and settings.mtls_listen:
+        if not settings.plaintext and settings.mtls_listen:
             mtls_host, mtls_port = parse_host_port(settings.mtls_listen, what="mtls")
             reservations.append(_reserve_port(mtls_host, mtls_port))
             mtls_port = reservations[-1].getsockname()[1]
@@ -342,7 +312,7 @@ class Supervisor:
         procs = [
             ctx.Process(
                 target=run_worker,
-                args=(WorkerSpec(settings, i, port, mtls_port, serving, table, events),),
+                args=(WorkerSpec(settings, i, port, mtls_port, table, events),),
                 name=f"meshsec-ca-worker-{i}",
                 daemon=True,
             )
@@ -478,11 +448,9 @@ def run_ca(settings: CaSettings, *, out: TextIO | None = None) -> int:
 
 __all__ = [
     "RunningServer",
-    "ServingIdentity",
     "Supervisor",
     "build_authenticators",
     "build_token_verifiers",
-    "issue_serving_identity",
     "load_material",
     "run_ca",
     "start_grpc_server",

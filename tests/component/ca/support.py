@@ -16,13 +16,8 @@ from meshsec._proto import istio_ca_pb2, istio_ca_pb2_grpc
 from meshsec.ca.authn import Authenticator
 from meshsec.ca.authority import CertificateAuthority
 from meshsec.ca.ledger import LEDGER_FILE, IssuedRecord, load_issued
-from meshsec.ca.server import (
-    RunningServer,
-    ServingIdentity,
-    issue_serving_identity,
-    load_material,
-    start_grpc_server,
-)
+from meshsec.ca.server import RunningServer, load_material, start_grpc_server
+from meshsec.ca.serving import ServingCertificates
 from meshsec.cluster import ClusterSigner, TokenRequest, mint_token
 from meshsec.config.ca import CaSettings
 from meshsec.core.identity import SpiffeId
@@ -53,7 +48,7 @@ def make_settings(data_dir: Path, clusters: Sequence[Path], **overrides: Any) ->
 class CaUnderTest:
     settings: CaSettings
     running: RunningServer
-    serving: ServingIdentity | None
+    serving: ServingCertificates | None
     root_pem: bytes
 
     @property
@@ -84,7 +79,13 @@ async def start_ca(
         default_ttl=settings.default_workload_cert_ttl,
         max_ttl=settings.max_workload_cert_ttl,
     )
-    serving = None if settings.plaintext else issue_serving_identity(authority, settings, now=now)
+    serving = (
+        None
+        if settings.plaintext
+        else ServingCertificates(
+            authority, ttl=settings.serving_cert_ttl, now=lambda: datetime.now(UTC)
+        )
+    )
     running = await start_grpc_server(
         settings, material=material, serving=serving, authenticators=authenticators
     )
