@@ -42,6 +42,7 @@ from meshsec.proxy.http1 import (
     request_framing,
     response_framing,
 )
+from meshsec.proxy.listener import Acceptor
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
 from meshsec.proxy.pump import ConnectionTracker, Link, PumpLimits
 from meshsec.proxy.tls import PeerIdentity, TlsContexts, peer_identity_of, verify_inbound_peer
@@ -50,7 +51,6 @@ log = logging.getLogger("meshsec.proxy.inbound")
 
 XFCC = b"x-forwarded-client-cert"
 RBAC_DENIED = b"RBAC: access denied"
-ACCEPT_BATCH = 64
 
 
 class PortMode(enum.Enum):
@@ -103,33 +103,23 @@ class InboundListener:
         self.authorizer: Authorizer = authorizer or AllowAll()
         self.metrics = metrics or ProxyMetrics()
         self.connections = ConnectionTracker()
-        self._sock: socket.socket | None = None
+        self._acceptor = Acceptor(
+            port.listen_host, port.listen_port, self._on_socket, backlog=options.backlog
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        sock = socket.create_server(
-            (self.port.listen_host, self.port.listen_port),
-            backlog=self.options.backlog,
-            reuse_port=False,
-        )
-        sock.setblocking(False)
-        self._sock = sock
-        self._loop.add_reader(sock.fileno(), self._accept)
+        self._acceptor.start()
 
     @property
     def bound_port(self) -> int:
-        assert self._sock is not None, "listener not started"
-        port: int = self._sock.getsockname()[1]
-        return port
+        return self._acceptor.bound_port
 
     def stop_accepting(self) -> None:
-        if self._sock is not None and self._loop is not None:
-            self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+        self._acceptor.stop()
 
     async def drain(self, grace: float) -> int:
         self.stop_accepting()
@@ -141,33 +131,21 @@ class InboundListener:
     def describe(self) -> dict[str, object]:
         return {
             "name": f"inbound|{self.port.app_port}",
-            "address": f"{self.port.listen_host}:{self.bound_port if self._sock else None}",
+            "address": f"{self.port.listen_host}:{self.bound_port}",
             "app": f"{self.port.app_host}:{self.port.app_port}",
             "mode": self.mode.value,
             "protocol": "http" if self.port.http else "tcp",
+            "listening": self._acceptor.listening,
             "open_connections": len(self.connections),
         }
 
     # accepting --------------------------------------------------------------------------------
-    def _accept(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, addr = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # EMFILE and friends: log, keep the listener alive
-                log.warning("accept failed on port %s: %s", self.port.listen_port, exc)
-                return
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            mode = self.mode
-            if mode is PortMode.PERMISSIVE:
-                self._sniff(conn, addr[0])
-            else:
-                self._spawn(conn, addr[0], tls=mode is PortMode.STRICT)
+    def _on_socket(self, conn: socket.socket, address: str) -> None:
+        mode = self.mode
+        if mode is PortMode.PERMISSIVE:
+            self._sniff(conn, address)
+        else:
+            self._spawn(conn, address, tls=mode is PortMode.STRICT)
 
     def _spawn(self, conn: socket.socket, address: str, *, tls: bool) -> None:
         task = asyncio.ensure_future(self._serve(conn, address, tls=tls))

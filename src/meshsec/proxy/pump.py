@@ -10,9 +10,9 @@ objects). Guarantees:
   pauses beyond that.
 * **Half-close** — an EOF on one side is passed on with ``write_eof`` when the other transport can
   (plain TCP); the link closes when both directions ended. TLS transports in asyncio/uvloop cannot
-  half-close: the server side ending closes a TLS client side gracefully (after the buffered
-  bytes), and the client side ending keeps a TLS server side open until it replies and closes
-  (or the idle timeout), so replies are never cut short.
+  half-close (no ``close_notify`` without closing), so an EOF towards a TLS side closes the link
+  gracefully: bytes already buffered are delivered, later replies are not (a protocol that
+  half-closes and then waits for an answer needs a plaintext hop — a known limitation).
 * **Idle timeout** — no byte in either direction for ``idle_timeout`` seconds closes both sides
   (one timer per link, re-armed lazily).
 * **Errors stay per connection** — callbacks never raise; a broken side closes its link only.
@@ -50,6 +50,7 @@ class Side(asyncio.Protocol):
         "bytes_in",
         "closed",
         "connected",
+        "detached",
         "eof",
         "link",
         "name",
@@ -69,6 +70,7 @@ class Side(asyncio.Protocol):
         self.closed = False
         self.connected = asyncio.get_running_loop().create_future()
         self.plain = True
+        self.detached = False
         self.bytes_in = 0
         self._paused = False
 
@@ -83,6 +85,8 @@ class Side(asyncio.Protocol):
             self.connected.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.detached:
+            return
         link = self.link
         link.last_activity = link.loop.time()
         self.bytes_in += len(data)
@@ -104,7 +108,8 @@ class Side(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
-        self.link.on_eof(self)
+        if not self.detached:
+            self.link.on_eof(self)
         # Plain TCP: keep our write half open for the reply. TLS ignores the return value.
         return True if self.plain else None
 
@@ -113,14 +118,19 @@ class Side(asyncio.Protocol):
         if not self.connected.done():
             self.connected.set_exception(exc or ConnectionResetError("connection lost"))
             self.connected.exception()  # mark retrieved
-        self.link.on_lost(self, exc)
+        if not self.detached:
+            self.link.on_lost(self, exc)
 
     def pause_writing(self) -> None:
+        if self.detached:
+            return
         other = self.link.other(self)
         if other is not None:
             other.pause()
 
     def resume_writing(self) -> None:
+        if self.detached:
+            return
         other = self.link.other(self)
         if other is not None:
             other.resume()
@@ -180,6 +190,13 @@ class Link:
         self.up = Side(self, "upstream")
         return self.up
 
+    def detach_upstream(self) -> None:
+        """Close the current upstream without ending the link (an HTTP proxy switching hosts)."""
+        old, self.up = self.up, None
+        if old is not None:
+            old.detached = True
+            old.close()
+
     def other(self, side: Side) -> Side | None:
         return self.up if side is self.down else self.down
 
@@ -217,12 +234,10 @@ class Link:
                 other.transport.write_eof()
             except (OSError, RuntimeError):
                 self.close()
-        elif side is self.up:
-            # The server finished and the client side is TLS (no half-close in asyncio's TLS):
-            # close it gracefully, after what is buffered has been sent.
+        else:
+            # TLS on the other side: asyncio/uvloop TLS transports cannot half-close, so the
+            # EOF becomes a graceful close of the link (buffered bytes are still delivered).
             self.close()
-        # else: the client finished sending towards a TLS server; keep the link open so the
-        # reply still comes back (the server closes, or the idle timeout does).
 
     def on_lost(self, side: Side, exc: Exception | None) -> None:
         if exc is not None and not isinstance(exc, ConnectionError | TimeoutError):

@@ -15,6 +15,7 @@ from meshsec.core.pki import TrustBundle, X509Svid
 from meshsec.proxy.authz import Authorizer
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
 from meshsec.proxy.metrics import ProxyMetrics
+from meshsec.proxy.outbound import OutboundOptions, UpstreamConnector
 from meshsec.proxy.pump import PumpLimits
 from meshsec.proxy.tls import ALPN_CLIENT_ISTIO, TlsContexts, build_client_context
 from tests.testca import TestCA
@@ -127,3 +128,23 @@ async def http_request(
             length = int(value)
     body = await asyncio.wait_for(reader.readexactly(length), 5) if length else b""
     return status, body
+
+
+def outbound_connector(
+    contexts: TlsContexts,
+    resolver: object,
+    policy: object,
+    *,
+    handshake_timeout: float = 5.0,
+    limits: PumpLimits | None = None,
+) -> UpstreamConnector:
+    return UpstreamConnector(
+        resolver,  # type: ignore[arg-type]
+        policy,  # type: ignore[arg-type]
+        contexts,
+        OutboundOptions(
+            trust_domains=MESH_TDS,
+            handshake_timeout=handshake_timeout,
+            limits=limits or PumpLimits(),
+        ),
+    )
