@@ -110,6 +110,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
         counters: CaCounters,
         clock: Clock,
         max_in_flight: int = 1024,
+        max_request_bytes: int = 64 * 1024,
     ) -> None:
         self._authority = authority
         self._authenticators = tuple(authenticators)
@@ -117,6 +118,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
         self._counters = counters
         self._clock = clock
         self._max_in_flight = max_in_flight
+        self._max_request_bytes = max_request_bytes
         self._in_flight = 0
 
     @property
@@ -156,6 +158,12 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
     async def _create(
         self, request: istio_ca_pb2.IstioCertificateRequest, context: Any, peer: str
     ) -> list[str]:
+        size = request.ByteSize()
+        if size > self._max_request_bytes:
+            raise RequestRejected(
+                f"request of {size} bytes exceeds the limit of {self._max_request_bytes} bytes "
+                "(MESHSEC_CA_MAX_REQUEST_BYTES)"
+            )
         now = self._clock.now()
         info = RequestInfo(
             headers=_headers(context.invocation_metadata()),

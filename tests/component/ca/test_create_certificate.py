@@ -167,6 +167,7 @@ class Hostile:
     ttl_seconds: int = 0
     metadata: dict[str, str] | None = None
     details: str | None = None
+    log: str | None = None
 
 
 def _ok_token(c: Clusters) -> str:
@@ -212,7 +213,13 @@ HOSTILE = {
         INVALID_ARGUMENT,
         csr=lambda: "-----BEGIN CERTIFICATE REQUEST-----\n" + "A" * 20000,
     ),
-    "oversized-request": Hostile(_ok_token, RESOURCE_EXHAUSTED, csr=lambda: "x" * 100_000),
+    "oversized-request": Hostile(
+        _ok_token,
+        INVALID_ARGUMENT,
+        csr=lambda: "x" * 100_000,
+        log="bytes exceeds the limit of 65536 bytes (MESHSEC_CA_MAX_REQUEST_BYTES)",
+    ),
+    "absurd-request": Hostile(_ok_token, RESOURCE_EXHAUSTED, csr=lambda: "x" * 2_000_000),
     "impersonation": Hostile(
         _ok_token,
         UNAUTHENTICATED,
@@ -244,6 +251,8 @@ async def test_hostile_request_is_refused_and_nothing_is_issued(
         assert result.details.startswith("request ")  # opaque: no reason leaks to the caller
     assert ca.issued() == []
     assert ca.counter("citadel_server_success_cert_issuance_count") == 0
+    if case.log is not None:
+        assert case.log in caplog.text
     if token and len(token) > 40:
         assert token not in caplog.text  # tokens never reach the log
 
