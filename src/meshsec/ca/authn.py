@@ -234,7 +234,8 @@ class JwksTokenVerifier:
                 f"the issuer of cluster {self.trust.name!r}"
             )
         aud = claims.get("aud")
-        token_auds = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+        listed = aud if isinstance(aud, list) else [aud]
+        token_auds = {a for a in listed if isinstance(a, str)}
         if not token_auds & self._audiences:
             raise AuthFailure(
                 f"failed to validate the JWT: audiences {sorted(map(str, token_auds))} do not "
