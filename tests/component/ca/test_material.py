@@ -192,3 +192,33 @@ def test_expired_plugged_in_ca_is_refused(tmp_path: Path) -> None:
 def test_missing_cacerts_directory(tmp_path: Path) -> None:
     with pytest.raises(CaMaterialError, match="does not exist"):
         load_plugged_in_material(tmp_path / "nope", now=NOW)
+
+
+def test_multi_certificate_chain_is_split_one_per_element(tmp_path: Path, root_ca: TestCA) -> None:
+    """Istio's "multi-cert chain" case: every certificate of cert-chain.pem is its own element."""
+    regional = root_ca.intermediate("region", path_length=1)
+    cluster = regional.intermediate("cluster1")
+    directory = cluster.write_cacerts(tmp_path / "cacerts")
+    material = load_plugged_in_material(directory, now=NOW)
+    authority = CertificateAuthority(
+        material, default_ttl=timedelta(hours=24), max_ttl=timedelta(days=90)
+    )
+    chain = authority.sign(parse_csr(new_csr()[1]), SLEEP, requested_seconds=0, now=NOW).cert_chain
+    certs = [parse_certificates_pem(e) for e in chain[:-1]]
+    assert [len(c) for c in certs] == [1, 1, 1, 1]
+    assert [c[0] for c in certs[1:]] == [cluster.cert, regional.cert, root_ca.root_cert]
+    assert chain[-1] == (directory / "root-cert.pem").read_text()
+
+
+def test_kubernetes_tls_secret_layout(tmp_path: Path, cluster1_ca: TestCA) -> None:
+    """``tls.crt`` / ``tls.key`` / ``ca.crt`` (a cert-manager style secret) is accepted too."""
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    (directory / "tls.crt").write_bytes(cluster1_ca.cert_pem)
+    (directory / "tls.key").write_bytes(cluster1_ca.key_pem)
+    (directory / "ca.crt").write_bytes(cluster1_ca.root_pem)
+    material = load_plugged_in_material(directory, now=NOW)
+    assert material.issuer.certificate == cluster1_ca.cert
+    (directory / "ca.crt").unlink()
+    with pytest.raises(CaMaterialError, match=r"missing ca\.crt"):
+        load_plugged_in_material(directory, now=NOW)

@@ -82,3 +82,13 @@ def test_parse_host_port(value: str, expected: tuple[str, int]) -> None:
 def test_parse_host_port_rejects(value: str) -> None:
     with pytest.raises(ValueError, match=r"HOST:PORT|out of range"):
         parse_host_port(value)
+
+
+def test_settings_file_in_camel_case(tmp_path: Path) -> None:
+    config = tmp_path / "ca.yaml"
+    config.write_text("trustDomain: file.example\nmaxInFlight: 7\ntokenAudiences: [a, b]\n")
+    s = load_settings(CaSettings, flags={"data_dir": tmp_path}, env={}, file=config)
+    assert (s.trust_domain, s.max_in_flight, s.token_audiences) == ("file.example", 7, ("a", "b"))
+    config.write_text("trustDomian: typo\n")
+    with pytest.raises(ConfigError, match="unknown key 'trustDomian'"):
+        load_settings(CaSettings, flags={"data_dir": tmp_path}, env={}, file=config)
