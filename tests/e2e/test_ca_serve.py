@@ -266,3 +266,20 @@ def test_port_in_use_is_refused_not_shared(tmp_path: Path, cluster: Path) -> Non
         assert f"cannot listen on {first.address}" in result.stderr
     finally:
         first.stop()
+
+
+def test_a_dead_worker_stops_the_ca_with_an_error(tmp_path: Path, cluster: Path) -> None:
+    import os
+
+    ca = CaProcess.start(tmp_path / "data", "--cluster", str(cluster), workers=2)
+    assert ca.process is not None
+    children = Path(f"/proc/{ca.process.pid}/task/{ca.process.pid}/children").read_text().split()
+    # Workers are spawned interpreters; the resource tracker is the other child.
+    workers = [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert workers, children
+    os.kill(workers[-1], 9)
+    assert ca.process.wait(timeout=30) == 1
+    ca.stop()
+    assert "exited with code -9; stopping" in ca.log()

@@ -379,9 +379,10 @@ class Supervisor:
         if stop_r in ready:
             log.info("stopping: signal received")
             return 0
-        dead = [p for p in procs if not p.is_alive()]
-        for proc in dead:
-            log.error("CA worker %s exited with code %s; stopping", proc.name, proc.exitcode)
+        for proc in procs:
+            if proc.sentinel in ready:
+                proc.join(timeout=5)  # the sentinel fires as it exits, before it can be reaped
+                log.error("CA worker %s exited with code %s; stopping", proc.name, proc.exitcode)
         return 1
 
 
