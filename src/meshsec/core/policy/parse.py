@@ -356,8 +356,9 @@ def _removed(
         r.report(
             dg.REMOVED_KIND,
             f"MeshPolicy{served} was an authentication.istio.io/v1alpha1 kind, removed in Istio "
-            "1.6, and is not applied. For mesh-wide mTLS use a PeerAuthentication without a selector in the root "
-            "namespace: apiVersion: security.istio.io/v1, kind: PeerAuthentication, metadata: "
+            "1.6, and is not applied. For mesh-wide mTLS use a PeerAuthentication without a "
+            "selector in the root namespace (meshConfig.rootNamespace, istio-system by default): "
+            "apiVersion: security.istio.io/v1, kind: PeerAuthentication, metadata: "
             f"{{name: default, namespace: istio-system}}, spec: {{mtls: {{mode: {mode}}}}}. "
             "PeerAuthentication has only mtls.mode: certificates always come from the mesh CA "
             "(fields such as peers[].mtls.credentialName have no equivalent)",
