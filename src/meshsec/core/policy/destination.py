@@ -108,6 +108,7 @@ class ClientTls:
     subject_alt_names: tuple[str, ...]
     reason: str
     notes: tuple[str, ...] = ()
+    destination_rules: tuple[DestinationRule, ...] = ()  # all merged rules, oldest first
 
     @property
     def is_tls(self) -> bool:
@@ -326,6 +327,7 @@ def compose_client_tls(
             subject_alt_names=tuple(sans),
             reason=reason,
             notes=tuple(notes),
+            destination_rules=selected.rules if selected else (),
         )
 
     computed_sni = build_sni(host, port, subset)
