@@ -114,13 +114,28 @@ class Origin:
 
     ``file`` is the path as given to the source ("" for in-memory input); ``line`` is 1-based
     (0 when unknown); ``document`` is the 0-based index of the YAML document in its file;
-    ``order`` is the global input order (files sorted by path, documents in file order).
+    ``order`` is the global input order (files sorted by path, documents in file order);
+    ``fields`` maps field paths (``spec.mtls.mode``) to their lines (not part of equality).
     """
 
     file: str = ""
     line: int = 0
     document: int = 0
     order: int = 0
+    fields: FrozenMap[str, int] = field(
+        default_factory=lambda: FrozenMap(), compare=False, repr=False
+    )
+
+    def line_of(self, path: str) -> int:
+        """Line of a field path such as ``spec.trafficPolicy.tls.mode`` (or its nearest
+        recorded parent; the object's own line when nothing is recorded)."""
+        while path:
+            found = self.fields.get(path)
+            if found is not None:
+                return found
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return self.line
 
     def __str__(self) -> str:
         if not self.file:

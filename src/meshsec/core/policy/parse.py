@@ -40,10 +40,12 @@ from meshsec.core.policy.document import (
     check_dns1123_label,
     check_dns1123_subdomain,
     describe_type,
+    format_path,
 )
 from meshsec.core.policy.model import (
     AuthorizationPolicy,
     DestinationRule,
+    FrozenMap,
     MeshConfig,
     Namespace,
     ObjectMeta,
@@ -183,12 +185,22 @@ def _parse_any(doc: SourceDocument, out: _Collected, yaml_parser: YamlTextParser
             _parse_any(doc.child(item, ("items", i)), out, yaml_parser)
         return
     out.order += 1
-    origin = Origin(doc.file, doc.line_of(()), doc.index, out.order)
+    origin = Origin(doc.file, doc.line_of(()), doc.index, out.order, _field_lines(doc))
     resource = _parse_object(r, body, kind, api, origin, out, yaml_parser)
     r.diagnostics.extend(replace(d, resource=r.resource) for d in doc.load_errors)
     out.diagnostics.extend(r.diagnostics)
     if resource is not None and not r.has_errors:
         out.resources.append(resource)
+
+
+def _field_lines(doc: SourceDocument) -> FrozenMap[str, int]:
+    prefix = doc.path_prefix
+    n = len(prefix)
+    return FrozenMap(
+        (format_path(path[n:]), line)
+        for path, line in doc.lines.items()
+        if len(path) > n and path[:n] == prefix
+    )
 
 
 def _not_a_mapping(doc: SourceDocument) -> Diagnostic:
