@@ -31,9 +31,9 @@ EXIT_UNAVAILABLE = 3
 def _register() -> None:
     """Attach every command group. Imports are local so ``meshsec --help`` stays cheap."""
     # Each group module exposes `register(app)`; keep this list sorted.
-    from meshsec.cli import policy, version
+    from meshsec.cli import analyze, policy, version
 
-    for module in (policy, version):
+    for module in (analyze, policy, version):
         module.register(app)
 
 
