@@ -284,3 +284,75 @@ def test_bad_input_exits_2(
     assert code == 2
     assert message in err
     assert out == ""
+
+
+def test_config_errors_warn_but_still_explain(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys,
+        "--config",
+        str(FIXTURES / "seed"),
+        "-n",
+        "sensitive",
+        "-l",
+        "app=legacy",
+        "-o",
+        "json",
+    )
+    assert code == 0
+    assert "configuration error(s)" in err
+    assert "meshsec analyze" in err
+    assert json.loads(out)["mode"] == "DISABLE"
+
+
+def test_http_headers_and_client_namespace(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "policy.yaml").write_text(
+        """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: by-header, namespace: shop}
+spec:
+  rules:
+  - when:
+    - key: request.headers[X-Team]
+      values: ["payments"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec:
+  selector: {app: cart}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart-from-client, namespace: client}
+spec:
+  host: cart.shop.svc.cluster.local
+  trafficPolicy: {tls: {mode: DISABLE}}
+"""
+    )
+    base = ["--config", str(tmp_path), "-n", "shop", "-l", "app=cart", "-p", "8080"]
+    base += ["--source-principal", "cluster.local/ns/client/sa/c"]
+    code, doc = explain_json(capsys, *base, "--header", "x-team: payments")
+    assert (code, doc["authorization"]["decision"], doc["authorization"]["rule"]) == (0, "ALLOW", 0)
+    assert doc["source"]["protocol"] == "HTTP"
+    # No PeerAuthentication anywhere: the namespace mode is UNKNOWN, so auto mTLS sends plaintext.
+    own_view = doc["services"][0]
+    assert (own_view["tls_mode"], own_view["auto"], own_view["destination_rule"]) == (
+        "DISABLE",
+        True,
+        None,
+    )
+    assert "UNKNOWN" in own_view["reason"]
+    code, doc = explain_json(
+        capsys, *base, "--header", "x-team: other", "--client-namespace", "client"
+    )
+    assert (code, doc["authorization"]["decision"]) == (1, "DENY")
+    assert doc["authorization"]["stage"] == "default-deny"
+    (service,) = doc["services"]
+    assert (service["tls_mode"], service["destination_rule"]) == (
+        "DISABLE",
+        "client/cart-from-client",
+    )

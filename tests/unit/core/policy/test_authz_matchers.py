@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshsec.core.policy.authz_match import (
     Unusable,
@@ -282,3 +284,43 @@ def test_expand_principals(
 )
 def test_expand_trust_domains(values: list[str], expected: tuple[str, ...]) -> None:
     assert expand_trust_domains(values, TDS) == expected
+
+
+# --- properties --------------------------------------------------------------------------------
+
+_label = st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True)
+_td = st.from_regex(r"[a-z][a-z0-9.-]{0,10}[a-z]", fullmatch=True)
+
+
+@given(td=_td, ns=_label, sa=_label)
+def test_written_principal_matches_its_identity(td: str, ns: str, sa: str) -> None:
+    principal = f"spiffe://{td}/ns/{ns}/sa/{sa}"
+    assert match_principal(f"{td}/ns/{ns}/sa/{sa}", principal)
+    assert match_principal("*", principal)
+    assert match_principal(f"{td}/ns/{ns}/*", principal)
+    assert match_principal(f"*/sa/{sa}", principal)
+    assert match_namespace(ns, principal)
+    assert match_service_account(f"{ns}/{sa}", principal, policy_namespace="other")
+    assert match_trust_domain(td, principal)
+
+
+@given(td=_td, alias=_td, ns=_label, sa=_label, written_with_alias=st.booleans())
+def test_expansion_makes_every_equivalent_identity_match(
+    td: str, alias: str, ns: str, sa: str, written_with_alias: bool
+) -> None:
+    trust_domains = (td, alias)
+    written = f"{alias if written_with_alias else td}/ns/{ns}/sa/{sa}"
+    expanded = expand_principals([written], trust_domains)
+    for candidate in trust_domains:
+        principal = f"spiffe://{candidate}/ns/{ns}/sa/{sa}"
+        assert any(match_principal(v, principal) for v in expanded)
+
+
+@given(value=st.text(max_size=40), principal=st.one_of(st.none(), st.text(max_size=60)))
+def test_matchers_never_raise(value: str, principal: str | None) -> None:
+    for matcher in (match_principal, match_namespace, match_trust_domain):
+        assert isinstance(matcher(value, principal), bool)
+    assert isinstance(match_service_account(value, principal, "ns"), bool)
+    assert isinstance(match_path(value, principal), bool)
+    assert isinstance(match_ip_block(value, principal), (bool, Unusable))
+    assert isinstance(match_port(value, 80), (bool, Unusable))
