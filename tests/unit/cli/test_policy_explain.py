@@ -338,14 +338,16 @@ spec:
     code, doc = explain_json(capsys, *base, "--header", "x-team: payments")
     assert (code, doc["authorization"]["decision"], doc["authorization"]["rule"]) == (0, "ALLOW", 0)
     assert doc["source"]["protocol"] == "HTTP"
-    # No PeerAuthentication anywhere: the namespace mode is UNKNOWN, so auto mTLS sends plaintext.
+    # No PeerAuthentication anywhere: the namespace mode is UNKNOWN and Istio's best-effort
+    # service mode is PERMISSIVE, so auto mTLS still sends ISTIO_MUTUAL.
+    assert doc["namespace_mode"] == "UNKNOWN"
     own_view = doc["services"][0]
     assert (own_view["tls_mode"], own_view["auto"], own_view["destination_rule"]) == (
-        "DISABLE",
+        "ISTIO_MUTUAL",
         True,
         None,
     )
-    assert "UNKNOWN" in own_view["reason"]
+    assert "assumed PERMISSIVE" in own_view["reason"]
     code, doc = explain_json(
         capsys, *base, "--header", "x-team: other", "--client-namespace", "client"
     )

@@ -20,8 +20,11 @@ TLS for a port and subset (:func:`compose_client_tls`): start from ``trafficPoli
 ``portLevelSettings`` entry for the port **replaces** it (an entry without ``tls`` leaves no TLS
 setting, i.e. auto mTLS); a subset's ``trafficPolicy.tls`` overrides; a subset port-level entry
 replaces again. With no TLS setting left, auto mTLS (``enableAutoMtls``, default on) chooses
-ISTIO_MUTUAL unless the service's namespace-level mode is DISABLE or UNKNOWN (then plaintext);
-workload-level PeerAuthentications are not consulted, as in Istio.
+ISTIO_MUTUAL unless the inferred service mode (:func:`infer_service_mtls_mode`) is DISABLE or
+UNKNOWN (then plaintext). The service mode is Istio's best effort: UNKNOWN for mesh-external
+services; DISABLE for passthrough load balancing with no endpoint or an endpoint without a
+sidecar; else the namespace-level mode when known; else PERMISSIVE. Workload-level
+PeerAuthentications are not consulted, as in Istio.
 
 ISTIO_MUTUAL carries SNI ``outbound_.<port>_.<subset>_.<host>`` (unless the rule sets ``sni``) and
 the SANs for secure naming: the rule's ``subjectAltNames`` if any, else the SPIFFE IDs of the
@@ -65,6 +68,47 @@ class TlsSource(Enum):
     SUBSET = "subset"
     SUBSET_PORT = "subset port"
     AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class ServiceMtls:
+    """The mTLS mode a client infers for a service (Istio ``BestEffortInferServiceMTLSMode``)."""
+
+    mode: NamespaceMtlsMode
+    reason: str
+
+
+def infer_service_mtls_mode(
+    namespace_mode: NamespaceMtlsMode,
+    *,
+    mesh_external: bool = False,
+    passthrough: bool = False,
+    endpoints: int | None = None,
+    endpoint_without_sidecar: bool = False,
+) -> ServiceMtls:
+    """Best-effort service mode for auto mTLS, from the service namespace's mode.
+
+    ``passthrough`` is a headless service or a DestinationRule ``loadBalancer.simple:
+    PASSTHROUGH``; then ``endpoints`` (count, None = unknown) and ``endpoint_without_sidecar``
+    matter: no endpoint, or any without a sidecar, means DISABLE.
+    """
+    if mesh_external:
+        return ServiceMtls(NamespaceMtlsMode.UNKNOWN, "the service is mesh-external")
+    if passthrough:
+        if endpoints == 0:
+            return ServiceMtls(NamespaceMtlsMode.DISABLE, "passthrough service without endpoints")
+        if endpoint_without_sidecar:
+            return ServiceMtls(
+                NamespaceMtlsMode.DISABLE, "passthrough service with an endpoint without sidecar"
+            )
+    if namespace_mode is not NamespaceMtlsMode.UNKNOWN:
+        return ServiceMtls(
+            namespace_mode, f"the service's namespace mode is {namespace_mode.value}"
+        )
+    return ServiceMtls(
+        NamespaceMtlsMode.PERMISSIVE,
+        "no namespace or mesh PeerAuthentication: the service is assumed PERMISSIVE",
+    )
 
 
 @dataclass(frozen=True)
@@ -271,11 +315,17 @@ def compose_client_tls(
     port: int,
     *,
     mesh: MeshConfig,
-    service_mode: NamespaceMtlsMode,
+    service_mode: ServiceMtls | NamespaceMtlsMode,
     service_sans: Sequence[str] = (),
     subset: str | None = None,
 ) -> ClientTls:
-    """The client TLS for ``host:port`` (and ``subset``) under the selected rule."""
+    """The client TLS for ``host:port`` (and ``subset``) under the selected rule.
+
+    ``service_mode`` is the inferred service mode (:func:`infer_service_mtls_mode`); a bare
+    namespace-level mode is run through that inference first (UNKNOWN becomes PERMISSIVE).
+    """
+    if isinstance(service_mode, NamespaceMtlsMode):
+        service_mode = infer_service_mtls_mode(service_mode)
     notes: list[str] = []
     tls: ClientTLSSettings | None = None
     source = TlsSource.AUTO
@@ -336,20 +386,18 @@ def compose_client_tls(
             return result(
                 TlsMode.DISABLE, True, f"{where} and enableAutoMtls is off: plaintext", None, ()
             )
-        if service_mode in (NamespaceMtlsMode.DISABLE, NamespaceMtlsMode.UNKNOWN):
+        if service_mode.mode in (NamespaceMtlsMode.DISABLE, NamespaceMtlsMode.UNKNOWN):
             return result(
                 TlsMode.DISABLE,
                 True,
-                f"{where}; auto mTLS: the service's namespace mode is {service_mode.value}: "
-                "plaintext",
+                f"{where}; auto mTLS: {service_mode.reason}: plaintext",
                 None,
                 (),
             )
         return result(
             TlsMode.ISTIO_MUTUAL,
             True,
-            f"{where}; auto mTLS: the service's namespace mode is {service_mode.value}: "
-            "ISTIO_MUTUAL",
+            f"{where}; auto mTLS: {service_mode.reason}: ISTIO_MUTUAL",
             computed_sni,
             service_sans,
         )
@@ -369,17 +417,20 @@ def resolve_client_tls(
     service_namespace: str,
     rules: Iterable[DestinationRule],
     mesh: MeshConfig,
-    service_mode: NamespaceMtlsMode,
+    namespace_mode: NamespaceMtlsMode,
     service_accounts: Iterable[str] = (),
     subset: str | None = None,
     client_labels: Mapping[str, str] | None = None,
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
+    mesh_external: bool = False,
+    endpoints: int | None = None,
 ) -> ClientTls:
     """Select the DestinationRule and compose the TLS a client uses for ``host:port``.
 
-    ``service_mode`` is the service namespace's mode
-    (:meth:`~meshsec.core.policy.peer_authn.PeerAuthenticationIndex.namespace_mode`);
-    ``service_accounts`` are the names of the service accounts the service's workloads run as.
+    ``namespace_mode`` is the service namespace's mode
+    (:meth:`~meshsec.core.policy.peer_authn.PeerAuthenticationIndex.namespace_mode`), from which
+    the service mode is inferred; ``service_accounts`` are the names of the service accounts the
+    service's workloads run as; ``endpoints`` their number (None = unknown).
     """
     selected = select_destination_rule(
         host,
@@ -391,6 +442,13 @@ def resolve_client_tls(
         domain_suffix=domain_suffix,
     )
     sans = build_service_sans(service_namespace, service_accounts, mesh)
+    policy = selected.traffic_policy if selected else None
+    service_mode = infer_service_mtls_mode(
+        namespace_mode,
+        mesh_external=mesh_external,
+        passthrough=policy is not None and policy.load_balancer_simple == "PASSTHROUGH",
+        endpoints=endpoints,
+    )
     return compose_client_tls(
         selected,
         host,

@@ -137,7 +137,10 @@ def build_workload_explanation(
         if not service.selects(labels):
             continue
         accounts = compose_service_accounts(service, snapshot.workloads)
-        service_mode = index.namespace_mode(service.namespace).mode
+        endpoints = sum(
+            1 for w in snapshot.workloads_in(service.namespace) if service.selects(w.labels)
+        )
+        namespace_mode = index.namespace_mode(service.namespace).mode
         for sp in service.ports:
             tls = resolve_client_tls(
                 service.hostname,
@@ -146,8 +149,9 @@ def build_workload_explanation(
                 service_namespace=service.namespace,
                 rules=snapshot.destination_rules,
                 mesh=mesh,
-                service_mode=service_mode,
+                namespace_mode=namespace_mode,
                 service_accounts=accounts,
+                endpoints=endpoints,
             )
             target = sp.effective_target_port
             server_mode = effective.mode_for_port(target) if isinstance(target, int) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -13,8 +14,10 @@ from meshsec.core.policy.destination import (
     TlsSource,
     build_service_sans,
     build_sni,
+    compose_client_tls,
     compose_service_accounts,
     host_matches,
+    infer_service_mtls_mode,
     is_exported_to,
     resolve_client_tls,
     resolve_rule_host,
@@ -61,6 +64,7 @@ def dr(
     selector: dict[str, str] | None = None,
     created: datetime | None = None,
     no_policy: bool = False,
+    passthrough: bool = False,
 ) -> DestinationRule:
     namespace, name = key.split("/")
     policy = None
@@ -70,6 +74,7 @@ def dr(
             port_level_settings=tuple(
                 PortTrafficPolicy(PortSelector(p), t) for p, t in (ports or {}).items()
             ),
+            load_balancer_simple="PASSTHROUGH" if passthrough else None,
         )
     return DestinationRule(
         meta=ObjectMeta(name=name, namespace=namespace, creation_timestamp=created),
@@ -279,20 +284,38 @@ class Tls:
     subset: str | None = None
     service_mode: NamespaceMtlsMode = NS_STRICT
     mesh: MeshConfig = MESH
+    endpoints: int | None = None
+    external: bool = False
 
 
 TLS = {
     "no-rule-auto-mtls-strict": Tls([], IM, True, TlsSource.AUTO),
     "no-rule-auto-mtls-permissive": Tls([], IM, True, TlsSource.AUTO, service_mode=NS_PERM),
     "no-rule-auto-disable-namespace": Tls([], OFF, True, TlsSource.AUTO, service_mode=NS_OFF),
-    "no-rule-auto-unknown-namespace": Tls([], OFF, True, TlsSource.AUTO, service_mode=NS_UNKNOWN),
+    "no-rule-unknown-namespace-assumed-permissive": Tls(
+        [], IM, True, TlsSource.AUTO, service_mode=NS_UNKNOWN
+    ),
+    "passthrough-without-endpoints-plaintext": Tls(
+        [dr("bookinfo/r", passthrough=True)], OFF, True, TlsSource.AUTO, endpoints=0
+    ),
+    "passthrough-with-endpoints-namespace-mode": Tls(
+        [dr("bookinfo/r", passthrough=True)], IM, True, TlsSource.AUTO, endpoints=2
+    ),
+    "mesh-external-plaintext": Tls([], OFF, True, TlsSource.AUTO, external=True),
+    "mesh-external-explicit-tls-kept": Tls(
+        [dr("bookinfo/r", tls_=tls(SIMPLE))], SIMPLE, False, TlsSource.DESTINATION, external=True
+    ),
     "auto-mtls-off": Tls([], OFF, True, TlsSource.AUTO, mesh=MeshConfig(enable_auto_mtls=False)),
     "rule-without-tls-is-auto": Tls([dr("bookinfo/r")], IM, True, TlsSource.AUTO),
     "destination-istio-mutual": Tls(
         [dr("bookinfo/r", tls_=tls(IM))], IM, False, TlsSource.DESTINATION
     ),
     "destination-istio-mutual-even-if-namespace-unknown": Tls(
-        [dr("bookinfo/r", tls_=tls(IM))], IM, False, TlsSource.DESTINATION, service_mode=NS_UNKNOWN
+        [dr("bookinfo/r", tls_=tls(IM))],
+        IM,
+        False,
+        TlsSource.DESTINATION,
+        service_mode=NS_UNKNOWN,
     ),
     "destination-disable-wins-over-auto": Tls(
         [dr("bookinfo/r", tls_=tls(OFF))], OFF, False, TlsSource.DESTINATION
@@ -365,9 +388,11 @@ def test_client_tls(case: Tls) -> None:
         service_namespace="bookinfo",
         rules=case.rules,
         mesh=case.mesh,
-        service_mode=case.service_mode,
+        namespace_mode=case.service_mode,
         service_accounts=["reviews"],
         subset=case.subset,
+        endpoints=case.endpoints,
+        mesh_external=case.external,
     )
     assert (result.mode, result.auto, result.source) == (case.mode, case.auto, case.source), (
         result.reason
@@ -384,7 +409,7 @@ def test_istio_mutual_sni_and_sans_from_service_accounts_with_aliases() -> None:
         service_namespace="bookinfo",
         rules=[dr("bookinfo/r", tls_=tls(IM), subsets=(subset("v1"),))],
         mesh=mesh,
-        service_mode=NS_STRICT,
+        namespace_mode=NS_STRICT,
         service_accounts=["reviews", "reviews-v2"],
         subset="v1",
     )
@@ -408,7 +433,7 @@ def test_istio_mutual_rule_sans_and_sni_win() -> None:
         service_namespace="bookinfo",
         rules=[rule],
         mesh=MESH,
-        service_mode=NS_STRICT,
+        namespace_mode=NS_STRICT,
         service_accounts=["reviews"],
     )
     assert result.subject_alt_names == ("spiffe://x/ns/a/sa/b",)
@@ -423,7 +448,7 @@ def test_auto_mtls_sni_without_subset_and_plaintext_has_none() -> None:
         service_namespace="bookinfo",
         rules=[],
         mesh=MESH,
-        service_mode=NS_PERM,
+        namespace_mode=NS_PERM,
         service_accounts=["reviews"],
     )
     assert auto.sni == build_sni(HOST, 9080) == f"outbound_.9080_._.{HOST}"
@@ -435,7 +460,7 @@ def test_auto_mtls_sni_without_subset_and_plaintext_has_none() -> None:
         service_namespace="bookinfo",
         rules=[],
         mesh=MESH,
-        service_mode=NS_OFF,
+        namespace_mode=NS_OFF,
         service_accounts=["reviews"],
     )
     assert (plain.sni, plain.subject_alt_names, plain.is_tls) == (None, (), False)
@@ -450,7 +475,7 @@ def test_simple_keeps_configured_sans_without_expansion() -> None:
         service_namespace="bookinfo",
         rules=[rule],
         mesh=MeshConfig(trust_domain_aliases=("old-td",)),
-        service_mode=NS_STRICT,
+        namespace_mode=NS_STRICT,
         service_accounts=["reviews"],
     )
     assert result.subject_alt_names == ("reviews.example.com",)
@@ -466,7 +491,7 @@ def test_reason_names_port_replacement() -> None:
         service_namespace="bookinfo",
         rules=[rule],
         mesh=MESH,
-        service_mode=NS_STRICT,
+        namespace_mode=NS_STRICT,
     )
     assert "portLevelSettings[9080] of DestinationRule bookinfo/r" in result.reason
     assert "replaces" in result.reason
@@ -498,3 +523,40 @@ def test_compose_service_accounts_from_selected_workloads() -> None:
         wl("elsewhere/r", {"app": "reviews"}, "intruder"),
     ]
     assert compose_service_accounts(svc, workloads) == ("reviews", "reviews-v2")
+
+
+@pytest.mark.parametrize(
+    ("namespace_mode", "kwargs", "expected"),
+    [
+        pytest.param(NS_STRICT, {}, NS_STRICT, id="namespace-mode-known"),
+        pytest.param(NS_OFF, {}, NS_OFF, id="namespace-disable"),
+        pytest.param(NS_UNKNOWN, {}, NS_PERM, id="unknown-assumed-permissive"),
+        pytest.param(NS_STRICT, {"mesh_external": True}, NS_UNKNOWN, id="mesh-external-unknown"),
+        pytest.param(
+            NS_STRICT, {"passthrough": True, "endpoints": 0}, NS_OFF, id="passthrough-empty"
+        ),
+        pytest.param(
+            NS_STRICT,
+            {"passthrough": True, "endpoints": 3, "endpoint_without_sidecar": True},
+            NS_OFF,
+            id="passthrough-endpoint-without-sidecar",
+        ),
+        pytest.param(
+            NS_STRICT, {"passthrough": True, "endpoints": 3}, NS_STRICT, id="passthrough-ok"
+        ),
+        pytest.param(
+            NS_STRICT, {"passthrough": True}, NS_STRICT, id="passthrough-endpoints-unknown"
+        ),
+    ],
+)
+def test_infer_service_mtls_mode(
+    namespace_mode: NamespaceMtlsMode, kwargs: dict[str, Any], expected: NamespaceMtlsMode
+) -> None:
+    result = infer_service_mtls_mode(namespace_mode, **kwargs)
+    assert result.mode is expected
+    assert result.reason
+
+
+def test_compose_client_tls_accepts_bare_namespace_mode() -> None:
+    result = compose_client_tls(None, HOST, 9080, mesh=MESH, service_mode=NS_UNKNOWN)
+    assert (result.mode, result.auto) == (IM, True)
