@@ -95,10 +95,18 @@ class Decision:
     audited_by: tuple[RuleMatch, ...] = ()
     notes: tuple[str, ...] = ()
     considered: tuple[AuthorizationPolicy, ...] = ()
+    scope: str | None = None  # the deciding policy's reach: "mesh", "namespace" or "workload"
 
     @property
     def allowed(self) -> bool:
         return self.verdict is Verdict.ALLOW
+
+
+def policy_scope(policy: AuthorizationPolicy, mesh: MeshConfig) -> str:
+    """``mesh`` (root namespace), ``workload`` (has a selector) or ``namespace``."""
+    if policy.namespace == mesh.root_namespace:
+        return "mesh"
+    return "workload" if policy.has_selector else "namespace"
 
 
 # ------------------------------------------------------------------------------ applicability
@@ -161,6 +169,7 @@ def evaluate(
             audited_by=tuple(audited),
             notes=tuple(notes),
             considered=applying,
+            scope=policy_scope(match.policy, mesh) if match else None,
         )
 
     if not applying:

@@ -209,6 +209,7 @@ def _decision_dict(auth: PortAuthorization) -> dict[str, Any]:
         "policy": _key(d.policy),
         "action": d.policy.action.value if d.policy else None,
         "rule": d.rule,
+        "scope": d.scope,
         "stage": d.stage.value,
         "reason": d.reason,
         "port": auth.port,

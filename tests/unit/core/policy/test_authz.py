@@ -641,3 +641,20 @@ def test_root_namespace_deny_applies_to_other_namespaces() -> None:
     decision = evaluate(tcp(principal=None), policies, MESH, namespace="foo", labels={})
     assert decision.verdict is Verdict.DENY
     assert decision.policy is policies[0]
+
+
+@pytest.mark.parametrize(
+    ("policy", "scope"),
+    [
+        pytest.param(ap("istio-system/all", DENY, rule()), "mesh", id="root-namespace"),
+        pytest.param(ap("foo/all", DENY, rule()), "namespace", id="namespace-wide"),
+        pytest.param(
+            ap("foo/one", DENY, rule(), selector={"app": "web"}), "workload", id="selector"
+        ),
+    ],
+)
+def test_decision_names_the_level_of_the_deciding_policy(
+    policy: AuthorizationPolicy, scope: str
+) -> None:
+    decision = evaluate(tcp(), [policy], MESH, namespace="foo", labels={"app": "web"})
+    assert (decision.policy, decision.scope) == (policy, scope)
