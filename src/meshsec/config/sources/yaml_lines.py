@@ -146,7 +146,18 @@ def _load_stream(
     """Documents of ``text`` until the first syntax error; the bool says whether one happened."""
     docs: list[SourceDocument] = []
     problems: list[Diagnostic] = []
-    loader = _LineLoader(text)
+    try:
+        loader = _LineLoader(text)  # the reader rejects control characters up front
+    except yaml.YAMLError as exc:
+        problems.append(
+            dg.make(
+                dg.YAML_SYNTAX,
+                f"invalid YAML: {_reason(exc)}",
+                file=file,
+                line=_error_line(exc, offset),
+            )
+        )
+        return docs, problems, True
     index = first_index
     try:
         while loader.check_node():
