@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshsec.core.policy.model import (
     FrozenMap,
@@ -403,3 +405,89 @@ def test_namespace_mode(
 def test_namespace_mode_of_root_namespace_is_mesh_mode() -> None:
     policies = [pa("istio-system/default", S)]
     assert compose_namespace_mode("istio-system", policies, MESH).mode is NamespaceMtlsMode.STRICT
+
+
+# --- property: the index agrees with a brute-force reading of the rules -------------------------
+
+_NAMESPACES = ("istio-system", "foo", "bar")
+_LABELS = ({"app": "web"}, {"app": "db"}, {"app": "web", "v": "1"})
+
+
+@st.composite
+def _policies(draw: st.DrawFn) -> list[PeerAuthentication]:
+    out = []
+    for i in range(draw(st.integers(0, 8))):
+        ns = draw(st.sampled_from(_NAMESPACES))
+        selector = draw(st.sampled_from([None, {}, {"app": "web"}, {"app": "db"}, {"v": "1"}]))
+        ports = draw(
+            st.dictionaries(st.sampled_from([80, 443]), st.sampled_from([U, D, P, S]), max_size=2)
+        )
+        out.append(
+            pa(
+                f"{ns}/p{i}",
+                draw(st.sampled_from([U, D, P, S])),
+                selector=selector,
+                created=draw(st.sampled_from([None, ts(1), ts(2)])),
+                ports=ports if selector else None,
+            )
+        )
+    return out
+
+
+def _brute_force(
+    namespace: str, labels: dict[str, str], policies: list[PeerAuthentication]
+) -> tuple[MtlsMode, dict[int, MtlsMode]]:
+    def oldest(items: list[PeerAuthentication]) -> PeerAuthentication | None:
+        best = None
+        for p in items:  # strict "<": on ties the earlier one in input order stays
+            if best is None or p.precedence_key[0] < best.precedence_key[0]:
+                best = p
+        return best
+
+    def selectorless(ns: str) -> PeerAuthentication | None:
+        return oldest(
+            [
+                p
+                for p in policies
+                if p.namespace == ns and not (p.selector and p.selector.match_labels)
+            ]
+        )
+
+    mesh = selectorless("istio-system")
+    nsp = selectorless(namespace) if namespace != "istio-system" else None
+    wl = None
+    if namespace != "istio-system":
+        wl = oldest(
+            [
+                p
+                for p in policies
+                if p.namespace == namespace
+                and p.selector is not None
+                and p.selector.match_labels
+                and all(labels.get(k) == v for k, v in p.selector.match_labels.items())
+            ]
+        )
+    mode = P
+    for level in (mesh, nsp, wl):
+        if level is not None and level.mtls is not U:
+            mode = level.mtls
+    ports = (
+        {} if wl is None else {k: (mode if v is U else v) for k, v in wl.port_level_mtls.items()}
+    )
+    return mode, ports
+
+
+@given(
+    policies=_policies(), namespace=st.sampled_from(_NAMESPACES), labels=st.sampled_from(_LABELS)
+)
+def test_compose_agrees_with_brute_force(
+    policies: list[PeerAuthentication], namespace: str, labels: dict[str, str]
+) -> None:
+    result = build_peer_authentication_index(policies, MESH).compose(namespace, labels)
+    mode, ports = _brute_force(namespace, labels, policies)
+    assert result.mode is mode
+    assert dict(result.port_modes) == ports
+    assert result.mode is not U
+    assert not {id(i.policy) for i in result.ignored} & {id(p) for p in result.applied}
+    if result.deciding_policy is not None:
+        assert result.deciding_policy in result.applied
