@@ -71,7 +71,7 @@ def exit_code(diagnostics: tuple[Diagnostic, ...]) -> int:
 def render_catalog() -> str:
     width = max(len(c.name) for c in dg.CATALOG)
     return "\n".join(
-        f"{c.code}  {c.level.value:<7}  {c.name:<{width}}  {c.summary}" for c in dg.CATALOG
+        f"{c.code:<7}  {c.level.value:<7}  {c.name:<{width}}  {c.summary}" for c in dg.CATALOG
     )
 
 

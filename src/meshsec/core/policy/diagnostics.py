@@ -99,7 +99,6 @@ INVALID_TIMESTAMP = _c(
     "MS0109", "InvalidCreationTimestamp", E, "creationTimestamp is not an RFC 3339 time"
 )
 INVALID_VALUE = _c("MS0110", "InvalidValue", E, "a field value is malformed")
-EMPTY_SPEC = _c("MS0111", "EmptySpec", W, "a resource has an empty spec")
 DUPLICATE_KEY = _c("MS0112", "DuplicateKey", E, "a YAML mapping repeats a key")
 INVALID_MESH_CONFIG = _c(
     "MS0113", "InvalidMeshConfig", E, "the istio ConfigMap mesh config is invalid"
@@ -110,12 +109,6 @@ REMOVED_KIND = _c(
 )
 UNKNOWN_API_VERSION = _c(
     "MS0202", "UnknownApiVersion", E, "a known kind with an apiVersion Istio does not serve"
-)
-DEPRECATED_API_VERSION = _c(
-    "MS0203",
-    "DeprecatedApiVersion",
-    INFO_,
-    "an apiVersion that still works but has a newer version",
 )
 CUSTOM_UNSUPPORTED = _c(
     "MS0204",
