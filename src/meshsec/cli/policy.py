@@ -7,6 +7,7 @@ because the port refuses its transport); 2 bad arguments or an unreadable config
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ from typing import Annotated
 import typer
 
 from meshsec.config.sources.files import load_snapshot
+from meshsec.core.identity import IdentityError, SpiffeId
 from meshsec.core.policy.diagnostics import Level
 from meshsec.core.policy.explain import (
     Source,
@@ -102,8 +104,18 @@ def explain(
     source: Source | None = None
     if source_principal is not None or plaintext or source_ip is not None:
         principal = None if plaintext else source_principal
-        if principal is not None and not principal.startswith("spiffe://"):
-            principal = f"spiffe://{principal}"
+        if principal is not None:
+            if not principal.startswith("spiffe://"):
+                principal = f"spiffe://{principal}"
+            try:
+                principal = str(SpiffeId.parse(principal))
+            except IdentityError as exc:
+                raise _fail(f"--source-principal: {exc}") from None
+        if source_ip is not None:
+            try:
+                ipaddress.ip_address(source_ip)
+            except ValueError:
+                raise _fail(f"--source-ip {source_ip!r} is not an IP address") from None
         http = None
         if method or path or host or header:
             headers = {}

@@ -271,6 +271,26 @@ def test_text_output_like_istioctl_describe(capsys: pytest.CaptureFixture[str]) 
             ["--config", str(SEED), "-n", "x", "-o", "yaml"], "text or json", id="bad-output"
         ),
         pytest.param(
+            ["--config", str(SEED), "-n", "x", "--source-principal", "Cluster.Local/ns/a/sa/b"],
+            "--source-principal",
+            id="bad-principal",
+        ),
+        pytest.param(
+            ["--config", str(SEED), "-n", "x", "--source-principal", "td/ns/a/sa/b?x"],
+            "query",
+            id="principal-with-query",
+        ),
+        pytest.param(
+            ["--config", str(SEED), "-n", "x", "--source-ip", "10.0.0.300"],
+            "not an IP address",
+            id="bad-source-ip",
+        ),
+        pytest.param(
+            ["--config", str(SEED), "-n", "x", "--source-ip", "10.0.0.1", "--header", "nocolon"],
+            "Name:value",
+            id="bad-header",
+        ),
+        pytest.param(
             ["--config", str(SEED), "-n", "x", "--plaintext", "--source-principal", "a/b"],
             "mutually exclusive",
             id="plaintext-and-principal",
