@@ -188,9 +188,9 @@ def parse_authorization_policy(
             )
         r.report(
             dg.CUSTOM_UNSUPPORTED,
-            "action CUSTOM delegates to an external authorizer, which meshsec does not call; "
-            "this policy is reported but not enforced (requests are decided by DENY/ALLOW "
-            "policies only)",
+            "action CUSTOM delegates to an external authorizer (provider), which meshsec "
+            "does not have: requests this policy's rules match are denied (fail closed) and "
+            "requests it does not match go on to the DENY and ALLOW policies",
             ("spec", "action"),
         )
     elif provider is not None:
