@@ -203,6 +203,71 @@ def is_exported_to(rule: DestinationRule, namespace: str) -> bool:
     return False
 
 
+class DestinationRuleIndex:
+    """DestinationRules grouped by namespace (hosts resolved to FQDNs) once per snapshot."""
+
+    def __init__(
+        self,
+        rules: Iterable[DestinationRule],
+        mesh: MeshConfig,
+        domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
+    ) -> None:
+        self.mesh = mesh
+        self._by_ns: dict[str, list[tuple[str, DestinationRule]]] = {}
+        for rule in rules:
+            fqdn = resolve_rule_host(rule.host, rule.namespace, domain_suffix)
+            self._by_ns.setdefault(rule.namespace, []).append((fqdn, rule))
+
+    def select(
+        self,
+        host: str,
+        *,
+        client_namespace: str,
+        service_namespace: str,
+        client_labels: Mapping[str, str] | None = None,
+    ) -> SelectedRule | None:
+        """The DestinationRule a client in ``client_namespace`` uses for ``host`` (or None)."""
+        labels = client_labels or {}
+
+        def has_selector(rule: DestinationRule) -> bool:
+            return rule.workload_selector is not None and not rule.workload_selector.is_empty
+
+        def client_visible(rule: DestinationRule) -> bool:
+            if not has_selector(rule):
+                return True
+            selector = rule.workload_selector
+            return client_labels is not None and selector is not None and selector.matches(labels)
+
+        own = [e for e in self._by_ns.get(client_namespace, ()) if client_visible(e[1])]
+        steps: list[tuple[Scope, list[tuple[str, DestinationRule]]]] = [
+            (Scope.CLIENT_NAMESPACE, [e for e in own if has_selector(e[1])]),
+            (Scope.CLIENT_NAMESPACE, own),
+        ]
+        for scope, namespace in (
+            (Scope.SERVICE_NAMESPACE, service_namespace),
+            (Scope.ROOT_NAMESPACE, self.mesh.root_namespace),
+        ):
+            if namespace != client_namespace:
+                exported = [
+                    e
+                    for e in self._by_ns.get(namespace, ())
+                    if is_exported_to(e[1], client_namespace)
+                ]
+                steps.append((scope, exported))
+
+        for scope, candidates in steps:
+            if not candidates:
+                continue
+            best = _most_specific(host, sorted({fqdn for fqdn, _ in candidates}))
+            if best is None:
+                continue
+            same_host = sorted(
+                (r for fqdn, r in candidates if fqdn == best), key=lambda r: r.precedence_key
+            )
+            return _merge(same_host, scope, best)
+        return None
+
+
 def select_destination_rule(
     host: str,
     *,
@@ -213,46 +278,13 @@ def select_destination_rule(
     client_labels: Mapping[str, str] | None = None,
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
 ) -> SelectedRule | None:
-    """The DestinationRule a client in ``client_namespace`` uses for ``host`` (or None)."""
-    by_ns: dict[str, list[DestinationRule]] = {}
-    for rule in rules:
-        by_ns.setdefault(rule.namespace, []).append(rule)
-    labels = client_labels or {}
-
-    def client_visible(rule: DestinationRule) -> bool:
-        selector = rule.workload_selector
-        if selector is None or selector.is_empty:
-            return True
-        return client_labels is not None and selector.matches(labels)
-
-    steps: list[tuple[Scope, str, list[DestinationRule]]] = []
-    own = [r for r in by_ns.get(client_namespace, ()) if client_visible(r)]
-    selected_by_labels = [
-        r for r in own if r.workload_selector is not None and not r.workload_selector.is_empty
-    ]
-    steps.append((Scope.CLIENT_NAMESPACE, client_namespace, selected_by_labels))
-    steps.append((Scope.CLIENT_NAMESPACE, client_namespace, own))
-    for scope, namespace in (
-        (Scope.SERVICE_NAMESPACE, service_namespace),
-        (Scope.ROOT_NAMESPACE, mesh.root_namespace),
-    ):
-        if namespace == client_namespace:
-            continue
-        exported = [r for r in by_ns.get(namespace, ()) if is_exported_to(r, client_namespace)]
-        steps.append((scope, namespace, exported))
-
-    for scope, _namespace, candidates in steps:
-        if not candidates:
-            continue
-        hosts = {id(r): resolve_rule_host(r.host, r.namespace, domain_suffix) for r in candidates}
-        best = _most_specific(host, sorted(set(hosts.values())))
-        if best is None:
-            continue
-        same_host = sorted(
-            (r for r in candidates if hosts[id(r)] == best), key=lambda r: r.precedence_key
-        )
-        return _merge(same_host, scope, best)
-    return None
+    """One-shot :meth:`DestinationRuleIndex.select` (builds a throw-away index)."""
+    return DestinationRuleIndex(rules, mesh, domain_suffix).select(
+        host,
+        client_namespace=client_namespace,
+        service_namespace=service_namespace,
+        client_labels=client_labels,
+    )
 
 
 def _merge(rules: list[DestinationRule], scope: Scope, host: str) -> SelectedRule:
@@ -415,7 +447,7 @@ def resolve_client_tls(
     *,
     client_namespace: str,
     service_namespace: str,
-    rules: Iterable[DestinationRule],
+    rules: Iterable[DestinationRule] | DestinationRuleIndex,
     mesh: MeshConfig,
     namespace_mode: NamespaceMtlsMode,
     service_accounts: Iterable[str] = (),
@@ -430,16 +462,19 @@ def resolve_client_tls(
     ``namespace_mode`` is the service namespace's mode
     (:meth:`~meshsec.core.policy.peer_authn.PeerAuthenticationIndex.namespace_mode`), from which
     the service mode is inferred; ``service_accounts`` are the names of the service accounts the
-    service's workloads run as; ``endpoints`` their number (None = unknown).
+    service's workloads run as; ``endpoints`` their number (None = unknown). Pass a
+    :class:`DestinationRuleIndex` as ``rules`` when resolving many hosts of one snapshot.
     """
-    selected = select_destination_rule(
+    index = (
+        rules
+        if isinstance(rules, DestinationRuleIndex)
+        else DestinationRuleIndex(rules, mesh, domain_suffix)
+    )
+    selected = index.select(
         host,
         client_namespace=client_namespace,
         service_namespace=service_namespace,
-        rules=rules,
-        mesh=mesh,
         client_labels=client_labels,
-        domain_suffix=domain_suffix,
     )
     sans = build_service_sans(service_namespace, service_accounts, mesh)
     policy = selected.traffic_policy if selected else None

@@ -15,6 +15,7 @@ from typing import Any
 from meshsec.core.policy.authz import Decision, evaluate, select_authorization_policies
 from meshsec.core.policy.destination import (
     ClientTls,
+    DestinationRuleIndex,
     compose_service_accounts,
     resolve_client_tls,
 )
@@ -132,6 +133,7 @@ def build_workload_explanation(
     port_decisions = tuple(effective.explain_port(p) for p in wanted)
 
     client_ns = client_namespace or namespace
+    rules = DestinationRuleIndex(snapshot.destination_rules, mesh)
     services: list[ServicePortTls] = []
     for service in snapshot.services_in(namespace):
         if not service.selects(labels):
@@ -147,7 +149,7 @@ def build_workload_explanation(
                 sp.port,
                 client_namespace=client_ns,
                 service_namespace=service.namespace,
-                rules=snapshot.destination_rules,
+                rules=rules,
                 mesh=mesh,
                 namespace_mode=namespace_mode,
                 service_accounts=accounts,

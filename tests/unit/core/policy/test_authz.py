@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from meshsec.core.policy.authz import Stage, Verdict, evaluate, select_authorization_policies
+from meshsec.core.policy.authz import (
+    AuthorizationIndex,
+    Stage,
+    Verdict,
+    evaluate,
+    select_authorization_policies,
+)
 from meshsec.core.policy.model import (
     AuthorizationAction,
     AuthorizationPolicy,
@@ -726,3 +732,21 @@ def test_decision_names_the_level_of_the_deciding_policy(
 ) -> None:
     decision = evaluate(tcp(), [policy], MESH, namespace="foo", labels={"app": "web"})
     assert (decision.policy, decision.scope) == (policy, scope)
+
+
+def test_index_selects_like_the_function_in_input_order() -> None:
+    policies = [
+        ap("istio-system/a"),
+        ap("foo/b", selector={"app": "web"}),
+        ap("bar/c"),
+        ap("istio-system/d", selector={"app": "db"}),
+        ap("foo/e"),
+    ]
+    index = AuthorizationIndex(policies, MESH)
+    for namespace, labels in [
+        ("foo", {"app": "web"}),
+        ("bar", {"app": "db"}),
+        ("istio-system", {}),
+    ]:
+        expected = select_authorization_policies(namespace, labels, policies, MESH)
+        assert index.for_workload(namespace, labels) == expected
