@@ -59,7 +59,10 @@ def explain(
         Path, typer.Option("--config", help="Directory (or file) of Kubernetes/Istio YAML.")
     ],
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Workload namespace.")],
-    labels: Annotated[str, typer.Option("--labels", "-l", help="Workload labels: k=v,k2=v2.")] = "",
+    labels: Annotated[
+        list[str] | None,
+        typer.Option("--labels", "-l", help="Workload labels: k=v,k2=v2 (repeatable)."),
+    ] = None,
     port: Annotated[
         list[int] | None,
         typer.Option("--port", "-p", help="Workload (target) port to explain; repeatable."),
@@ -139,7 +142,7 @@ def explain(
     explanation = build_workload_explanation(
         snapshot,
         namespace,
-        parse_labels(labels),
+        parse_labels(",".join(labels or [])),
         ports=ports,
         source=source,
         client_namespace=client_namespace,

@@ -378,3 +378,11 @@ spec:
         "DISABLE",
         "client/cart-from-client",
     )
+
+
+def test_labels_may_be_repeated(capsys: pytest.CaptureFixture[str]) -> None:
+    _, doc = explain_json(
+        capsys, "--config", str(SEMANTICS), "-n", "payments", "-l", "tier=x", "-l", "app=api"
+    )
+    assert doc["labels"] == {"tier": "x", "app": "api"}
+    assert doc["decided_by"]["policy"] == "payments/api"
