@@ -15,6 +15,7 @@ Checks (codes in :mod:`meshsec.core.policy.diagnostics`):
 * MS0302 — more than one selector-less PeerAuthentication in a namespace (only the oldest
   applies); MS0303 — a PeerAuthentication with a selector in the root namespace (ignored).
 * IST0128 / IST0129 / MS0301 — see :mod:`meshsec.core.policy.analyze_tls`.
+* MS0306 — Service port vs target port mix-ups, see :mod:`meshsec.core.policy.analyze_ports`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from meshsec.core.policy import diagnostics as dg
+from meshsec.core.policy.analyze_ports import analyze_port_spaces
 from meshsec.core.policy.analyze_tls import analyze_mtls_conflicts, analyze_server_verification
 from meshsec.core.policy.diagnostics import Diagnostic
 from meshsec.core.policy.model import (
@@ -199,6 +201,7 @@ def analyze_snapshot(snapshot: PolicySnapshot) -> tuple[Diagnostic, ...]:
     found += analyze_peer_authentication_scope(snapshot)
     found += analyze_server_verification(snapshot)
     found += analyze_mtls_conflicts(snapshot, index)
+    found += analyze_port_spaces(snapshot)
     return tuple(found)
 
 

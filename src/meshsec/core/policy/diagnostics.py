@@ -144,6 +144,12 @@ NO_WORKLOADS_KNOWN = _c(
 DUPLICATE_TRAFFIC_POLICY_PORT = _c(
     "MS0305", "DuplicatePortLevelSetting", W, "portLevelSettings lists the same port twice"
 )
+WRONG_PORT_SPACE = _c(
+    "MS0306",
+    "ServicePortTargetPortMixup",
+    W,
+    "a Service port where a workload (target) port is expected, or the reverse",
+)
 # Istio analyzer codes (istio:pkg/config/analysis/msg/messages.yaml).
 REFERENCED_RESOURCE_NOT_FOUND = _c(
     "IST0101", "ReferencedResourceNotFound", E, "a referenced resource does not exist"

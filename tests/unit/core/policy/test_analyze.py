@@ -335,6 +335,105 @@ CASES = [
 ]
 
 
+CASES += [
+    # ---------------------------------------------------------------- MS0306
+    Case(
+        "pa-port-level-uses-service-port",
+        WEB
+        + pa(
+            "web",
+            "foo",
+            "{selector: {matchLabels: {app: web}}, portLevelMtls: {80: {mode: DISABLE}}}",
+        ),
+        (("MS0306", "PeerAuthentication foo/web"),),
+    ),
+    Case(
+        "pa-port-level-uses-target-port",
+        WEB
+        + pa(
+            "web",
+            "foo",
+            "{selector: {matchLabels: {app: web}}, portLevelMtls: {8080: {mode: DISABLE}}}",
+        ),
+        (),
+    ),
+    Case(
+        "pa-port-level-unknown-port-is-not-guessed",
+        WEB
+        + pa(
+            "web",
+            "foo",
+            "{selector: {matchLabels: {app: web}}, portLevelMtls: {15020: {mode: DISABLE}}}",
+        ),
+        (),
+    ),
+    Case(
+        "ap-ports-use-service-port",
+        WEB
+        + ap(
+            "a",
+            "foo",
+            "{selector: {matchLabels: {app: web}}, rules: [{to: [{operation: {ports: ['80']}}]}]}",
+        ),
+        (("MS0306", "AuthorizationPolicy foo/a"),),
+    ),
+    Case(
+        "ap-destination-port-condition-uses-service-port",
+        WEB + ap("a", "foo", "{rules: [{when: [{key: destination.port, values: ['80']}]}]}"),
+        (("MS0306", "AuthorizationPolicy foo/a"),),
+    ),
+    Case(
+        "dr-port-level-uses-target-port",
+        WEB
+        + dr(
+            "web",
+            "foo",
+            "host: web\ntrafficPolicy:\n  portLevelSettings:\n  - port: {number: 8080}\n"
+            "    tls: {mode: ISTIO_MUTUAL}\n",
+        ),
+        (("MS0306", "DestinationRule foo/web"),),
+    ),
+    Case(
+        "dr-port-level-uses-service-port",
+        WEB
+        + dr(
+            "web",
+            "foo",
+            "host: web\ntrafficPolicy:\n  portLevelSettings:\n  - port: {number: 80}\n"
+            "    tls: {mode: ISTIO_MUTUAL}\n",
+        ),
+        (),
+    ),
+    Case(
+        "same-service-and-target-port-is-fine",
+        deploy("db", "foo", "{app: db}", 5432)
+        + svc("db", "foo", "{app: db}", 5432, 5432)
+        + pa(
+            "db",
+            "foo",
+            "{selector: {matchLabels: {app: db}}, portLevelMtls: {5432: {mode: STRICT}}}",
+        )
+        + dr(
+            "db",
+            "foo",
+            "host: db\ntrafficPolicy:\n  portLevelSettings:\n  - port: {number: 5432}\n"
+            "    tls: {mode: ISTIO_MUTUAL}\n",
+        ),
+        (),
+    ),
+]
+
+
+def test_port_space_message_names_the_mapping() -> None:
+    yaml = WEB + pa(
+        "web", "foo", "{selector: {matchLabels: {app: web}}, portLevelMtls: {80: {mode: DISABLE}}}"
+    )
+    _, path, message = _one(yaml, "MS0306")
+    assert path == "spec.portLevelMtls[80]"
+    assert "Service foo/web port 80 → targetPort 8080" in message
+    assert "use the targetPort" in message
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_analyzers(case: Case) -> None:
     snap = snapshot_of(case.yaml)
