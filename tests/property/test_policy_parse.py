@@ -100,7 +100,19 @@ scalars = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
     st.sampled_from(
-        ["STRICT", "DISABLE", "ISTIO_MUTUAL", "*", "*.local", "", "8080", "spiffe://x", "a/b"]
+        [
+            "STRICT",
+            "DISABLE",
+            "ISTIO_MUTUAL",
+            "*",
+            "*.local",
+            "",
+            "8080",
+            "spiffe://x",
+            "a/b",
+            "\u00b2",
+            "\u0663",
+        ]
     ),
     st.datetimes(timezones=st.just(UTC)),
     st.dates(),

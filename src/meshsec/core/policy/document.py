@@ -28,6 +28,11 @@ E = TypeVar("E", bound=Enum)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts ``'²'``, which ``int()`` rejects)."""
+    return text.isascii() and text.isdigit()
+
+
 def format_path(path: FieldPath) -> str:
     """``("spec", "rules", 0, "from")`` → ``spec.rules[0].from``; odd keys are quoted."""
     out = ""
@@ -345,7 +350,10 @@ class DocumentReader:
             return None
         valid = [m.name for m in enum_cls]
         if not isinstance(value, str):
-            self.wrong_type(value, path, f"one of {', '.join(valid)}")
+            hint = ""
+            if isinstance(value, bool):
+                hint = "YAML reads unquoted yes/no/on/off/true/false as booleans"
+            self.wrong_type(value, path, f"one of {', '.join(valid)}", hint)
             return None
         if value in enum_cls.__members__:
             return enum_cls[value]
@@ -358,7 +366,7 @@ class DocumentReader:
 
     def port(self, value: object, path: FieldPath, what: str = "port") -> int | None:
         """A port number 1-65535 (an integer, or a decimal string for map keys)."""
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and is_decimal(value.strip()):
             value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int):
             self.wrong_type(value, path, f"a {what} number (integer 1-65535)")

@@ -18,6 +18,7 @@ from meshsec.core.policy.document import (
     YamlTextParser,
     check_dns1123_label,
     format_path,
+    is_decimal,
 )
 from meshsec.core.policy.model import (
     FrozenMap,
@@ -73,7 +74,7 @@ def parse_service(
 def _target_port(r: DocumentReader, value: object, path: FieldPath) -> int | str | None:
     if value is None:
         return None
-    if isinstance(value, str) and not value.isdigit():
+    if isinstance(value, str) and not is_decimal(value):
         why = check_dns1123_label(value) if len(value) <= 15 else "longer than 15 characters"
         if why:
             r.report(dg.INVALID_VALUE, f"named targetPort {value!r}: {why}", path)

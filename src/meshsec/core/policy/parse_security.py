@@ -12,7 +12,7 @@ from dataclasses import fields as dataclass_fields
 from typing import TypeVar
 
 from meshsec.core.policy import diagnostics as dg
-from meshsec.core.policy.document import DocumentReader, FieldPath, format_path
+from meshsec.core.policy.document import DocumentReader, FieldPath, format_path, is_decimal
 from meshsec.core.policy.model import (
     AuthorizationAction,
     AuthorizationPolicy,
@@ -299,7 +299,7 @@ def _check_value(r: DocumentReader, attr: str, text: str, path: FieldPath) -> No
         except ValueError:
             r.report(dg.INVALID_VALUE, f"{text!r} is not an IP address or CIDR block", path)
     elif attr in ("ports", "not_ports"):
-        if not text.isdigit() or not 1 <= int(text) <= 65535:
+        if not is_decimal(text) or not 1 <= int(text) <= 65535:
             r.report(dg.PORT_RANGE, f"port {text!r} must be a number in 1-65535", path)
     elif attr in _PRINCIPAL_FIELDS and text.startswith("spiffe://"):
         r.report(
@@ -339,7 +339,7 @@ def _condition(r: DocumentReader, value: object, path: FieldPath) -> Condition |
         return None
     if key == "destination.port":
         for text in values + not_values:
-            if not text.isdigit() or not 1 <= int(text) <= 65535:
+            if not is_decimal(text) or not 1 <= int(text) <= 65535:
                 r.report(dg.PORT_RANGE, f"destination.port value {text!r} is not 1-65535", path)
                 break
     return Condition(key=key, values=values, not_values=not_values)

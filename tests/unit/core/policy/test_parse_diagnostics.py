@@ -123,6 +123,14 @@ CASES = [
         ("must be one of UNSET, DISABLE, PERMISSIVE, STRICT, got integer 3",),
     ),
     Case(
+        "enum-yaml-boolean",
+        PA + "spec:\n  mtls:\n    mode: off\n",
+        "MS0102",
+        6,
+        "spec.mtls.mode",
+        ("got boolean False", "unquoted yes/no/on/off"),
+    ),
+    Case(
         "port-level-without-selector",
         PA + "spec:\n  mtls: {mode: STRICT}\n  portLevelMtls:\n    8080: {mode: DISABLE}\n",
         "MS0106",
@@ -442,6 +450,22 @@ CASES = [
         8,
         "spec.rules[0].to[0].operation.notPorts[0]",
         ("port '99999' must be a number in 1-65535",),
+    ),
+    Case(
+        "ap-port-unicode-digit",
+        AP + "spec:\n  rules:\n  - to:\n    - operation:\n        ports: ['\u00b2']\n",
+        "MS0105",
+        8,
+        "spec.rules[0].to[0].operation.ports[0]",
+        ("must be a number in 1-65535",),
+    ),
+    Case(
+        "port-level-unicode-digit-key",
+        PA + "spec:\n  selector: {matchLabels: {a: b}}\n  portLevelMtls:\n    '\u0663': {}\n",
+        "MS0102",
+        7,
+        "spec.portLevelMtls['\u0663']",
+        ("port number",),
     ),
     Case(
         "ap-bad-ip-block",
