@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from meshsec.core.policy import diagnostics as dg
-from meshsec.core.policy.destination import host_matches, resolve_rule_host
+from meshsec.core.policy.destination import resolve_rule_host
 from meshsec.core.policy.diagnostics import Diagnostic
 from meshsec.core.policy.document import is_decimal
 from meshsec.core.policy.model import (
@@ -138,7 +138,7 @@ def analyze_port_spaces(snapshot: PolicySnapshot) -> list[Diagnostic]:
 
 def _destination_rule_ports(snapshot: PolicySnapshot, rule: DestinationRule) -> list[Diagnostic]:
     host = resolve_rule_host(rule.host, rule.namespace)
-    services = [s for s in snapshot.services if host_matches(host, s.hostname)]
+    services = snapshot.services_for_host(host)
     if not services or host.startswith("*"):
         return []
     service_ports = {p.port for s in services for p in s.ports}

@@ -24,7 +24,6 @@ from meshsec.core.policy.destination import (
     SelectedRule,
     TlsSource,
     compose_client_tls,
-    host_matches,
     resolve_rule_host,
 )
 from meshsec.core.policy.diagnostics import Diagnostic
@@ -195,9 +194,7 @@ def analyze_mtls_conflicts(
     seen: set[tuple[str, str, str]] = set()
     for rule in snapshot.destination_rules:
         rule_host = resolve_rule_host(rule.host, rule.namespace)
-        for service in snapshot.services:
-            if not host_matches(rule_host, service.hostname):
-                continue
+        for service in snapshot.services_for_host(rule_host):
             backends = _backends(service, snapshot.workloads)
             for port in service.ports:
                 target = _target_port(port)

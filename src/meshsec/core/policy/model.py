@@ -439,7 +439,7 @@ class Service(_ResourceBase):
     selector: FrozenMap[str, str] | None = None
     ports: tuple[ServicePort, ...] = ()
 
-    @property
+    @cached_property
     def hostname(self) -> str:
         return f"{self.meta.name}.{self.meta.namespace}.svc.cluster.local"
 
@@ -578,6 +578,22 @@ class PolicySnapshot:
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.meta.name == name), None)
+
+    @cached_property
+    def services_by_hostname(self) -> Mapping[str, tuple[Service, ...]]:
+        """Services by ``name.namespace.svc.cluster.local``."""
+        grouped: dict[str, list[Service]] = {}
+        for service in self.services:
+            grouped.setdefault(service.hostname, []).append(service)
+        return FrozenMap((host, tuple(v)) for host, v in grouped.items())
+
+    def services_for_host(self, host: str) -> tuple[Service, ...]:
+        """Services a DestinationRule host (an FQDN, ``*`` or ``*.suffix``) covers."""
+        host = host.lower()
+        if host.startswith("*"):
+            suffix = host[1:]
+            return tuple(s for s in self.services if s.hostname.endswith(suffix))
+        return self.services_by_hostname.get(host, ())
 
     def service(self, namespace: str, name: str) -> Service | None:
         return next((s for s in self.services_in(namespace) if s.meta.name == name), None)

@@ -120,3 +120,24 @@ def test_snapshot_has_errors_and_empty_indexes() -> None:
     err = PolicySnapshot(diagnostics=(Diagnostic("MS0101", Level.ERROR, "bad"),))
     assert err.has_errors
     assert str(err.diagnostics[0]) == "<input>: Error [MS0101]: bad"
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("web.foo.svc.cluster.local", ["foo/web"]),
+        ("WEB.foo.svc.cluster.local", ["foo/web"]),
+        ("*.foo.svc.cluster.local", ["foo/web", "foo/db"]),
+        ("*.local", ["foo/web", "foo/db", "bar/web"]),
+        ("*", ["foo/web", "foo/db", "bar/web"]),
+        ("web.baz.svc.cluster.local", []),
+    ],
+    ids=["exact", "case", "namespace-wildcard", "suffix-wildcard", "star", "none"],
+)
+def test_services_for_host(host: str, expected: list[str]) -> None:
+    services = tuple(
+        Service(meta=ObjectMeta(name, ns), origin=Origin())
+        for ns, name in (("foo", "web"), ("foo", "db"), ("bar", "web"))
+    )
+    snap = PolicySnapshot(services=services)
+    assert [s.meta.key for s in snap.services_for_host(host)] == expected
