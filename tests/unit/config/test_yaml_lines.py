@@ -5,8 +5,22 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import yaml
 
+from meshsec.config.sources import yaml_lines
 from meshsec.config.sources.yaml_lines import MAX_DEPTH, parse_yaml_text
+
+
+class _PureLoader(yaml.SafeLoader):
+    """PyYAML's pure-Python parser (used when libyaml is not installed)."""
+
+
+@pytest.fixture(autouse=True, params=["libyaml", "pure-python"])
+def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test with both parsers: their error messages and marks differ."""
+    if request.param == "pure-python":
+        monkeypatch.setattr(yaml_lines, "_LineLoader", _PureLoader)
+    return str(request.param)
 
 
 def test_records_key_and_item_lines() -> None:
