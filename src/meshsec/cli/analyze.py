@@ -1,8 +1,9 @@
 """``meshsec analyze DIR|FILE... [-o json]``: every problem in a set of Istio/Kubernetes YAML.
 
 Parses the files (strictly, with line numbers), runs the analyzers and prints every diagnostic.
-Exit codes: 0 no errors (warnings and info allowed), 1 at least one error, 2 an input could not
-be read (missing path, permission, not UTF-8).
+Exit codes: 0 no errors (warnings and info allowed), 1 at least one error (or a diagnostic at
+``--failure-threshold``), 2 an input could not be read (missing path, permission, not UTF-8).
+``--failure-threshold`` and ``--output-threshold`` behave like istioctl analyze's.
 """
 
 from __future__ import annotations
@@ -60,10 +61,25 @@ def render_table(diagnostics: tuple[Diagnostic, ...]) -> str:
     return "\n".join(lines)
 
 
-def exit_code(diagnostics: tuple[Diagnostic, ...]) -> int:
+class Threshold(StrEnum):
+    """A level name as istioctl analyze spells it."""
+
+    Error = "Error"
+    Warning = "Warning"
+    Info = "Info"
+
+    @property
+    def rank(self) -> int:
+        return Level(self.value).rank
+
+
+def exit_code(
+    diagnostics: tuple[Diagnostic, ...], failure_threshold: Threshold = Threshold.Error
+) -> int:
+    """2 when an input was unreadable, 1 when a diagnostic reaches the threshold, else 0."""
     if any(d.code == dg.UNREADABLE.code for d in diagnostics):
         return EXIT_UNREADABLE
-    if any(d.level is Level.ERROR for d in diagnostics):
+    if any(d.level.rank >= failure_threshold.rank for d in diagnostics):
         return EXIT_ERRORS
     return EXIT_OK
 
@@ -88,6 +104,17 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             OutputFormat, typer.Option("--output", "-o", help="table or json.")
         ] = OutputFormat.table,
+        failure_threshold: Annotated[
+            Threshold,
+            typer.Option(
+                "--failure-threshold",
+                help="Exit 1 when a diagnostic of this level or above is found.",
+            ),
+        ] = Threshold.Error,
+        output_threshold: Annotated[
+            Threshold,
+            typer.Option("--output-threshold", help="Print diagnostics of this level and above."),
+        ] = Threshold.Info,
         list_codes: Annotated[
             bool, typer.Option("--list-codes", help="Print every diagnostic code and exit.")
         ] = False,
@@ -103,10 +130,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_UNREADABLE)
         snapshot = load_snapshot(paths)
         diagnostics = collect_diagnostics(snapshot)
+        shown = tuple(d for d in diagnostics if d.level.rank >= output_threshold.rank)
         if output is OutputFormat.json:
-            typer.echo(json.dumps([diagnostic_record(d) for d in diagnostics], indent=2))
-        elif diagnostics:
-            typer.echo(render_table(diagnostics))
+            typer.echo(json.dumps([diagnostic_record(d) for d in shown], indent=2))
+        elif shown:
+            typer.echo(render_table(shown))
         else:
             typer.echo("no problems found")
-        raise typer.Exit(exit_code(diagnostics))
+        raise typer.Exit(exit_code(diagnostics, failure_threshold))

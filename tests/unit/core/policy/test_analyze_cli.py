@@ -125,3 +125,25 @@ def test_catalog_codes_are_unique_and_stable() -> None:
     assert len(codes) == len(set(codes))
     assert {"IST0101", "IST0127", "IST0128", "IST0129"} <= set(codes)
     assert all(c.startswith(("MS0", "IST0")) and len(c) in (6, 7) for c in codes)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "code"),
+    [("Error", 0), ("Warning", 1), ("Info", 1)],
+)
+def test_failure_threshold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], threshold: str, code: int
+) -> None:
+    (tmp_path / "dr.yaml").write_text(WARN_ONLY, encoding="utf-8")
+    assert run(capsys, str(tmp_path), "--failure-threshold", threshold)[0] == code
+
+
+def test_output_threshold_hides_lower_levels_but_not_the_exit_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, str(SEED / "mistakes"), "--output-threshold", "Error", "-o", "json")
+    assert code == 1
+    levels = {r["level"] for r in json.loads(out)}
+    assert levels == {"Error"}
+    code, out, _ = run(capsys, str(SEED / "mesh"), "--output-threshold", "Warning")
+    assert (code, out.strip()) == (0, "no problems found")
