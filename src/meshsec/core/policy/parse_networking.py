@@ -8,10 +8,11 @@ unknown field names one level deep and otherwise accepted as-is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from meshsec.core.policy import diagnostics as dg
-from meshsec.core.policy.document import DocumentReader, FieldPath
+from meshsec.core.policy.document import DocumentReader, FieldPath, check_dns1123_label
 from meshsec.core.policy.model import (
     ClientTLSSettings,
     DestinationRule,
@@ -25,6 +26,8 @@ from meshsec.core.policy.model import (
 )
 from meshsec.core.policy.parse_security import parse_selector
 
+_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?"
+_HOST = re.compile(rf"\*|(\*\.)?{_LABEL}(\.{_LABEL})*")
 DR_SPEC_FIELDS = ("host", "trafficPolicy", "subsets", "exportTo", "workloadSelector")
 TRAFFIC_POLICY_FIELDS = (
     "loadBalancer",
@@ -107,8 +110,18 @@ def parse_destination_rule(
     r: DocumentReader, spec: dict[str, object], meta: ObjectMeta, origin: Origin, api: str
 ) -> DestinationRule:
     host = r.string(spec.get("host"), ("spec", "host"), required=True) or ""
-    if host and (host != host.strip() or " " in host):
-        r.report(dg.INVALID_VALUE, f"host {host!r} contains whitespace", ("spec", "host"))
+    if (host and not _HOST.fullmatch(host)) or len(host) > 255:
+        hint = ""
+        if "://" in host:
+            hint = "; drop the scheme"
+        elif ":" in host:
+            hint = "; a DestinationRule host has no port (use portLevelSettings for ports)"
+        r.report(
+            dg.INVALID_VALUE,
+            f"host {host!r} is not a DNS name or wildcard (e.g. reviews, "
+            f"reviews.prod.svc.cluster.local, *.example.com, *){hint}",
+            ("spec", "host"),
+        )
     workload_selector = parse_selector(
         r, spec.get("workloadSelector"), ("spec", "workloadSelector")
     )
@@ -131,6 +144,13 @@ def parse_destination_rule(
         seen.add(name)
         subsets.append(Subset(name=name, labels=labels, traffic_policy=policy))
     export_to = r.strings(spec.get("exportTo"), ("spec", "exportTo"))
+    for i, target in enumerate(export_to):
+        if target not in (".", "*", "~") and check_dns1123_label(target):
+            r.report(
+                dg.INVALID_VALUE,
+                f"exportTo {target!r} must be '.', '*', '~' or a namespace name",
+                ("spec", "exportTo", i),
+            )
     return DestinationRule(
         meta=meta,
         origin=origin,

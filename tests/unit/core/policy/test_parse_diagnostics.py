@@ -211,6 +211,30 @@ CASES = [
         ("spec.host is required",),
     ),
     Case(
+        "dr-host-with-scheme",
+        DR + "spec:\n  host: http://reviews\n",
+        "MS0110",
+        5,
+        "spec.host",
+        ("not a DNS name or wildcard", "drop the scheme"),
+    ),
+    Case(
+        "dr-host-with-port",
+        DR + "spec:\n  host: reviews:9080\n",
+        "MS0110",
+        5,
+        "spec.host",
+        ("has no port",),
+    ),
+    Case(
+        "dr-export-to-invalid",
+        DR + "spec:\n  host: reviews\n  exportTo: ['.', 'Prod']\n",
+        "MS0110",
+        6,
+        "spec.exportTo[1]",
+        ("exportTo 'Prod' must be",),
+    ),
+    Case(
         "dr-istio-mutual-with-certs",
         DR + "spec:\n  host: a\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n"
         "      caCertificates: /ca.pem\n",
