@@ -16,6 +16,8 @@ Checks (codes in :mod:`meshsec.core.policy.diagnostics`):
   applies); MS0303 — a PeerAuthentication with a selector in the root namespace (ignored).
 * IST0128 / IST0129 / MS0301 — see :mod:`meshsec.core.policy.analyze_tls`.
 * MS0306 — Service port vs target port mix-ups, see :mod:`meshsec.core.policy.analyze_ports`.
+* MS0307 / MS0308 — principals in a foreign trust domain or naming a missing ServiceAccount,
+  see :mod:`meshsec.core.policy.analyze_identity`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from meshsec.core.policy import diagnostics as dg
+from meshsec.core.policy.analyze_identity import analyze_identity_references
 from meshsec.core.policy.analyze_ports import analyze_port_spaces
 from meshsec.core.policy.analyze_tls import analyze_mtls_conflicts, analyze_server_verification
 from meshsec.core.policy.diagnostics import Diagnostic
@@ -202,6 +205,7 @@ def analyze_snapshot(snapshot: PolicySnapshot) -> tuple[Diagnostic, ...]:
     found += analyze_server_verification(snapshot)
     found += analyze_mtls_conflicts(snapshot, index)
     found += analyze_port_spaces(snapshot)
+    found += analyze_identity_references(snapshot)
     return tuple(found)
 
 

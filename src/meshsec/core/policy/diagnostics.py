@@ -150,6 +150,18 @@ WRONG_PORT_SPACE = _c(
     W,
     "a Service port where a workload (target) port is expected, or the reverse",
 )
+FOREIGN_TRUST_DOMAIN = _c(
+    "MS0307",
+    "ForeignTrustDomain",
+    W,
+    "a principal or trustDomains value outside the mesh's trust domain and aliases",
+)
+SERVICE_ACCOUNT_NOT_FOUND = _c(
+    "MS0308",
+    "ServiceAccountNotFound",
+    W,
+    "a principal or serviceAccounts value names a ServiceAccount that does not exist",
+)
 # Istio analyzer codes (istio:pkg/config/analysis/msg/messages.yaml).
 REFERENCED_RESOURCE_NOT_FOUND = _c(
     "IST0101", "ReferencedResourceNotFound", E, "a referenced resource does not exist"

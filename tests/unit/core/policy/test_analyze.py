@@ -424,6 +424,86 @@ CASES += [
 ]
 
 
+def sa(name: str, namespace: str) -> str:
+    return (
+        "apiVersion: v1\nkind: ServiceAccount\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\n---\n"
+    )
+
+
+MESH_TD = (
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+    "data:\n  mesh: |\n    trustDomain: prod.example\n    trustDomainAliases: [old.example]\n---\n"
+)
+
+CASES += [
+    # ---------------------------------------------------------------- MS0307 / MS0308
+    Case(
+        "principal-in-mesh-trust-domain",
+        WEB
+        + MESH_TD
+        + ap(
+            "a",
+            "foo",
+            "{rules: [{from: [{source: {principals: "
+            "[prod.example/ns/foo/sa/web, old.example/ns/foo/sa/web,"
+            " cluster.local/ns/foo/sa/web]}}]}]}",
+        ),
+        (),
+    ),
+    Case(
+        "principal-in-foreign-trust-domain",
+        WEB
+        + MESH_TD
+        + ap(
+            "a", "foo", "{rules: [{from: [{source: {principals: [prod.exmaple/ns/foo/sa/web]}}]}]}"
+        ),
+        (("MS0307", "AuthorizationPolicy foo/a"),),
+    ),
+    Case(
+        "trust-domains-foreign-and-patterns",
+        WEB
+        + ap(
+            "a",
+            "foo",
+            "{rules: [{from: [{source: {trustDomains: [other.td, '*', 'cluster.*']}}]}]}",
+        ),
+        (("MS0307", "AuthorizationPolicy foo/a"),),
+    ),
+    Case(
+        "when-source-principal-foreign",
+        WEB
+        + ap("a", "foo", "{rules: [{when: [{key: source.principal, values: [x.td/ns/a/sa/b]}]}]}"),
+        (("MS0307", "AuthorizationPolicy foo/a"),),
+    ),
+    Case(
+        "principal-service-account-missing",
+        WEB
+        + sa("web", "foo")
+        + ap(
+            "a", "foo", "{rules: [{from: [{source: {principals: [cluster.local/ns/foo/sa/wbe]}}]}]}"
+        ),
+        (("MS0308", "AuthorizationPolicy foo/a"),),
+    ),
+    Case(
+        "service-accounts-field-missing-and-present",
+        WEB
+        + sa("web", "foo")
+        + ap(
+            "a",
+            "foo",
+            "{rules: [{from: [{source: {serviceAccounts: [web, foo/web, foo/db, bar/x]}}]}]}",
+        ),
+        (("MS0308", "AuthorizationPolicy foo/a"),),
+    ),
+    Case(
+        "service-accounts-unchecked-without-objects",
+        WEB + ap("a", "foo", "{rules: [{from: [{source: {serviceAccounts: [nope]}}]}]}"),
+        (),
+    ),
+]
+
+
 def test_port_space_message_names_the_mapping() -> None:
     yaml = WEB + pa(
         "web", "foo", "{selector: {matchLabels: {app: web}}, portLevelMtls: {80: {mode: DISABLE}}}"

@@ -63,6 +63,10 @@ INPUTS: dict[str, str | None] = {
     "MS0306": WEB
     + DR
     + "spec: {host: web, trafficPolicy: {portLevelSettings: [{port: {number: 8080}}]}}\n",
+    "MS0307": AP + "spec: {rules: [{from: [{source: {principals: [td.x/ns/a/sa/b]}}]}]}\n",
+    "MS0308": "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: web, namespace: foo}\n---\n"
+    + AP
+    + "spec: {rules: [{from: [{source: {serviceAccounts: [api]}}]}]}\n",
     "IST0101": "apiVersion: v1\nkind: Namespace\nmetadata: {name: foo}\n---\n"
     + WEB
     + AP
