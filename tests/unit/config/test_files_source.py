@@ -45,6 +45,17 @@ def test_files_sorted_by_path_give_input_order(tmp_path: Path) -> None:
     assert snap.diagnostics == ()
 
 
+def test_mounted_configmap_layout_is_read_once(tmp_path: Path) -> None:
+    """Kubernetes mounts a ConfigMap as `..<timestamp>/` + `..data -> ..<timestamp>` + links."""
+    write(tmp_path / "..2024_01_01" / "pa.yaml", pa("mounted", "STRICT"))
+    (tmp_path / "..data").symlink_to("..2024_01_01")
+    (tmp_path / "pa.yaml").symlink_to("..data/pa.yaml")
+    write(tmp_path / ".editor-backup.yaml", pa("backup", "STRICT"))
+    snap = load_snapshot([tmp_path])
+    assert [p.name for p in snap.peer_authentications] == ["mounted"]
+    assert snap.peer_authentications[0].origin.file == str(tmp_path / "pa.yaml")
+
+
 def test_version_is_a_content_digest(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", pa("a", "STRICT"))
     first = load_snapshot([tmp_path])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,21 @@ class FileContent:
     data: bytes | None
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _walk(root: Path, problems: list[Diagnostic]) -> list[Path]:
+    """Config files under ``root``; hidden directories are not entered (symlinked files are
+    followed, symlinked directories are not, so a mount's ``..data`` link is not read twice)."""
+    found: list[Path] = []
+
+    def on_error(exc: OSError) -> None:
+        problems.append(_unreadable(str(exc.filename or root), exc))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            candidate = Path(dirpath) / name
+            if not name.startswith(".") and candidate.suffix in SUFFIXES and candidate.is_file():
+                found.append(candidate)
+    return found
 
 
 def _list_files(paths: Sequence[Path | str]) -> tuple[list[Path], list[Diagnostic]]:
@@ -49,19 +63,15 @@ def _list_files(paths: Sequence[Path | str]) -> tuple[list[Path], list[Diagnosti
     problems: list[Diagnostic] = []
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            try:
-                found.extend(
-                    p
-                    for p in path.rglob("*")
-                    if p.suffix in SUFFIXES and p.is_file() and not _hidden(p, path)
-                )
-            except OSError as exc:
-                problems.append(_unreadable(str(path), exc))
-        elif path.is_file():
-            found.append(path)
-        else:
-            problems.append(dg.make(dg.UNREADABLE, "no such file or directory", file=str(path)))
+        try:
+            if path.is_dir():
+                found.extend(_walk(path, problems))
+            elif path.is_file():
+                found.append(path)
+            else:
+                problems.append(dg.make(dg.UNREADABLE, "no such file or directory", file=str(path)))
+        except OSError as exc:
+            problems.append(_unreadable(str(path), exc))
     return sorted(set(found)), problems
 
 
