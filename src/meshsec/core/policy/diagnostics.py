@@ -103,6 +103,12 @@ DUPLICATE_KEY = _c("MS0112", "DuplicateKey", E, "a YAML mapping repeats a key")
 INVALID_MESH_CONFIG = _c(
     "MS0113", "InvalidMeshConfig", E, "the istio ConfigMap mesh config is invalid"
 )
+NAMESPACE_DEFAULTED = _c(
+    "MS0114",
+    "NamespaceDefaulted",
+    INFO_,
+    "metadata.namespace missing: the object goes to 'default'",
+)
 # Removed or unsupported APIs.
 REMOVED_KIND = _c(
     "MS0201", "RemovedKind", E, "a kind Istio has removed; the message says what replaces it"

@@ -328,6 +328,14 @@ def _meta(r: DocumentReader, raw: object, kind: str) -> ObjectMeta | None:
     if kind != "Namespace":
         given = r.string(body.get("namespace"), (*path, "namespace"))
         namespace = given or DEFAULT_NAMESPACE
+        if not given and kind in API_VERSIONS:
+            r.report(
+                dg.NAMESPACE_DEFAULTED,
+                f"metadata.namespace is not set, so this {kind} is read as in namespace "
+                f"{DEFAULT_NAMESPACE!r} (what kubectl apply without -n does); a mesh-wide policy "
+                "belongs in the root namespace (istio-system by default)",
+                path,
+            )
         why = check_dns1123_label(namespace)
         if why:
             r.report(

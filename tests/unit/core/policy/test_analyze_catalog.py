@@ -45,6 +45,7 @@ INPUTS: dict[str, str | None] = {
     "MS0110": AP + "spec: {rules: [{from: [{source: {ipBlocks: [nope]}}]}]}\n",
     "MS0112": PA + "spec: {}\nspec: {}\n",
     "MS0113": CM + "data:\n  mesh: |\n    rootNamespace: Not_Valid\n",
+    "MS0114": "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p}\n",
     "MS0201": "apiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\n"
     "metadata: {name: default}\n",
     "MS0202": PA.replace("security.istio.io/v1", "security.istio.io/v2"),

@@ -93,6 +93,9 @@ def test_missing_namespace_defaults_to_default_and_no_timestamp_is_none() -> Non
     )
     (pa,) = snap.peer_authentications
     assert pa.namespace == "default"
+    (note,) = snap.diagnostics
+    assert (note.code, note.level.value, note.line, note.path) == ("MS0114", "Info", 3, "metadata")
+    assert "namespace 'default'" in note.message
     assert pa.meta.creation_timestamp is None
 
 
@@ -294,7 +297,8 @@ def test_authorization_policy_rule_shapes(
 
 def test_custom_action_is_loaded_with_a_warning() -> None:
     snap = snapshot_of(
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext}\n"
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: ext, namespace: x}\n"
         "spec: {action: CUSTOM, provider: {name: opa}, rules: [{}]}\n"
     )
     (ap,) = snap.authorization_policies
