@@ -9,16 +9,18 @@ Exit codes: 0 no errors (warnings and info allowed), 1 at least one error (or a 
 from __future__ import annotations
 
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from meshsec.config.sources.files import load_snapshot
+from meshsec.config.sources.files import FileContent, build_snapshot, read_files
 from meshsec.core.policy import diagnostics as dg
 from meshsec.core.policy.analyze import collect_diagnostics, count_levels
 from meshsec.core.policy.diagnostics import Diagnostic, Level
+from meshsec.core.policy.model import PolicySnapshot
 
 EXIT_OK = 0
 EXIT_ERRORS = 1
@@ -48,7 +50,10 @@ def diagnostic_record(diag: Diagnostic) -> dict[str, object]:
 
 def render_table(diagnostics: tuple[Diagnostic, ...]) -> str:
     """Aligned columns; the message is last and never truncated."""
-    rows = [(d.level.value, d.code, d.location, d.resource or "-", d.message) for d in diagnostics]
+    rows = [
+        (d.level.value, d.code, d.location if d.file else "-", d.resource or "-", d.message)
+        for d in diagnostics
+    ]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(_HEADERS[:-1])]
     lines = []
     for row in [_HEADERS, *rows]:
@@ -91,13 +96,25 @@ def render_catalog() -> str:
     )
 
 
+STDIN = "-"
+
+
+def _load(paths: list[Path]) -> PolicySnapshot:
+    """Files and directories, plus standard input for ``-`` (``kubectl get ... -o yaml |``)."""
+    contents, problems = read_files([p for p in paths if str(p) != STDIN])
+    if any(str(p) == STDIN for p in paths):
+        contents.append(FileContent("<stdin>", sys.stdin.buffer.read()))
+    return build_snapshot(contents, problems)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("analyze")
     def analyze(
         paths: Annotated[
             list[Path] | None,
             typer.Argument(
-                help="Directories (searched recursively for .yaml/.yml/.json) and files.",
+                help="Directories (searched recursively for .yaml/.yml/.json), files, or - "
+                "for standard input.",
                 show_default=False,
             ),
         ] = None,
@@ -128,7 +145,7 @@ def register(app: typer.Typer) -> None:
         if not paths:
             typer.secho("error: give at least one directory or file", err=True, fg="red")
             raise typer.Exit(EXIT_UNREADABLE)
-        snapshot = load_snapshot(paths)
+        snapshot = _load(paths)
         diagnostics = collect_diagnostics(snapshot)
         shown = tuple(d for d in diagnostics if d.level.rank >= output_threshold.rank)
         if output is OutputFormat.json:

@@ -147,3 +147,26 @@ def test_output_threshold_hides_lower_levels_but_not_the_exit_code(
     assert levels == {"Error"}
     code, out, _ = run(capsys, str(SEED / "mesh"), "--output-threshold", "Warning")
     assert (code, out.strip()) == (0, "no problems found")
+
+
+def test_standard_input(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    yaml_text = (
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        "metadata: {name: a, namespace: b}\nspec: {mtls: {mode: strict}}\n"
+    )
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(yaml_text.encode())))
+    code, out, _ = run(capsys, "-", "-o", "json")
+    assert code == 1
+    (record,) = [r for r in json.loads(out) if r["code"] == "MS0103"]
+    assert (record["file"], record["line"]) == ("<stdin>", 4)
+
+
+def test_diagnostics_without_a_file_show_a_dash(capsys: pytest.CaptureFixture[str]) -> None:
+    path = SEED / "mistakes" / "meshpolicy.yaml"
+    _, out, _ = run(capsys, str(path), str(SEED / "mesh" / "my-namespace.yaml"))
+    (row,) = [line for line in out.splitlines() if "MS0304" in line]
+    assert row.split()[2] == "-"
