@@ -20,55 +20,21 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from functools import cached_property
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from meshsec.core.policy.diagnostics import Diagnostic, Level
-
-K = TypeVar("K")
-V = TypeVar("V")
+from meshsec.core.policy.frozen_map import FrozenMap as FrozenMap  # re-exported
 
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 """What a missing ``creationTimestamp`` sorts as (Go's zero time)."""
 
 DEFAULT_ROOT_NAMESPACE = "istio-system"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
-
-
-class FrozenMap(Mapping[K, V], Generic[K, V]):
-    """An immutable, hashable mapping that keeps insertion order (labels, port maps)."""
-
-    __slots__ = ("_data", "_hash")
-
-    def __init__(self, items: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
-        self._data: dict[K, V] = dict(items)
-        self._hash: int | None = None
-
-    def __getitem__(self, key: K) -> V:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash(frozenset(self._data.items()))
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Mapping):
-            return dict(self._data) == dict(other)
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._data!r})"
 
 
 def _empty_labels() -> FrozenMap[str, str]:
