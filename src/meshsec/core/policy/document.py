@@ -51,12 +51,12 @@ class SourceDocument:
     """One YAML document as loaded by a shell.
 
     ``file`` is the path as given; ``index`` the 0-based document index in the file; ``line``
-    the line the document starts on; ``lines`` maps field paths to lines (missing paths resolve
-    to their nearest recorded parent); ``path_prefix`` is prepended to every path, for lookups
-    and reports (the items of a ``kind: List`` share the list's line map); ``display_prefix``
-    only to reported paths (YAML embedded in a field, such as ``data.mesh``); ``load_errors``
-    are problems the loader found inside this document (duplicate keys, bad scalars): they
-    count as errors of the resource, which is then not loaded.
+    the line the document starts on; ``lines`` maps field paths (relative to ``data``) to lines
+    (missing paths resolve to their nearest recorded parent); ``display_prefix`` is prepended to
+    reported paths (the items of a ``kind: List`` report ``items[3].spec...``, YAML embedded in
+    a field ``data.mesh...``); ``load_errors`` are problems the loader found inside this document
+    (duplicate keys, bad scalars): they count as errors of the resource, which is then not
+    loaded.
     """
 
     file: str
@@ -64,36 +64,43 @@ class SourceDocument:
     data: object
     line: int = 1
     lines: Mapping[FieldPath, int] = field(default_factory=dict)
-    path_prefix: FieldPath = ()
     display_prefix: FieldPath = ()
     load_errors: tuple[Diagnostic, ...] = ()
 
     def line_of(self, path: FieldPath) -> int:
         """The line of ``path`` or of its closest recorded ancestor."""
-        full = self.path_prefix + path
-        for end in range(len(full), -1, -1):
-            found = self.lines.get(full[:end])
+        for end in range(len(path), -1, -1):
+            found = self.lines.get(path[:end])
             if found is not None:
                 return found
         return self.line
 
-    def child(self, data: object, prefix: FieldPath) -> SourceDocument:
-        """A sub-document (a ``List`` item) sharing this document's line map."""
-        return SourceDocument(
-            self.file,
-            self.index,
-            data,
-            self.line_of(prefix),
-            self.lines,
-            self.path_prefix + prefix,
-            self.display_prefix,
-            tuple(d for d in self.load_errors if _under(d.path, self.path_prefix + prefix)),
-        )
-
-
-def _under(path: str, prefix: FieldPath) -> bool:
-    text = format_path(prefix)
-    return path == text or path.startswith(text + ".") or path.startswith(text + "[")
+    def children(self, key: str, items: list[object]) -> list[SourceDocument]:
+        """The items of the list under ``key`` (a ``List``'s ``items``) as documents of their
+        own, each with its slice of the line map and of the load errors (one pass over each)."""
+        lines: dict[int, dict[FieldPath, int]] = {}
+        for path, line in self.lines.items():
+            if len(path) >= 2 and path[0] == key and isinstance(path[1], int):
+                lines.setdefault(path[1], {})[path[2:]] = line
+        errors: dict[int, list[Diagnostic]] = {}
+        head = format_path((*self.display_prefix, key)) + "["
+        for diag in self.load_errors:
+            if diag.path.startswith(head):
+                number = diag.path[len(head) :].split("]", 1)[0]
+                if is_decimal(number):
+                    errors.setdefault(int(number), []).append(diag)
+        return [
+            SourceDocument(
+                self.file,
+                self.index,
+                item,
+                self.line_of((key, i)),
+                lines.get(i, {}),
+                (*self.display_prefix, key, i),
+                tuple(errors.get(i, ())),
+            )
+            for i, item in enumerate(items)
+        ]
 
 
 @dataclass(frozen=True)
@@ -237,7 +244,7 @@ class DocumentReader:
                 message,
                 file=self.doc.file,
                 line=self.doc.line_of(path),
-                path=format_path(self.doc.display_prefix + self.doc.path_prefix + path),
+                path=format_path(self.doc.display_prefix + path),
                 resource=self.resource,
                 level=level,
             )

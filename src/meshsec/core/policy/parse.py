@@ -180,9 +180,10 @@ def _parse_any(doc: SourceDocument, out: _Collected, yaml_parser: YamlTextParser
     if isinstance(kind, str) and kind.endswith("List") and "items" in body:
         items = r.sequence(body.get("items"), ("items",), "items")
         out.diagnostics.extend(r.diagnostics)
-        out.diagnostics.extend(d for d in doc.load_errors if not d.path.startswith("items["))
-        for i, item in enumerate(items):
-            _parse_any(doc.child(item, ("items", i)), out, yaml_parser)
+        head = format_path((*doc.display_prefix, "items")) + "["
+        out.diagnostics.extend(d for d in doc.load_errors if not d.path.startswith(head))
+        for child in doc.children("items", items):
+            _parse_any(child, out, yaml_parser)
         return
     out.order += 1
     origin = Origin(doc.file, doc.line_of(()), doc.index, out.order, _field_lines(doc))
@@ -194,13 +195,7 @@ def _parse_any(doc: SourceDocument, out: _Collected, yaml_parser: YamlTextParser
 
 
 def _field_lines(doc: SourceDocument) -> FrozenMap[str, int]:
-    prefix = doc.path_prefix
-    n = len(prefix)
-    return FrozenMap(
-        (format_path(path[n:]), line)
-        for path, line in doc.lines.items()
-        if len(path) > n and path[:n] == prefix
-    )
+    return FrozenMap((format_path(path), line) for path, line in doc.lines.items() if path)
 
 
 def _not_a_mapping(doc: SourceDocument) -> Diagnostic:

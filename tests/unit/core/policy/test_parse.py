@@ -453,3 +453,37 @@ def test_model_objects_are_hashable_and_frozen() -> None:
     assert len({*snap.authorization_policies, *snap.destination_rules}) == 2
     with pytest.raises(AttributeError):
         snap.authorization_policies[0].action = AuthorizationAction.ALLOW  # type: ignore[misc]
+
+
+def test_load_errors_inside_a_list_item_reject_only_that_item() -> None:
+    snap = snapshot_of(
+        """
+        apiVersion: v1
+        kind: List
+        items:
+        - apiVersion: security.istio.io/v1
+          kind: PeerAuthentication
+          metadata: {name: a, namespace: x}
+        - apiVersion: security.istio.io/v1
+          kind: PeerAuthentication
+          metadata: {name: b, namespace: x}
+          spec: {mtls: {mode: STRICT}, mtls: {mode: DISABLE}}
+        """
+    )
+    assert [p.name for p in snap.peer_authentications] == ["a"]
+    (diag,) = snap.diagnostics
+    assert (diag.code, diag.path, diag.line) == ("MS0112", "items[1].spec.mtls", 11)
+    assert diag.resource == "PeerAuthentication x/b"
+
+
+def test_large_list_parses_in_linear_time() -> None:
+    item = (
+        "- apiVersion: security.istio.io/v1\n  kind: PeerAuthentication\n"
+        "  metadata: {{name: p{i}, namespace: ns}}\n  spec: {{mtls: {{mode: STRICT}}}}\n"
+    )
+    text = "apiVersion: v1\nkind: List\nitems:\n" + "".join(item.format(i=i) for i in range(3000))
+    snap = snapshot_of(text)
+    assert len(snap.peer_authentications) == 3000
+    last = snap.peer_authentications[-1]
+    assert last.origin.line == 3 + 4 * 2999 + 1
+    assert last.origin.line_of("spec.mtls.mode") == last.origin.line + 3
