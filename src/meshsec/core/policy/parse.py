@@ -146,6 +146,7 @@ def parse_documents(
     out = _Collected(diagnostics=list(diagnostics))
     for doc in documents:
         _parse_any(doc, out, yaml_parser)
+    out.diagnostics = _merge_skipped(out.diagnostics)
     resources = _drop_duplicates(out)
     mesh = _pick_mesh_config(out)
     return PolicySnapshot(
@@ -192,6 +193,31 @@ def _parse_any(doc: SourceDocument, out: _Collected, yaml_parser: YamlTextParser
     out.diagnostics.extend(r.diagnostics)
     if resource is not None and not r.has_errors:
         out.resources.append(resource)
+
+
+def _merge_skipped(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """One MS0004 per skipped kind (at its first object, with a count), so a whole
+    ``kubectl get all -o yaml`` dump does not drown the real findings."""
+    first: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    merged: list[Diagnostic] = []
+    for diag in diags:
+        if diag.code != dg.UNKNOWN_KIND.code:
+            merged.append(diag)
+            continue
+        key = diag.message
+        counts[key] = counts.get(key, 0) + 1
+        if key not in first:
+            first[key] = len(merged)
+            merged.append(diag)
+    for key, index in first.items():
+        if counts[key] > 1:
+            diag = merged[index]
+            merged[index] = replace(
+                diag,
+                message=f"{diag.message} ({counts[key]} objects like this; the first is shown)",
+            )
+    return merged
 
 
 def _field_lines(doc: SourceDocument) -> FrozenMap[str, int]:

@@ -487,3 +487,13 @@ def test_large_list_parses_in_linear_time() -> None:
     last = snap.peer_authentications[-1]
     assert last.origin.line == 3 + 4 * 2999 + 1
     assert last.origin.line_of("spec.mtls.mode") == last.origin.line + 3
+
+
+def test_skipped_kinds_are_reported_once_per_kind() -> None:
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {{name: s{i}, namespace: x}}\n---\n"
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}, namespace: x}}\n---\n"
+    snap = snapshot_of("".join(secret.format(i=i) + cm.format(i=i) for i in range(5)) + PA_NS)
+    infos = [(d.code, d.resource, d.line) for d in snap.diagnostics]
+    assert infos == [("MS0004", "Secret x/s0", 2), ("MS0004", "ConfigMap x/c0", 6)]
+    assert "(5 objects like this; the first is shown)" in snap.diagnostics[0].message
+    assert len(snap.peer_authentications) == 1
