@@ -204,3 +204,27 @@ async def test_watch_yields_current_then_each_accepted_edit(tmp_path: Path) -> N
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_oversized_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    limit = len(pa("ok", "STRICT")) + 10
+    monkeypatch.setattr("meshsec.config.sources.files.MAX_FILE_BYTES", limit)
+    write(tmp_path / "big.yaml", pa("big", "STRICT") + "#" * limit)
+    write(tmp_path / "ok.yaml", pa("ok", "STRICT"))
+    snap = load_snapshot([tmp_path])
+    assert [p.name for p in snap.peer_authentications] == ["ok"]
+    (diag,) = snap.diagnostics
+    assert diag.code == "MS0006"
+    assert "larger than" in diag.message
+
+
+def test_removing_the_whole_directory_keeps_the_last_good_snapshot(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    write(config / "pa.yaml", pa("a", "STRICT"))
+    source = _source(config, FakeClock(), [])
+    good = source.snapshot()
+    (config / "pa.yaml").unlink()
+    config.rmdir()
+    assert source.poll() is False
+    assert source.snapshot() is good
+    assert [d.code for d in source.rejected] == ["MS0006"]

@@ -31,6 +31,9 @@ from meshsec.runtime.clock import Clock
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".yaml", ".yml", ".json")
+MAX_FILE_BYTES = 32 * 1024 * 1024
+"""Bigger files are refused (MS0006): policy files are small, and a watched directory must not
+be a way to make the control plane read without bound."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,19 @@ def read_files(paths: Sequence[Path | str]) -> tuple[list[FileContent], list[Dia
     contents: list[FileContent] = []
     for path in files:
         try:
-            contents.append(FileContent(str(path), path.read_bytes()))
+            with path.open("rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                problems.append(
+                    dg.make(
+                        dg.UNREADABLE,
+                        f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; not read",
+                        file=str(path),
+                    )
+                )
+                contents.append(FileContent(str(path), None))
+                continue
+            contents.append(FileContent(str(path), data))
         except OSError as exc:
             problems.append(_unreadable(str(path), exc))
             contents.append(FileContent(str(path), None))
