@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from meshsec.core.policy.document import is_decimal
+
 SPIFFE_PREFIX = "spiffe://"
 CLUSTER_LOCAL = "cluster.local"
 
@@ -216,7 +218,7 @@ def _parse_network(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Networ
 def parse_port(pattern: str | int) -> int | Unusable:
     """A port value as written in a policy (string or number), 0–65535."""
     text = str(pattern).strip()
-    if not text.isdigit():
+    if not is_decimal(text):
         return Unusable(f"port {pattern!r} is not a number")
     port = int(text)
     if port > 65535:
