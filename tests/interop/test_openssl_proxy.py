@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.component.proxy.harness import (
     exchange,
     make_identities,
     open_plain,
+    release_all,
     start_inbound,
     tls_contexts,
 )
@@ -38,6 +40,12 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def ids() -> Identities:
     return make_identities(TestCA("cluster.local"))
+
+
+@pytest.fixture(autouse=True)
+async def cleanup() -> AsyncIterator[None]:
+    yield
+    await release_all()
 
 
 @dataclass

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from tests.component.proxy.harness import track
+
 
 @dataclass
 class LineApp:
@@ -28,6 +30,7 @@ class LineApp:
 
     async def start(self) -> LineApp:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        track(self)
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -67,6 +70,7 @@ class HttpApp:
 
     async def start(self) -> HttpApp:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        track(self)
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 import uvloop
 
-from tests.component.proxy.harness import Identities, make_identities
+from tests.component.proxy.harness import Identities, make_identities, release_all
 from tests.testca import TestCA
 
 
@@ -26,3 +26,10 @@ def mesh_ca() -> TestCA:
 @pytest.fixture(scope="session")
 def ids(mesh_ca: TestCA) -> Identities:
     return make_identities(mesh_ca)
+
+
+@pytest.fixture(autouse=True)
+async def cleanup() -> AsyncIterator[None]:
+    """Abort whatever a test left open (listeners, apps, client connections), pass or fail."""
+    yield
+    await release_all()

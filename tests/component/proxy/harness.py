@@ -7,6 +7,7 @@ import contextlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography import x509
 
@@ -21,8 +22,34 @@ from meshsec.proxy.tls import ALPN_CLIENT_ISTIO, TlsContexts, build_client_conte
 from tests.testca import TestCA
 
 TD = "cluster.local"
+
+# Everything a test opens is registered here and torn down by the autouse ``cleanup`` fixture
+# (tests/component/proxy/conftest.py) even when the test fails: uvloop's loop.close() blocks on
+# TLS transports that are still open.
+RESOURCES: list[object] = []
+
+
+def track(resource: T) -> T:
+    RESOURCES.append(resource)
+    return resource
+
+
+async def release_all() -> None:
+    while RESOURCES:
+        resource = RESOURCES.pop()
+        if isinstance(resource, asyncio.StreamWriter):
+            resource.transport.abort()
+        elif isinstance(resource, asyncio.Server):
+            resource.close()
+        elif hasattr(resource, "drain"):
+            await resource.drain(0)
+        elif hasattr(resource, "stop"):
+            await resource.stop()
+
+
 SERVER_ID = "spiffe://cluster.local/ns/backend/sa/server"
 CLIENT_ID = "spiffe://cluster.local/ns/frontend/sa/client"
+T = TypeVar("T")
 MESH_TDS = TrustDomainSet.build(TD, ("old.example",))
 
 
@@ -69,7 +96,7 @@ async def start_inbound(
         metrics=metrics,
     )
     await listener.start()
-    return listener
+    return track(listener)
 
 
 def client_context(
@@ -81,13 +108,15 @@ def client_context(
 async def open_tls(
     port: int, ctx: ssl.SSLContext
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.wait_for(
+    reader, writer = await asyncio.wait_for(
         asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="proxy.test"), 5
     )
+    return reader, track(writer)
 
 
 async def open_plain(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    return reader, track(writer)
 
 
 async def exchange(

@@ -22,6 +22,7 @@ from tests.component.proxy.harness import (
     open_tls,
     start_inbound,
     tls_contexts,
+    track,
 )
 from tests.fakes.authz import FakeAuthorizer
 
@@ -212,7 +213,7 @@ async def test_chunked_request_body_is_relayed_and_next_request_parsed(ids: Iden
                 break
         writer.close()
 
-    server = await asyncio.start_server(raw_app, "127.0.0.1", 0)
+    server = track(await asyncio.start_server(raw_app, "127.0.0.1", 0))
     app_port = server.sockets[0].getsockname()[1]
     authz = FakeAuthorizer()
     listener = await start_inbound(

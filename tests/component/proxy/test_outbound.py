@@ -31,6 +31,7 @@ from tests.component.proxy.harness import (
     outbound_connector,
     start_inbound,
     tls_contexts,
+    track,
 )
 from tests.fakes.authz import FakeAuthorizer
 from tests.fakes.mesh_registry import FakeClientTlsPolicy, FakeResolver
@@ -69,6 +70,7 @@ async def test_tcp_mapping_istio_mutual_end_to_end(ids: Identities) -> None:
         metrics,
     )
     await out.start()
+    track(out)
     reader, writer = await open_plain(out.bound_port)
     assert await exchange(reader, writer, b"through\n") == b"echo:through\n"
     await close(writer)
@@ -107,6 +109,7 @@ async def test_secure_naming_refuses_server_with_wrong_service_account(
         ),
     )
     await out.start()
+    track(out)
     with caplog.at_level(logging.WARNING, logger="meshsec.proxy.outbound"):
         reader, writer = await open_plain(out.bound_port)
         assert await exchange(reader, writer, b"secret\n") == b""
@@ -137,6 +140,7 @@ async def test_secure_naming_accepts_alias_trust_domain_san(ids: Identities) -> 
         ),
     )
     await out.start()
+    track(out)
     reader, writer = await open_plain(out.bound_port)
     assert await exchange(reader, writer, b"alias\n") == b"echo:alias\n"
     await close(writer)
@@ -161,7 +165,7 @@ async def test_istio_mutual_sends_istio_sni_and_alpn(ids: Identities) -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+    server = track(await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx))
     resolver = FakeResolver()
     resolver.add(
         HOST, 9080, Endpoint("127.0.0.1", server.sockets[0].getsockname()[1], (SERVER_ID,))
@@ -176,6 +180,7 @@ async def test_istio_mutual_sends_istio_sni_and_alpn(ids: Identities) -> None:
         ),
     )
     await out.start()
+    track(out)
     reader, writer = await open_plain(out.bound_port)
     assert await exchange(reader, writer, b"sni\n") == b"sni\n"
     await close(writer)
@@ -198,6 +203,7 @@ async def test_disable_mode_and_auto_mtls_to_non_mesh_endpoint_are_plaintext(
     for host in ("legacy", "plain"):
         out = TcpOutboundListener("127.0.0.1", 0, host, 80, connector)
         await out.start()
+        track(out)
         reader, writer = await open_plain(out.bound_port)
         assert (
             await exchange(reader, writer, host.encode() + b"\n")
@@ -216,6 +222,7 @@ async def test_unknown_service_closes_tcp_and_answers_503_over_http_proxy(
     )
     proxy = HttpProxyListener("127.0.0.1", 0, connector, None)
     await proxy.start()
+    track(proxy)
     reader, writer = await open_plain(proxy.bound_port)
     status, _ = await http_request(
         reader, writer, b"GET http://nowhere.svc/ HTTP/1.1\r\nhost: nowhere.svc\r\n\r\n"
@@ -238,6 +245,7 @@ async def test_http_proxy_absolute_form_reaches_app_with_xfcc(ids: Identities) -
         metrics,
     )
     await proxy.start()
+    track(proxy)
     reader, writer = await open_plain(proxy.bound_port)
     status, body = await http_request(
         reader,
@@ -292,6 +300,7 @@ async def test_http_proxy_switches_destination_between_requests(ids: Identities)
         None,
     )
     await proxy.start()
+    track(proxy)
     reader, writer = await open_plain(proxy.bound_port)
     for host, path in (("one", "/a"), ("two", "/b"), ("one", "/c")):
         status, body = await http_request(
@@ -319,6 +328,7 @@ async def test_http_proxy_connect_tunnel(ids: Identities) -> None:
         None,
     )
     await proxy.start()
+    track(proxy)
     reader, writer = await open_plain(proxy.bound_port)
     writer.write(f"CONNECT {HOST}:80 HTTP/1.1\r\nhost: {HOST}:80\r\n\r\n".encode())
     await writer.drain()
@@ -342,7 +352,7 @@ async def test_simple_tls_with_file_ca_verifies_server_name(ids: Identities, tmp
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+    server = track(await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx))
     port = server.sockets[0].getsockname()[1]
     (tmp_path / "ca.pem").write_bytes(ids.ca.bundle.to_pem())
     resolver = FakeResolver()
@@ -355,6 +365,7 @@ async def test_simple_tls_with_file_ca_verifies_server_name(ids: Identities, tmp
     for host in ("api.example.com", "wrong.example.com"):
         out = TcpOutboundListener("127.0.0.1", 0, host, 443, connector)
         await out.start()
+        track(out)
         reader, writer = await open_plain(out.bound_port)
         results[host] = await exchange(reader, writer, b"x\n")
         await close(writer)
