@@ -1,0 +1,100 @@
+"""``meshsec proxy run``: the mTLS sidecar (Envoy's role in the mesh).
+
+Every flag also has an environment variable (see ``meshsec.config.proxy``); flags win over the
+environment, which wins over ``--config``. Certificates come from ``--cert-dir`` (the agent's
+``--output-certs`` directory or Istio's mounted ``/etc/certs``), re-read when they change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from meshsec.config.load import load_settings
+from meshsec.config.proxy import ProxySettings
+
+proxy_app = typer.Typer(
+    help="The mTLS sidecar: inbound PeerAuthentication modes, outbound mTLS with secure naming.",
+    no_args_is_help=True,
+)
+
+
+@proxy_app.command("run")
+def run(
+    cert_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert-dir",
+            help="cert-chain.pem, key.pem, root-cert.pem; watched (env MESHSEC_PROXY_CERT_DIR)",
+        ),
+    ] = None,
+    inbound: Annotated[
+        list[str] | None,
+        typer.Option("--inbound", help="PORT:APPPORT:STRICT|PERMISSIVE|DISABLE[:http], repeatable"),
+    ] = None,
+    outbound: Annotated[
+        list[str] | None,
+        typer.Option("--outbound", help="LISTENPORT:HOST:PORT TCP mapping, repeatable"),
+    ] = None,
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoint", help="HOST:PORT=ADDRESS:PORT[#SPIFFE-ID...] registry entry, repeatable"
+        ),
+    ] = None,
+    http_proxy_port: Annotated[
+        int | None,
+        typer.Option("--http-proxy-port", help="HTTP forward proxy (env MESHSEC_PROXY_HTTP_PORT)"),
+    ] = None,
+    admin_addr: Annotated[
+        str | None,
+        typer.Option("--admin-addr", help="admin HOST:PORT (env MESHSEC_PROXY_ADMIN_ADDR)"),
+    ] = None,
+    trust_domain: Annotated[
+        str | None, typer.Option("--trust-domain", help="mesh trust domain (env TRUST_DOMAIN)")
+    ] = None,
+    trust_domain_alias: Annotated[
+        list[str] | None,
+        typer.Option("--trust-domain-alias", help="trust domain alias, repeatable"),
+    ] = None,
+    idle_timeout: Annotated[
+        str | None, typer.Option("--idle-timeout", help="e.g. 1h (env MESHSEC_PROXY_IDLE_TIMEOUT)")
+    ] = None,
+    drain_duration: Annotated[
+        str | None,
+        typer.Option("--drain-duration", help="e.g. 5s (env TERMINATION_DRAIN_DURATION_SECONDS)"),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="env MESHSEC_LOG_LEVEL")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="settings file (YAML)")] = None,
+) -> None:
+    """Serve inbound listeners in front of the application and outbound listeners for it.
+
+    Runs until SIGTERM / SIGINT, then drains open connections for --drain-duration.
+    """
+    from meshsec.proxy.server import run_proxy
+    from meshsec.runtime.log import setup_logging
+
+    flags: dict[str, Any] = {
+        "cert_dir": cert_dir,
+        "inbound": tuple(inbound) if inbound else None,
+        "outbound": tuple(outbound) if outbound else None,
+        "endpoints": tuple(endpoint) if endpoint else None,
+        "http_proxy_port": http_proxy_port,
+        "admin_addr": admin_addr,
+        "trust_domain": trust_domain,
+        "trust_domain_aliases": tuple(trust_domain_alias) if trust_domain_alias else None,
+        "idle_timeout": idle_timeout,
+        "drain_duration": drain_duration,
+        "log_level": log_level,
+    }
+    settings = load_settings(ProxySettings, flags=flags, file=config)
+    setup_logging(settings.log_level)
+    raise typer.Exit(run_proxy(settings))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(proxy_app, name="proxy")
