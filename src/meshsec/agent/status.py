@@ -3,7 +3,10 @@
 * ``/healthz/ready`` — 200 only while a valid, unexpired workload certificate is held, else 503
   with the reason;
 * ``/debug/secrets`` — JSON: per resource the serial, validity window and whether it is valid now
-  (never key material);
+  (never key material); ``status`` ACTIVE (held and served) or WARMING (``default`` requested but
+  not issued yet), ``type`` as istioctl shows it ("Cert Chain" / "CA"), ``created_at`` of the
+  workload certificate (its last rotation) and each root's SHA-256 ``fingerprint`` (what
+  ``meshsec proxy-config secret`` / ``rootca-compare`` read);
 * ``/metrics`` (also ``/stats/prometheus``) — Prometheus text with the ``istio_agent_*`` names.
 """
 
@@ -14,6 +17,8 @@ import contextlib
 import json
 import logging
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes
 
 from meshsec.agent.metrics import AgentMetrics
 from meshsec.agent.secret import DEFAULT, ROOTCA
@@ -70,6 +75,8 @@ class StatusServer:
             resources.append(
                 {
                     "resource_name": DEFAULT,
+                    "type": "Cert Chain",
+                    "status": "ACTIVE",
                     "spiffe_id": str(workload.spiffe_id),
                     "serial": workload.serial_hex,
                     "not_before": workload.not_before.isoformat(),
@@ -78,6 +85,16 @@ class StatusServer:
                     "source": workload.source,
                     "key_fingerprint": workload.key_fingerprint,
                     "version": snapshot.versions.get(DEFAULT, 0),
+                    "created_at": workload.created_at.isoformat(),
+                }
+            )
+        else:
+            resources.append(
+                {
+                    "resource_name": DEFAULT,
+                    "type": "Cert Chain",
+                    "status": "WARMING",
+                    "valid": False,
                 }
             )
         if snapshot.roots is not None:
@@ -85,7 +102,10 @@ class StatusServer:
                 resources.append(
                     {
                         "resource_name": ROOTCA,
+                        "type": "CA",
+                        "status": "ACTIVE",
                         "subject": cert.subject.rfc4514_string(),
+                        "fingerprint": cert.fingerprint(hashes.SHA256()).hex(),
                         "serial": f"{cert.serial_number:032x}",
                         "not_before": cert.not_valid_before_utc.isoformat(),
                         "not_after": cert.not_valid_after_utc.isoformat(),

@@ -35,6 +35,10 @@ def _register() -> None:
 
     for module in (agent, analyze, ca, certs, cluster, demo, policy, proxy, token, version):
         module.register(app)
+    from meshsec.cli import check, describe, proxy_config, status  # operator commands
+
+    for module in (check, describe, proxy_config, status):
+        module.register(app)
 
 
 @app.callback()

@@ -1,0 +1,316 @@
+"""The mesh as ``describe`` and ``check`` see it: the workloads (from state.json, or from the
+manifests alone when no mesh runs) plus the policy snapshot of the mesh's manifest directory, and
+the client→server route checks both commands print.
+
+Every decision comes from the policy engine (``meshsec.core.policy``: PeerAuthentication
+composition, ``resolve_client_tls``, ``check_client_server``, ``evaluate``); this module only
+joins it with the running workloads' identities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from meshsec.cli.meshstate import (
+    MeshState,
+    MeshStateError,
+    PortState,
+    WorkloadState,
+    find_state_file,
+    load_mesh_state,
+)
+from meshsec.config.sources.files import load_snapshot
+from meshsec.core.policy.authz import AuthorizationIndex, Decision, evaluate
+from meshsec.core.policy.destination import (
+    ClientTls,
+    DestinationRuleIndex,
+    compose_service_accounts,
+    resolve_client_tls,
+)
+from meshsec.core.policy.diagnostics import Level
+from meshsec.core.policy.explain import check_client_server
+from meshsec.core.policy.model import (
+    AuthorizationPolicy,
+    MeshConfig,
+    MtlsMode,
+    PolicySnapshot,
+    Service,
+    ServicePort,
+    TlsMode,
+)
+from meshsec.core.policy.peer_authn import EffectiveMtls, PeerAuthenticationIndex
+from meshsec.core.policy.request import AuthzRequest, HttpAttributes
+from meshsec.errors import MeshsecError
+
+
+class UnknownService(MeshsecError):
+    """A service reference names no Service (or a port it does not have); exit 2."""
+
+
+@dataclass
+class MeshView:
+    snapshot: PolicySnapshot
+    workloads: tuple[WorkloadState, ...]
+    config_dir: Path
+    state: MeshState | None = None
+
+    @property
+    def mesh(self) -> MeshConfig:
+        return self.snapshot.mesh_config
+
+    @cached_property
+    def peer_authn(self) -> PeerAuthenticationIndex:
+        return PeerAuthenticationIndex(self.snapshot.peer_authentications, self.mesh)
+
+    @cached_property
+    def destination_rules(self) -> DestinationRuleIndex:
+        return DestinationRuleIndex(self.snapshot.destination_rules, self.mesh)
+
+    @cached_property
+    def authorization(self) -> AuthorizationIndex:
+        return AuthorizationIndex(self.snapshot.authorization_policies, self.mesh)
+
+    @property
+    def config_errors(self) -> int:
+        return sum(1 for d in self.snapshot.diagnostics if d.level is Level.ERROR)
+
+    def effective_mtls(self, workload: WorkloadState) -> EffectiveMtls:
+        return self.peer_authn.compose(workload.namespace, workload.labels)
+
+    def authorization_policies(self, workload: WorkloadState) -> tuple[AuthorizationPolicy, ...]:
+        return self.authorization.for_workload(workload.namespace, workload.labels)
+
+    def endpoints(self, service: Service) -> tuple[WorkloadState, ...]:
+        return tuple(
+            w
+            for w in self.workloads
+            if w.namespace == service.namespace and service.selects(w.labels)
+        )
+
+
+def load_mesh_view(mesh: Path | None, config: Path | None, *, cwd: Path) -> MeshView:
+    """state.json (when found) + the manifests (``--config`` or the state's mesh_dir)."""
+    state: MeshState | None = None
+    try:
+        state = load_mesh_state(find_state_file(mesh, cwd=cwd))
+    except MeshStateError:
+        if config is None or mesh is not None:
+            raise
+    config_dir = config if config is not None else state.mesh_dir  # type: ignore[union-attr]
+    if not config_dir.exists():
+        raise MeshStateError(f"manifest directory {config_dir}: no such file or directory")
+    snapshot = load_snapshot([config_dir])
+    workloads = state.workloads if state is not None else workloads_from_snapshot(snapshot)
+    return MeshView(snapshot=snapshot, workloads=workloads, config_dir=config_dir, state=state)
+
+
+def workloads_from_snapshot(snapshot: PolicySnapshot) -> tuple[WorkloadState, ...]:
+    """Offline: the manifests' workloads with the identity the CA would issue them."""
+    trust_domain = snapshot.mesh_config.trust_domain
+    return tuple(
+        WorkloadState(
+            name=w.meta.name,
+            namespace=w.namespace,
+            service_account=w.service_account,
+            spiffe_id=f"spiffe://{trust_domain}/ns/{w.namespace}/sa/{w.service_account}",
+            cert_model="unknown (offline)",
+            ports=tuple(PortState(port=p) for p in w.ports),
+            labels=dict(w.labels),
+        )
+        for w in snapshot.workloads
+    )
+
+
+def resolve_service(ref: str, snapshot: PolicySnapshot) -> tuple[Service, int | None]:
+    """``name``, ``name.namespace``, or the FQDN, optionally ``:port`` → (Service, port)."""
+    text, port = ref, None
+    head, colon, tail = ref.rpartition(":")
+    if colon:
+        if not tail.isascii() or not tail.isdigit() or not 1 <= int(tail) <= 65535:
+            raise UnknownService(f"{ref!r}: port {tail!r} is not a number in 1-65535")
+        text, port = head, int(tail)
+    services = snapshot.services
+    known = sorted(f"{s.name}.{s.namespace}" for s in services)
+    matches = [
+        s
+        for s in services
+        if text in (s.hostname, f"{s.name}.{s.namespace}", f"{s.name}.{s.namespace}.svc")
+    ]
+    if not matches:
+        matches = [s for s in services if s.name == text]
+    if len(matches) > 1:
+        raise UnknownService(
+            f"service {text!r} exists in several namespaces "
+            f"({', '.join(sorted(s.namespace for s in matches))}); use {text}.<namespace>"
+        )
+    if not matches:
+        raise UnknownService(
+            f"no Service {text!r} in the mesh manifests; known: {', '.join(known) or '<none>'}"
+        )
+    service = matches[0]
+    if port is not None and all(sp.port != port for sp in service.ports):
+        ports = ", ".join(str(sp.port) for sp in service.ports) or "<none>"
+        raise UnknownService(f"Service {service.hostname} has no port {port} (ports: {ports})")
+    return service, port
+
+
+def is_http_port(port: ServicePort, endpoint_ports: tuple[PortState, ...]) -> bool:
+    """Istio protocol selection: appProtocol, then the port name prefix; else the runtime's."""
+    for hint in (port.app_protocol, (port.name or "").split("-", 1)[0]):
+        if hint:
+            return hint.lower() in ("http", "http2", "grpc", "grpc-web", "h2c")
+    target = port.effective_target_port
+    return any(
+        p.protocol.lower() == "http" and target in (p.port, p.app_port) for p in endpoint_ports
+    )
+
+
+@dataclass(frozen=True)
+class EndpointCheck:
+    """One client→endpoint connection: transport fit, secure naming, authorization."""
+
+    workload: WorkloadState
+    target_port: int | str
+    server_mode: MtlsMode
+    server_policy: str | None
+    conflict: str | None
+    principal: str | None
+    decision: Decision | None
+
+    @property
+    def status(self) -> str:
+        return "CONFLICT" if self.conflict else "OK"
+
+    @property
+    def authz(self) -> str:
+        if self.decision is None:
+            return "-"
+        return self.decision.verdict.value
+
+
+@dataclass(frozen=True)
+class RouteCheck:
+    service: Service
+    port: ServicePort
+    tls: ClientTls
+    protocol: str
+    endpoints: tuple[EndpointCheck, ...]
+
+    @property
+    def host_port(self) -> str:
+        return f"{self.service.hostname}:{self.port.port}"
+
+    @property
+    def problem(self) -> bool:
+        return not self.endpoints or any(
+            e.conflict or (e.decision is not None and not e.decision.allowed)
+            for e in self.endpoints
+        )
+
+
+def compose_conflict(tls: ClientTls, server_mode: MtlsMode, server_id: str) -> str | None:
+    """Why this client TLS cannot talk to this server port (None: it can)."""
+    conflict = check_client_server(tls, server_mode)
+    if conflict:
+        return conflict
+    if tls.mode is TlsMode.SIMPLE and server_mode is MtlsMode.STRICT:
+        return (
+            "client sends TLS without a client certificate (SIMPLE) but the port is STRICT: "
+            "the server requires mTLS with a mesh identity"
+        )
+    if (
+        tls.mode is TlsMode.ISTIO_MUTUAL
+        and tls.subject_alt_names
+        and server_id
+        and server_id not in tls.subject_alt_names
+    ):
+        return (
+            f"secure naming: the client accepts only {', '.join(tls.subject_alt_names)} but the "
+            f"endpoint presents {server_id}"
+        )
+    return None
+
+
+def compose_principal(tls: ClientTls, server_mode: MtlsMode, client: WorkloadState) -> str | None:
+    """The source principal the server sees: the client's SPIFFE ID only over ISTIO_MUTUAL."""
+    if tls.mode is TlsMode.ISTIO_MUTUAL and server_mode is not MtlsMode.DISABLE:
+        return client.spiffe_id or None
+    return None
+
+
+def build_route_checks(
+    view: MeshView,
+    client: WorkloadState,
+    service: Service,
+    *,
+    port: int | None = None,
+    method: str | None = None,
+    path: str | None = None,
+) -> list[RouteCheck]:
+    """For each port of ``service`` (or just ``port``): what ``client`` sends and what happens."""
+    snapshot, mesh = view.snapshot, view.mesh
+    endpoints = view.endpoints(service)
+    accounts = compose_service_accounts(service, snapshot.workloads) or tuple(
+        sorted({w.service_account for w in endpoints})
+    )
+    namespace_mode = view.peer_authn.namespace_mode(service.namespace).mode
+    checks: list[RouteCheck] = []
+    for sp in service.ports:
+        if port is not None and sp.port != port:
+            continue
+        tls = resolve_client_tls(
+            service.hostname,
+            sp.port,
+            client_namespace=client.namespace,
+            service_namespace=service.namespace,
+            rules=view.destination_rules,
+            mesh=mesh,
+            namespace_mode=namespace_mode,
+            service_accounts=accounts,
+            client_labels=client.labels,
+            endpoints=len(endpoints),
+        )
+        http_port = (
+            method is not None
+            or path is not None
+            or is_http_port(sp, tuple(p for w in endpoints for p in w.ports))
+        )
+        http = (
+            HttpAttributes.build(method or "GET", path or "/", service.hostname)
+            if http_port
+            else None
+        )
+        results: list[EndpointCheck] = []
+        for endpoint in endpoints:
+            effective = view.effective_mtls(endpoint)
+            target = sp.effective_target_port
+            if isinstance(target, int):
+                decision_port = effective.explain_port(target)
+                server_mode, server_policy = decision_port.mode, decision_port.policy
+            else:
+                server_mode, server_policy = effective.mode, effective.deciding_policy
+            conflict = compose_conflict(tls, server_mode, endpoint.spiffe_id)
+            principal = compose_principal(tls, server_mode, client)
+            decision = None
+            if conflict is None:
+                request = AuthzRequest(
+                    destination_port=target if isinstance(target, int) else sp.port,
+                    source_principal=principal,
+                    http=http,
+                )
+                decision = evaluate(request, view.authorization_policies(endpoint), mesh)
+            results.append(
+                EndpointCheck(
+                    workload=endpoint,
+                    target_port=target,
+                    server_mode=server_mode,
+                    server_policy=server_policy.meta.key if server_policy else None,
+                    conflict=conflict,
+                    principal=principal,
+                    decision=decision,
+                )
+            )
+        checks.append(RouteCheck(service, sp, tls, "HTTP" if http else "TCP", tuple(results)))
+    return checks

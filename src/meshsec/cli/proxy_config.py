@@ -1,0 +1,229 @@
+"""``meshsec proxy-config secret|rootca-compare`` — istioctl's views of a workload's secrets.
+
+Both read the workload's agent ``/debug/secrets`` (the agent is the SDS server, so what it holds is
+what the sidecar is served). ``secret`` prints istioctl's columns (RESOURCE NAME, TYPE, STATUS,
+VALID CERT, SERIAL NUMBER, NOT AFTER, NOT BEFORE); ``rootca-compare`` compares two workloads'
+ROOTCA bundles with istioctl's wording and exits 1 when they differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
+
+import typer
+
+from meshsec.cli.admin_http import AdminUnavailable, fetch_json
+from meshsec.cli.meshstate import (
+    MeshOption,
+    MeshState,
+    WorkloadState,
+    require_running,
+    resolve_workload,
+)
+from meshsec.cli.operator_output import (
+    EXIT_PROBLEM,
+    OutputOption,
+    check_format,
+    emit_document,
+    format_rfc3339,
+    open_mesh,
+    operator_errors,
+    print_table,
+)
+
+SECRET_COLUMNS = (
+    "RESOURCE NAME",
+    "TYPE",
+    "STATUS",
+    "VALID CERT",
+    "SERIAL NUMBER",
+    "NOT AFTER",
+    "NOT BEFORE",
+)
+
+proxy_config_app = typer.Typer(
+    name="proxy-config",
+    help="Inspect what a workload's agent and sidecar hold (istioctl proxy-config).",
+    no_args_is_help=True,
+)
+
+
+@dataclass(frozen=True)
+class SecretRow:
+    resource_name: str
+    type: str
+    status: str
+    valid_cert: bool
+    serial_number: str
+    not_after: str
+    not_before: str
+    spiffe_id: str | None = None
+    subject: str | None = None
+    fingerprint: str | None = None
+    created_at: str | None = None
+    source: str | None = None
+
+    def cells(self) -> tuple[str, ...]:
+        return (
+            self.resource_name,
+            self.type,
+            self.status,
+            "true" if self.valid_cert else "false",
+            self.serial_number,
+            self.not_after,
+            self.not_before,
+        )
+
+
+def _serial(value: Any) -> str:
+    """Normalise to istioctl's ``%032x`` (the agent already sends it so; tolerate others)."""
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        return f"{int(value.replace(':', ''), 16):032x}"
+    except ValueError:
+        return value
+
+
+def build_secret_rows(document: Any) -> list[SecretRow]:
+    """Rows from the agent's ``/debug/secrets`` JSON (``{"resources": [...]}``)."""
+    resources = document.get("resources") if isinstance(document, dict) else None
+    if not isinstance(resources, list):
+        raise ValueError("expected an object with a 'resources' list")
+    rows: list[SecretRow] = []
+    for item in resources:
+        if not isinstance(item, dict):
+            continue
+        name = str(item.get("resource_name", ""))
+        kind = str(item.get("type") or ("CA" if name == "ROOTCA" else "Cert Chain"))
+        has_cert = bool(item.get("serial"))
+        status = str(item.get("status") or ("ACTIVE" if has_cert else "UNINITIALIZED"))
+        rows.append(
+            SecretRow(
+                resource_name=name,
+                type=kind,
+                status=status,
+                valid_cert=bool(item.get("valid")),
+                serial_number=_serial(item.get("serial")),
+                not_after=format_rfc3339(item.get("not_after")),
+                not_before=format_rfc3339(item.get("not_before")),
+                spiffe_id=item.get("spiffe_id"),
+                subject=item.get("subject"),
+                fingerprint=item.get("fingerprint"),
+                created_at=format_rfc3339(item.get("created_at")) or None,
+                source=item.get("source"),
+            )
+        )
+    return rows
+
+
+def fetch_secret_rows(workload: WorkloadState) -> list[SecretRow]:
+    what = f"agent of {workload.ref}"
+    if not workload.agent_status:
+        raise AdminUnavailable(what, "<none>", "state.json lists no agent status port")
+    document = fetch_json(what, workload.agent_status, "/debug/secrets")
+    try:
+        return build_secret_rows(document)
+    except ValueError as exc:
+        raise AdminUnavailable(what, workload.agent_status, f"/debug/secrets: {exc}") from None
+
+
+def _running_mesh(mesh: Any) -> MeshState:
+    state = open_mesh(mesh)
+    require_running(state)
+    return state
+
+
+@proxy_config_app.command("secret")
+def secret(
+    workload: Annotated[str, typer.Argument(help="<workload>[.<namespace>]")],
+    mesh: MeshOption = None,
+    output: OutputOption = "table",
+) -> None:
+    """The workload's certificate chain and trust bundle as its agent serves them over SDS."""
+    fmt = check_format(output)
+    with operator_errors():
+        state = _running_mesh(mesh)
+        target = resolve_workload(workload, state.workloads)
+        rows = fetch_secret_rows(target)
+    if fmt == "table":
+        print_table(SECRET_COLUMNS, [row.cells() for row in rows])
+        return
+    emit_document(
+        {
+            "workload": target.ref,
+            "spiffe_id": target.spiffe_id,
+            "agent_status": target.agent_status,
+            "secrets": [asdict(row) for row in rows],
+        },
+        fmt,
+    )
+
+
+def root_identity(rows: list[SecretRow]) -> frozenset[str]:
+    """The ROOTCA bundle as a set of certificate identities (fingerprint, else serial+subject)."""
+    return frozenset(
+        row.fingerprint or f"{row.serial_number}/{row.subject}"
+        for row in rows
+        if row.resource_name == "ROOTCA" and row.serial_number
+    )
+
+
+def compose_rootca_report(a: str, roots_a: frozenset[str], b: str, roots_b: frozenset[str]) -> str:
+    """istioctl's sentence (``a``/``b`` are ``name.namespace``)."""
+    if roots_a and roots_a == roots_b:
+        return (
+            f"Both [{a}] and [{b}] have the identical ROOTCA, theoretically the connectivity "
+            "between them is available"
+        )
+    return (
+        f"Both [{a}] and [{b}] have the non identical ROOTCA, theoretically the connectivity "
+        "between them is unavailable"
+    )
+
+
+@proxy_config_app.command("rootca-compare")
+def rootca_compare(
+    first: Annotated[str, typer.Argument(help="<workload>[.<namespace>]")],
+    second: Annotated[str, typer.Argument(help="<workload>[.<namespace>]")],
+    mesh: MeshOption = None,
+    output: OutputOption = "table",
+) -> None:
+    """Compare the ROOTCA two workloads trust; exit 1 when they differ."""
+    fmt = check_format(output)
+    with operator_errors():
+        state = _running_mesh(mesh)
+        a = resolve_workload(first, state.workloads)
+        b = resolve_workload(second, state.workloads)
+        roots_a = root_identity(fetch_secret_rows(a))
+        roots_b = root_identity(fetch_secret_rows(b))
+    identical = bool(roots_a) and roots_a == roots_b
+    report = compose_rootca_report(a.ref, roots_a, b.ref, roots_b)
+    shared = sorted(roots_a & roots_b)
+    if fmt == "table":
+        typer.echo(report)
+        if not identical and shared:
+            typer.echo(
+                f"note: they share {len(shared)} root(s) (a root rotation in progress?); "
+                "peers verify each other only through a root both trust"
+            )
+        if not roots_a or not roots_b:
+            empty = a.ref if not roots_a else b.ref
+            typer.echo(f"note: {empty} holds no ROOTCA yet (its agent is still warming)")
+    else:
+        emit_document(
+            {
+                "identical": identical,
+                "report": report,
+                "workloads": {a.ref: sorted(roots_a), b.ref: sorted(roots_b)},
+                "shared": shared,
+            },
+            fmt,
+        )
+    if not identical:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(proxy_config_app, name="proxy-config")
