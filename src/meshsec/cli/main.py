@@ -31,9 +31,21 @@ EXIT_UNAVAILABLE = 3
 def _register() -> None:
     """Attach every command group. Imports are local so ``meshsec --help`` stays cheap."""
     # Each group module exposes `register(app)`; keep this list sorted.
-    from meshsec.cli import agent, analyze, ca, certs, cluster, demo, policy, proxy, token, version
+    from meshsec.cli import (
+        agent,
+        analyze,
+        ca,
+        certs,
+        cluster,
+        demo,
+        policy,
+        proxy,
+        token,
+        up,
+        version,
+    )
 
-    for module in (agent, analyze, ca, certs, cluster, demo, policy, proxy, token, version):
+    for module in (agent, analyze, ca, certs, cluster, demo, policy, proxy, token, up, version):
         module.register(app)
     from meshsec.cli import check, describe, proxy_config, status  # operator commands
 

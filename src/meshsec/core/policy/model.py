@@ -432,10 +432,35 @@ class Workload(_ResourceBase):
     service_account: str = "default"
     ports: tuple[int, ...] = ()
     source_kind: str = "Workload"
+    # meshsec ``Workload`` only (what ``meshsec up`` runs); empty for Pods and controllers.
+    command: tuple[str, ...] = ()
+    env: FrozenMap[str, str] = field(default_factory=_empty_labels)
+    port_specs: tuple[WorkloadPort, ...] = ()
+    mount_mtls_certs: bool = False
 
     @property
     def ref(self) -> str:
         return f"{self.source_kind} {self.meta.key}"
+
+    def port_spec(self, port: int) -> WorkloadPort | None:
+        """The declared port ``port`` (protocol, name), if this workload declared it."""
+        for spec in self.port_specs:
+            if spec.port == port:
+                return spec
+        return None
+
+
+@dataclass(frozen=True)
+class WorkloadPort:
+    """A port of a meshsec ``Workload``: number, protocol (``http`` or ``tcp``), optional name."""
+
+    port: int
+    protocol: str = "tcp"
+    name: str = ""
+
+    @property
+    def is_http(self) -> bool:
+        return self.protocol == "http"
 
 
 @dataclass(frozen=True)

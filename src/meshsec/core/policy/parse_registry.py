@@ -28,11 +28,15 @@ from meshsec.core.policy.model import (
     Service,
     ServicePort,
     Workload,
+    WorkloadPort,
 )
 
 SERVICE_PORT_FIELDS = ("name", "port", "targetPort", "protocol", "appProtocol", "nodePort")
 SERVICE_PROTOCOLS = ("TCP", "UDP", "SCTP")
-WORKLOAD_SPEC_FIELDS = ("serviceAccount", "ports")
+WORKLOAD_SPEC_FIELDS = ("serviceAccount", "ports", "command", "env", "mountMtlsCerts")
+WORKLOAD_PORT_FIELDS = ("port", "protocol", "name")
+WORKLOAD_PROTOCOLS = ("http", "tcp")
+ENV_VAR_FIELDS = ("name", "value")
 CONTROLLER_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 MESH_CONFIG_NAME = "istio"
 MESH_CONFIG_NAMESPACE = "istio-system"
@@ -140,21 +144,74 @@ def parse_pod_like(
 def parse_meshsec_workload(
     r: DocumentReader, spec: Mapping[str, object], meta: ObjectMeta, origin: Origin
 ) -> Workload:
-    """meshsec's ``Workload`` kind: labels in metadata, ``spec.serviceAccount``, ``spec.ports``."""
+    """meshsec's ``Workload`` kind: labels in metadata; ``spec.serviceAccount``; ``spec.ports``
+    (a number, or ``{port, protocol: http|tcp, name}``; a bare number is ``tcp``);
+    ``spec.command`` (argv list, what ``meshsec up`` runs); ``spec.env`` (name → value, or a
+    Kubernetes ``[{name, value}]`` list); ``spec.mountMtlsCerts`` (the mounted-secret model)."""
     account = r.string(spec.get("serviceAccount"), ("spec", "serviceAccount")) or "default"
-    ports: list[int] = []
+    specs: list[WorkloadPort] = []
     for i, raw in enumerate(r.sequence(spec.get("ports"), ("spec", "ports"), "ports")):
-        port = r.port(raw, ("spec", "ports", i))
-        if port is not None:
-            ports.append(port)
+        parsed = _workload_port(r, raw, ("spec", "ports", i))
+        if parsed is None:
+            continue
+        if any(p.port == parsed.port for p in specs):
+            r.report(dg.INVALID_VALUE, f"port {parsed.port} is listed twice", ("spec", "ports", i))
+            continue
+        specs.append(parsed)
+    command = r.strings(spec.get("command"), ("spec", "command"))
+    mount = r.boolean(spec.get("mountMtlsCerts"), ("spec", "mountMtlsCerts"))
     return Workload(
         meta=meta,
         origin=origin,
         labels=meta.labels,
         service_account=account,
-        ports=tuple(ports),
+        ports=tuple(p.port for p in specs),
         source_kind="Workload",
+        command=command,
+        env=_workload_env(r, spec.get("env"), ("spec", "env")),
+        port_specs=tuple(specs),
+        mount_mtls_certs=bool(mount),
     )
+
+
+def _workload_port(r: DocumentReader, raw: object, path: FieldPath) -> WorkloadPort | None:
+    if not isinstance(raw, Mapping):
+        port = r.port(raw, path)
+        return WorkloadPort(port) if port is not None else None
+    body = r.mapping(raw, path, WORKLOAD_PORT_FIELDS, "Workload port")
+    if body is None:
+        return None
+    if body.get("port") is None:
+        r.report(dg.MISSING_FIELD, "ports[].port is required", path)
+        return None
+    port = r.port(body["port"], (*path, "port"))
+    protocol = r.string(body.get("protocol"), (*path, "protocol")) or "tcp"
+    name = r.string(body.get("name"), (*path, "name")) or ""
+    if protocol.lower() not in WORKLOAD_PROTOCOLS:
+        r.report(
+            dg.INVALID_ENUM,
+            f"invalid protocol {protocol!r}; valid values: {', '.join(WORKLOAD_PROTOCOLS)}",
+            (*path, "protocol"),
+        )
+        return None
+    if port is None:
+        return None
+    return WorkloadPort(port, protocol.lower(), name)
+
+
+def _workload_env(r: DocumentReader, raw: object, path: FieldPath) -> FrozenMap[str, str]:
+    if isinstance(raw, list | tuple):
+        out: dict[str, str] = {}
+        for i, item in enumerate(raw):
+            body = r.mapping(item, (*path, i), ENV_VAR_FIELDS, "env var")
+            if body is None:
+                continue
+            name = r.string(body.get("name"), (*path, i, "name"), required=True)
+            value = r.string(body.get("value"), (*path, i, "value"))
+            if name is not None:
+                out[name] = value or ""
+        return FrozenMap(out)
+    return r.string_map(raw, path, "Workload env", labels=False)
 
 
 def parse_mesh_config(

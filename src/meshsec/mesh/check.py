@@ -1,0 +1,153 @@
+"""``meshsec up --check``: run the scenario's expectations against the running mesh.
+
+* from a workload: an HTTP GET through that workload's sidecar (the same outbound HTTP proxy its
+  application uses as ``HTTP_PROXY``), so the request takes the real path: client sidecar →
+  client TLS (DestinationRule / auto mTLS, secure naming) → server sidecar (PeerAuthentication
+  mode, AuthorizationPolicy) → application;
+* from ``outside``: a plaintext GET straight to an endpoint of the service (what a client
+  without a sidecar does when it dials the pod IP).
+
+Outcome: the application answered → ``allowed``; ``403 RBAC: access denied`` → ``denied``;
+the connection was refused, reset or closed before any response (a plaintext client into
+STRICT, a failed handshake or secure-naming check — the sidecar answers ``503 upstream connect
+error``) → ``refused``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from meshsec.core.policy.model import PolicySnapshot
+from meshsec.mesh.manifests import OUTSIDE, Expectation
+from meshsec.mesh.registry import (
+    LOOPBACK,
+    MeshRegistry,
+    PortBinding,
+    WorkloadEntry,
+    resolve_service,
+)
+from meshsec.mesh.runtime import MeshRuntime
+
+RBAC_DENIED = "RBAC: access denied"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    expectation: Expectation
+    got: str  # allowed | denied | refused
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.got == self.expectation.expect
+
+
+def classify(status: int, body: str, error: str) -> tuple[str, str]:
+    """``(verdict, detail)`` from what a GET produced."""
+    if status == 0:
+        return "refused", error or "connection closed before a response"
+    if status == 403 and RBAC_DENIED in body:
+        return "denied", f"403 {RBAC_DENIED}"
+    if status == 503 and "upstream connect error" in body:
+        return "refused", "503 from the client sidecar: upstream connect error"
+    first = body.strip().splitlines()[0][:80] if body.strip() else ""
+    return "allowed", f"{status} {first}".strip()
+
+
+async def _request(host: str, port: int, raw: bytes, wait: float) -> tuple[int, str, str]:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), wait)
+    except (OSError, TimeoutError) as exc:
+        return 0, "", f"connect: {exc.strerror if isinstance(exc, OSError) else 'timed out'}"
+    try:
+        writer.write(raw)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), wait)
+    except (OSError, TimeoutError) as exc:
+        return 0, "", f"{type(exc).__name__}: {exc}"
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        shown = "connection closed without a response" if not data else "not an HTTP response"
+        return 0, "", shown
+    return int(parts[1]), body.decode("utf-8", "replace"), ""
+
+
+@dataclass(frozen=True)
+class MeshEndpoints:
+    """What the checks need from a running mesh: the registry, the live snapshot (Services),
+    and each workload's sidecar HTTP proxy port (``name.namespace`` → port)."""
+
+    snapshot: PolicySnapshot
+    registry: MeshRegistry
+    http_proxies: Mapping[str, int]
+
+    @classmethod
+    def from_runtime(cls, runtime: MeshRuntime) -> MeshEndpoints:
+        return cls(
+            runtime.plan.snapshot,
+            runtime.registry,
+            {f"{r.entry.name}.{r.entry.namespace}": r.http_proxy_port for r in runtime.runs},
+        )
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], snapshot: PolicySnapshot) -> MeshEndpoints:
+        """From a running mesh's ``state.json`` (see MESH_STATE.md)."""
+        entries = []
+        proxies: dict[str, int] = {}
+        for w in state["workloads"]:
+            entries.append(
+                WorkloadEntry(
+                    w["name"],
+                    w["namespace"],
+                    w["service_account"],
+                    dict(w.get("labels") or {}),
+                    tuple(PortBinding.from_json(p) for p in w["ports"]),
+                    state.get("trust_domain", "cluster.local"),
+                )
+            )
+            proxies[f"{w['name']}.{w['namespace']}"] = int(w["http_proxy"].rpartition(":")[2])
+        return cls(snapshot, MeshRegistry(tuple(entries)), proxies)
+
+
+async def run_expectation(mesh: MeshEndpoints, exp: Expectation, wait: float = 10.0) -> CheckResult:
+    if exp.source == OUTSIDE:
+        target = resolve_service(
+            mesh.snapshot, mesh.registry, exp.host, exp.port, client_namespace=exp.namespace
+        )
+        if target is None or not target.endpoints:
+            return CheckResult(exp, "refused", "no endpoint for the service")
+        _, binding = target.endpoints[0]
+        raw = (
+            f"GET {exp.path} HTTP/1.1\r\nHost: {exp.host}:{exp.port}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        status, body, error = await _request(LOOPBACK, binding.inbound, raw, wait)
+        got, detail = classify(status, body, error)
+        return CheckResult(exp, got, f"plaintext to {LOOPBACK}:{binding.inbound}: {detail}")
+    proxy = mesh.http_proxies.get(exp.source)
+    if proxy is None:
+        return CheckResult(exp, "refused", f"workload {exp.source} is not running")
+    raw = (
+        f"GET http://{exp.host}:{exp.port}{exp.path} HTTP/1.1\r\n"
+        f"Host: {exp.host}:{exp.port}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    status, body, error = await _request(LOOPBACK, proxy, raw, wait)
+    got, detail = classify(status, body, error)
+    return CheckResult(exp, got, f"via its sidecar: {detail}")
+
+
+async def run_expectations(
+    mesh: MeshEndpoints, expectations: Sequence[Expectation]
+) -> list[CheckResult]:
+    return list(await asyncio.gather(*(run_expectation(mesh, e) for e in expectations)))
+
+
+__all__ = ["CheckResult", "MeshEndpoints", "classify", "run_expectation", "run_expectations"]

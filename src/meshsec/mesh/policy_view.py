@@ -1,0 +1,179 @@
+"""What one sidecar needs from the policy engine, for one policy snapshot.
+
+:class:`PolicyView` is built once per accepted snapshot (indexes over PeerAuthentication,
+DestinationRule and AuthorizationPolicy) for one workload; the sidecar swaps views atomically
+when the config directory changes. :class:`LivePolicy` is the object the proxy's listeners hold:
+it implements the proxy's ``Authorizer``, ``ServiceResolver`` and ``ClientTlsPolicy`` protocols
+by delegating to the current view, so an edit applies to the next connection or request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshsec.core.policy.authz import AuthorizationIndex, evaluate
+from meshsec.core.policy.destination import DestinationRuleIndex, resolve_client_tls
+from meshsec.core.policy.model import MtlsMode, PolicySnapshot, TlsMode
+from meshsec.core.policy.peer_authn import EffectiveMtls, PeerAuthenticationIndex
+from meshsec.core.policy.request import AuthzRequest, HttpAttributes
+from meshsec.mesh.registry import LOOPBACK, MeshRegistry, WorkloadEntry, resolve_service
+from meshsec.proxy.authz import Decision, HttpRequestInfo, PeerInfo
+from meshsec.proxy.inbound import PortMode
+from meshsec.proxy.outbound import ClientTlsMode, ClientTlsSettings, Endpoint
+
+log = logging.getLogger(__name__)
+
+_PORT_MODES = {
+    MtlsMode.STRICT: PortMode.STRICT,
+    MtlsMode.PERMISSIVE: PortMode.PERMISSIVE,
+    MtlsMode.DISABLE: PortMode.DISABLE,
+}
+
+
+def port_mode(effective: EffectiveMtls, port: int) -> PortMode:
+    """The inbound listener mode of a workload port (UNSET never reaches here)."""
+    return _PORT_MODES.get(effective.mode_for_port(port), PortMode.PERMISSIVE)
+
+
+@dataclass
+class PolicyView:
+    """Policy decisions for ``workload`` under one snapshot (immutable once built)."""
+
+    snapshot: PolicySnapshot
+    registry: MeshRegistry
+    workload: WorkloadEntry
+    _cache: dict[tuple[str, int], tuple[list[Endpoint], ClientTlsSettings]] = field(
+        default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        mesh = self.snapshot.mesh_config
+        self.mesh = mesh
+        self.peer_authn = PeerAuthenticationIndex(self.snapshot.peer_authentications, mesh)
+        self.destination_rules = DestinationRuleIndex(self.snapshot.destination_rules, mesh)
+        authz = AuthorizationIndex(self.snapshot.authorization_policies, mesh)
+        self.authz_policies = authz.for_workload(self.workload.namespace, self.workload.labels)
+        self.mtls = self.peer_authn.compose(self.workload.namespace, self.workload.labels)
+        self._effective: dict[str, EffectiveMtls] = {}
+
+    @property
+    def version(self) -> str:
+        return self.snapshot.version
+
+    def port_mode(self, port: int) -> PortMode:
+        return port_mode(self.mtls, port)
+
+    def effective_mtls(self, entry: WorkloadEntry) -> EffectiveMtls:
+        found = self._effective.get(entry.key)
+        if found is None:
+            found = self.peer_authn.compose(entry.namespace, entry.labels)
+            self._effective[entry.key] = found
+        return found
+
+    # inbound ---------------------------------------------------------------------------------
+    def authorize(self, peer: PeerInfo, port: int, request: HttpRequestInfo | None) -> Decision:
+        http = None
+        if request is not None:
+            path = request.path
+            if path.startswith(("http://", "https://")):  # absolute-form: keep the path
+                rest = path.split("://", 1)[1]
+                path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+            http = HttpAttributes.build(
+                request.method, path, request.host or None, dict(request.headers)
+            )
+        decision = evaluate(
+            AuthzRequest(
+                destination_port=port,
+                source_principal=peer.principal or None,
+                source_ip=peer.address,
+                http=http,
+                destination_ip=LOOPBACK,
+            ),
+            self.authz_policies,
+            self.mesh,
+        )
+        return Decision(decision.allowed, decision.reason)
+
+    # outbound --------------------------------------------------------------------------------
+    def route(self, host: str, port: int) -> tuple[list[Endpoint], ClientTlsSettings]:
+        key = (host.lower(), port)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._route(host, port)
+            self._cache[key] = found
+        return found
+
+    def _route(self, host: str, port: int) -> tuple[list[Endpoint], ClientTlsSettings]:
+        target = resolve_service(
+            self.snapshot, self.registry, host, port, client_namespace=self.workload.namespace
+        )
+        if target is None:
+            return [], ClientTlsSettings(ClientTlsMode.DISABLE)
+        endpoints: list[Endpoint] = []
+        accounts: set[str] = set()
+        for entry, binding in target.endpoints:
+            accounts.add(entry.service_account)
+            mode = self.effective_mtls(entry).mode_for_port(binding.port)
+            endpoints.append(
+                Endpoint(
+                    LOOPBACK,
+                    binding.inbound,
+                    (entry.spiffe_id,),
+                    # Istio marks endpoints whose PeerAuthentication disables mTLS on that
+                    # port as plaintext endpoints, so auto mTLS does not send TLS to them.
+                    mesh=mode is not MtlsMode.DISABLE,
+                )
+            )
+        service = target.service
+        tls = resolve_client_tls(
+            service.hostname,
+            port,
+            client_namespace=self.workload.namespace,
+            service_namespace=service.namespace,
+            rules=self.destination_rules,
+            mesh=self.mesh,
+            namespace_mode=self.peer_authn.namespace_mode(service.namespace).mode,
+            service_accounts=sorted(accounts),
+            client_labels=self.workload.labels,
+            endpoints=len(endpoints),
+        )
+        settings = tls.settings
+        return endpoints, ClientTlsSettings(
+            ClientTlsMode(tls.mode.value),
+            sni=tls.sni,
+            subject_alt_names=tls.subject_alt_names,
+            client_certificate=_path(settings.client_certificate if settings else None),
+            private_key=_path(settings.private_key if settings else None),
+            ca_certificates=_path(settings.ca_certificates if settings else None),
+            insecure_skip_verify=bool(settings and settings.insecure_skip_verify),
+            auto=tls.auto and tls.mode is TlsMode.ISTIO_MUTUAL,
+        )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+class LivePolicy:
+    """The proxy-facing policy: Authorizer + ServiceResolver + ClientTlsPolicy over a view."""
+
+    def __init__(self, view: PolicyView) -> None:
+        self.view = view
+
+    def swap(self, view: PolicyView) -> None:
+        self.view = view
+
+    def authorize(self, peer: PeerInfo, port: int, request: HttpRequestInfo | None) -> Decision:
+        return self.view.authorize(peer, port, request)
+
+    def resolve(self, host: str, port: int) -> Sequence[Endpoint]:
+        return self.view.route(host, port)[0]
+
+    def client_tls(self, host: str, port: int) -> ClientTlsSettings:
+        return self.view.route(host, port)[1]
+
+
+__all__ = ["LivePolicy", "PolicyView", "port_mode"]

@@ -1,0 +1,695 @@
+"""The local mesh behind ``meshsec up``: one supervisor for every process of the mesh.
+
+Start order (each step waits on readiness, with a timeout, before the next):
+
+1. the cluster's token issuer (``.meshsec/clusters/cluster1``, ``meshsec cluster init``);
+2. the CA (``meshsec ca serve``, TLS; ready line on stdout); its root is published per namespace
+   in ``roots/<ns>/root-cert.pem`` (Istio's ``istio-ca-root-cert`` ConfigMap);
+3. credentials: a projected token per CSR-model workload (refreshed at 80% of its life);
+   for ``mountMtlsCerts`` workloads the ``istio.<sa>`` secret directory (rotated at half-life);
+4. per workload its agent (``meshsec agent run``: CSR flow with ``--ca-root roots/<ns>/...``,
+   or ``--file-mounted-certs``), waited on ``/healthz/ready``;
+5. per workload its sidecar (``python -m meshsec.mesh.sidecar``), waited on ``/ready``;
+6. per workload the application, with ``PORT`` (and ``PORT_<n>`` for every declared port) and
+   ``HTTP_PROXY`` = its sidecar; waited until its ports accept connections.
+
+``state.json`` (see /work/notes/MESH_STATE.md) is written once everything runs and removed on a
+clean stop. :meth:`MeshRuntime.stop` stops applications, sidecars, agents, then the CA, each
+process group with SIGTERM then SIGKILL, and removes any socket left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from meshsec.ca.material import load_or_create_self_signed
+from meshsec.cluster import init_cluster_dir, load_cluster_signer
+from meshsec.core.identity import TrustDomain
+from meshsec.core.policy.model import Workload
+from meshsec.mesh.credentials import MountedSecret, ProjectedToken
+from meshsec.mesh.errors import MeshRunningError, StartupError
+from meshsec.mesh.manifests import MeshPlan
+from meshsec.mesh.processes import ManagedProcess
+from meshsec.mesh.registry import LOOPBACK, MeshRegistry, PortBinding, WorkloadEntry
+from meshsec.mesh.sidecar import SidecarConfig
+from meshsec.runtime.clock import Clock, SystemClock
+from meshsec.runtime.files import PUBLIC_MODE, write_atomic
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".meshsec"
+CLUSTER_NAME = "cluster1"
+CA_READY_PREFIX = "meshsec ca ready: listening on "
+# Variables a child must not inherit from the user's shell: they would re-configure the agent
+# or the sidecar behind the flags meshsec up passes (flags win, but not every setting is a flag).
+_SCRUBBED_PREFIXES = ("MESHSEC_", "ISTIO_", "SPIFFE_", "PILOT_")
+_SCRUBBED = {
+    "CA_ADDR",
+    "CA_ROOT_CA",
+    "OUTPUT_CERTS",
+    "FILE_MOUNTED_CERTS",
+    "TRUST_DOMAIN",
+    "SECRET_TTL",
+    "PROV_CERT",
+    "POD_NAMESPACE",
+    "SERVICE_ACCOUNT",
+    "ECC_SIGNATURE_ALGORITHM",
+    "ECC_CURVE",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "PORT",
+}
+
+
+def build_child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The parent's environment without mesh/proxy settings, plus ``extra``."""
+    env = {
+        k: v for k, v in base.items() if k not in _SCRUBBED and not k.startswith(_SCRUBBED_PREFIXES)
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    token_ttl: timedelta = timedelta(hours=1)
+    workload_cert_ttl: timedelta = timedelta(hours=24)
+    mounted_cert_ttl: timedelta = timedelta(hours=24)
+    ready_timeout: float = 60.0
+    trust_domain: str = "cluster.local"
+    ca_workers: int = 1
+    log_level: str = "info"
+
+
+@dataclass
+class WorkloadRun:
+    """Everything about one running workload."""
+
+    workload: Workload
+    entry: WorkloadEntry
+    directory: Path
+    agent_status_port: int
+    admin_port: int
+    http_proxy_port: int
+    cert_model: str  # "csr" | "mounted"
+    mounted_dir: Path | None = None
+    agent: ManagedProcess | None = None
+    sidecar: ManagedProcess | None = None
+    app: ManagedProcess | None = None
+
+    @property
+    def key(self) -> str:
+        return self.entry.key
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.directory / "certs"
+
+    @property
+    def token_path(self) -> Path:
+        return self.directory / "token"
+
+
+class PortAllocator:
+    """Free loopback ports, held open until all are chosen (so none is handed out twice)."""
+
+    def __init__(self) -> None:
+        self._held: list[socket.socket] = []
+
+    def take(self) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((LOOPBACK, 0))
+        self._held.append(sock)
+        return int(sock.getsockname()[1])
+
+    def release(self) -> None:
+        for sock in self._held:
+            sock.close()
+        self._held.clear()
+
+
+@dataclass
+class MeshRuntime:
+    mesh_dir: Path
+    plan: MeshPlan
+    options: UpOptions = field(default_factory=UpOptions)
+    clock: Clock = field(default_factory=SystemClock)
+    progress: Callable[[str], None] = lambda _msg: None
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.mesh_dir = self.mesh_dir.resolve()
+        self.state_dir = self.mesh_dir / STATE_DIR
+        self.ca_dir = self.state_dir / "ca"
+        self.cluster_dir = self.state_dir / "clusters" / CLUSTER_NAME
+        self.runs: list[WorkloadRun] = []
+        self.ca: ManagedProcess | None = None
+        self.ca_addr = ""
+        self.ca_monitoring = ""
+        self.tokens: list[ProjectedToken] = []
+        self.secrets: dict[str, MountedSecret] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failed: asyncio.Future[StartupError] | None = None
+        self.started_at = datetime.now(UTC)
+        self.registry = MeshRegistry()
+
+    # ------------------------------------------------------------------------------ start
+    async def start(self) -> None:
+        self.failed = asyncio.get_running_loop().create_future()
+        self._prepare_state_dir()
+        self._init_cluster()
+        self._allocate()
+        await self._start_ca()
+        self._publish_roots()
+        self._start_credentials()
+        self._write_sidecar_configs()
+        await self._start_all("agent", self._agent_process, self._wait_agent)
+        await self._start_all("sidecar", self._sidecar_process, self._wait_sidecar)
+        await self._start_all("app", self._app_process, self._wait_app)
+        self.write_state()
+        for run in self.runs:
+            for proc in (run.agent, run.sidecar, run.app):
+                if proc is not None:
+                    self._spawn(self._watch_exit(proc))
+        if self.ca is not None:
+            self._spawn(self._watch_exit(self.ca))
+
+    def _prepare_state_dir(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ignore = self.state_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")
+        state = self.state_dir / "state.json"
+        if state.exists():
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                pid = int(json.loads(state.read_text())["pid"])
+                if pid != os.getpid() and _alive(pid):
+                    raise MeshRunningError(
+                        f"a mesh is already running from {self.mesh_dir} (pid {pid}); "
+                        "stop it first (Ctrl-C in its terminal, or kill -TERM "
+                        f"{pid})"
+                    )
+            state.unlink(missing_ok=True)
+
+    def _init_cluster(self) -> None:
+        if not (self.cluster_dir / "cluster.yaml").exists():
+            init_cluster_dir(self.cluster_dir, name=CLUSTER_NAME, now=self.clock.now())
+        self.signer = load_cluster_signer(self.cluster_dir)
+        self.progress(f"cluster token issuer [cyan]{CLUSTER_NAME}[/] ({self.cluster_dir})")
+
+    def _allocate(self) -> None:
+        ports = PortAllocator()
+        try:
+            self.ca_monitoring = f"{LOOPBACK}:{ports.take()}"
+            entries: list[WorkloadEntry] = []
+            for w in self.plan.workloads:
+                bindings = tuple(
+                    PortBinding(
+                        p.port,
+                        ports.take(),
+                        ports.take(),
+                        p.protocol,
+                        p.name,
+                    )
+                    for p in w.port_specs
+                )
+                entry = WorkloadEntry(
+                    w.name,
+                    w.namespace,
+                    w.service_account,
+                    dict(w.labels),
+                    bindings,
+                    self.options.trust_domain,
+                )
+                entries.append(entry)
+                mounted = (
+                    self.state_dir / "mounted" / w.namespace / f"istio.{w.service_account}"
+                    if w.mount_mtls_certs
+                    else None
+                )
+                self.runs.append(
+                    WorkloadRun(
+                        w,
+                        entry,
+                        self.state_dir / "workloads" / w.namespace / w.name,
+                        ports.take(),
+                        ports.take(),
+                        ports.take(),
+                        "mounted" if w.mount_mtls_certs else "csr",
+                        mounted,
+                    )
+                )
+            self.registry = MeshRegistry(tuple(entries))
+        finally:
+            ports.release()
+
+    # ------------------------------------------------------------------------------ CA
+    async def _start_ca(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "meshsec",
+            "ca",
+            "serve",
+            "--data-dir",
+            str(self.ca_dir),
+            "--cluster",
+            str(self.cluster_dir),
+            "--listen",
+            f"{LOOPBACK}:0",
+            "--mtls-listen",
+            f"{LOOPBACK}:0",
+            "--monitoring",
+            self.ca_monitoring,
+            "--trust-domain",
+            self.options.trust_domain,
+            "--workers",
+            str(self.options.ca_workers),
+        ]
+        self.ca = ManagedProcess(
+            "CA",
+            argv,
+            self.state_dir / "ca.log",
+            self._env({"MESHSEC_LOG_LEVEL": self.options.log_level}),
+            capture_stdout=True,
+        )
+        await self.ca.start()
+        deadline = self.clock.monotonic() + self.options.ready_timeout
+        while True:
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                raise self.ca.failure(f"not ready after {self.options.ready_timeout:.0f}s")
+            try:
+                line = await self.ca.read_line(remaining)
+            except TimeoutError:
+                continue
+            if not line:
+                await self.ca.exited.wait()
+                raise self.ca.failure(f"exited with code {self.ca.returncode} while starting")
+            if line.startswith(CA_READY_PREFIX):
+                self.ca_addr = line[len(CA_READY_PREFIX) :].split()[0]
+                break
+        self._spawn(self.ca.forward_stdout())
+        self.progress(f"CA ready on [cyan]{self.ca_addr}[/] (TLS), data in {self.ca_dir}")
+
+    def _publish_roots(self) -> None:
+        root = (self.ca_dir / "root-cert.pem").read_bytes()
+        for ns in self.plan.namespaces:
+            path = self.root_path(ns)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, root, PUBLIC_MODE)
+        self.progress(
+            f"root published to {len(self.plan.namespaces)} namespace(s) "
+            f"({self.state_dir / 'roots'}/<ns>/root-cert.pem)"
+        )
+
+    def root_path(self, namespace: str) -> Path:
+        return self.state_dir / "roots" / namespace / "root-cert.pem"
+
+    # ------------------------------------------------------------------------------ credentials
+    def _start_credentials(self) -> None:
+        material = None
+        for run in self.runs:
+            if run.cert_model == "csr":
+                token = ProjectedToken(
+                    self.signer,
+                    run.token_path,
+                    run.entry.namespace,
+                    run.entry.service_account,
+                    run.entry.name,
+                    self.options.token_ttl,
+                    self.clock,
+                )
+                token.refresh()
+                self.tokens.append(token)
+                self._spawn(token.run())
+                continue
+            assert run.mounted_dir is not None
+            key = str(run.mounted_dir)
+            if key in self.secrets:
+                continue
+            if material is None:
+                material = load_or_create_self_signed(
+                    self.ca_dir,
+                    trust_domain=TrustDomain.parse(self.options.trust_domain),
+                    now=self.clock.now(),
+                    ttl=timedelta(days=3650),
+                )
+            secret = MountedSecret(
+                material,
+                run.mounted_dir,
+                run.entry.namespace,
+                run.entry.service_account,
+                self.options.trust_domain,
+                self.options.mounted_cert_ttl,
+                self.clock,
+            )
+            secret.issue()
+            self.secrets[key] = secret
+            self._spawn(secret.run())
+        if self.tokens:
+            self.progress(
+                f"{len(self.tokens)} projected token(s), refreshed at 80% of "
+                f"{_human(self.options.token_ttl)}"
+            )
+        if self.secrets:
+            self.progress(
+                f"{len(self.secrets)} mounted istio.<sa> secret(s) (mountMtlsCerts), rotated at "
+                f"half of {_human(self.options.mounted_cert_ttl)}"
+            )
+
+    def _write_sidecar_configs(self) -> None:
+        for run in self.runs:
+            run.directory.mkdir(parents=True, exist_ok=True)
+            config = SidecarConfig(
+                run.entry,
+                self.registry,
+                self.plan.directory.resolve(),
+                run.cert_dir,
+                run.http_proxy_port,
+                run.admin_port,
+                self.options.trust_domain,
+            )
+            write_atomic(
+                run.directory / "sidecar.json",
+                json.dumps(config.to_json(), indent=2).encode(),
+                PUBLIC_MODE,
+            )
+
+    # ------------------------------------------------------------------------------ workloads
+    async def _start_all(
+        self,
+        kind: str,
+        build: Callable[[WorkloadRun], ManagedProcess],
+        wait: Callable[[WorkloadRun, ManagedProcess], Awaitable[None]],
+    ) -> None:
+        started = self.clock.monotonic()
+        procs = []
+        for run in self.runs:
+            proc = build(run)
+            setattr(run, kind, proc)
+            await proc.start()
+            procs.append((run, proc))
+        await asyncio.gather(*(wait(run, proc) for run, proc in procs))
+        took = self.clock.monotonic() - started
+        self.progress(f"{len(procs)} {kind}(s) ready ({took:.1f}s)")
+
+    def _agent_process(self, run: WorkloadRun) -> ManagedProcess:
+        argv = [
+            sys.executable,
+            "-m",
+            "meshsec",
+            "agent",
+            "run",
+            "--sds-socket",
+            str(run.directory / "sds.sock"),
+            "--workload-socket",
+            f"unix://{run.directory / 'workload.sock'}",
+            "--output-certs",
+            str(run.cert_dir),
+            "--status",
+            f"{LOOPBACK}:{run.agent_status_port}",
+            "--trust-domain",
+            self.options.trust_domain,
+            "--log-level",
+            self.options.log_level,
+        ]
+        if run.cert_model == "mounted":
+            argv += ["--file-mounted-certs", "--mounted-certs-dir", str(run.mounted_dir)]
+        else:
+            argv += [
+                "--ca-addr",
+                self.ca_addr,
+                "--ca-root",
+                str(self.root_path(run.entry.namespace)),
+                "--token-file",
+                str(run.token_path),
+                "--cluster-id",
+                CLUSTER_NAME,
+                "--secret-ttl",
+                f"{int(self.options.workload_cert_ttl.total_seconds())}s",
+            ]
+        env = self._env(
+            {
+                "POD_NAMESPACE": run.entry.namespace,
+                "SERVICE_ACCOUNT": run.entry.service_account,
+                "POD_NAME": run.entry.name,
+                "ECC_SIGNATURE_ALGORITHM": "ECDSA",
+            }
+        )
+        return ManagedProcess(
+            f"agent of {run.key}", argv, run.directory / "agent.log", env, cwd=run.directory
+        )
+
+    def _sidecar_process(self, run: WorkloadRun) -> ManagedProcess:
+        argv = [
+            sys.executable,
+            "-m",
+            "meshsec.mesh.sidecar",
+            "--config",
+            str(run.directory / "sidecar.json"),
+            "--log-level",
+            self.options.log_level,
+        ]
+        return ManagedProcess(
+            f"sidecar of {run.key}", argv, run.directory / "proxy.log", self._env({})
+        )
+
+    def _app_process(self, run: WorkloadRun) -> ManagedProcess:
+        w = run.workload
+        argv = [sys.executable if a == "python" and i == 0 else a for i, a in enumerate(w.command)]
+        proxy = f"http://{LOOPBACK}:{run.http_proxy_port}"
+        extra = {
+            **dict(w.env),
+            "HTTP_PROXY": proxy,
+            "http_proxy": proxy,
+            "NO_PROXY": "localhost,127.0.0.1",
+            "no_proxy": "localhost,127.0.0.1",
+            "POD_NAME": run.entry.name,
+            "POD_NAMESPACE": run.entry.namespace,
+            "SERVICE_ACCOUNT": run.entry.service_account,
+            "MESHSEC_WORKLOAD": run.key,
+            "PYTHONUNBUFFERED": "1",
+        }
+        for binding in run.entry.ports:
+            extra[f"PORT_{binding.port}"] = str(binding.app_port)
+        if run.entry.ports:
+            extra["PORT"] = str(run.entry.ports[0].app_port)
+        return ManagedProcess(
+            f"application of {run.key}",
+            argv,
+            run.directory / "app.log",
+            self._env_app(extra),
+            cwd=self.plan.directory.resolve(),
+        )
+
+    def _env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        return build_child_env(self.environ, extra)
+
+    def _env_app(self, extra: Mapping[str, str]) -> dict[str, str]:
+        return build_child_env(self.environ, {}) | dict(extra)
+
+    async def _wait_http(self, proc: ManagedProcess, port: int, path: str, what: str) -> None:
+        deadline = self.clock.monotonic() + self.options.ready_timeout
+        last = "no answer"
+        while self.clock.monotonic() < deadline:
+            if proc.exited.is_set():
+                raise proc.failure(f"exited with code {proc.returncode} before {what}")
+            status, body = await http_get(LOOPBACK, port, path)
+            if status == 200:
+                return
+            last = f"{status} {body.strip()[:200]}" if status else body
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.exited.wait(), 0.1)
+        raise proc.failure(f"not {what} after {self.options.ready_timeout:.0f}s (last: {last})")
+
+    async def _wait_agent(self, run: WorkloadRun, proc: ManagedProcess) -> None:
+        await self._wait_http(proc, run.agent_status_port, "/healthz/ready", "ready")
+
+    async def _wait_sidecar(self, run: WorkloadRun, proc: ManagedProcess) -> None:
+        await self._wait_http(proc, run.admin_port, "/ready", "ready")
+
+    async def _wait_app(self, run: WorkloadRun, proc: ManagedProcess) -> None:
+        deadline = self.clock.monotonic() + self.options.ready_timeout
+        for binding in run.entry.ports:
+            while True:
+                if proc.exited.is_set():
+                    raise proc.failure(f"exited with code {proc.returncode} while starting")
+                if self.clock.monotonic() > deadline:
+                    raise proc.failure(
+                        f"does not listen on PORT={binding.app_port} (port {binding.port}) "
+                        f"after {self.options.ready_timeout:.0f}s"
+                    )
+                try:
+                    _, writer = await asyncio.wait_for(
+                        asyncio.open_connection(LOOPBACK, binding.app_port), 2
+                    )
+                except (OSError, TimeoutError):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(proc.exited.wait(), 0.1)
+                    continue
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                break
+
+    # ------------------------------------------------------------------------------ running
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("mesh task failed: %r", exc)
+        self._fail(StartupError("mesh runtime", f"background task failed: {exc!r}", ""))
+
+    def _fail(self, error: StartupError) -> None:
+        if self.failed is not None and not self.failed.done():
+            self.failed.set_result(error)
+
+    async def _watch_exit(self, proc: ManagedProcess) -> None:
+        await proc.exited.wait()
+        if not proc.stopping:
+            self._fail(proc.failure(f"exited unexpectedly with code {proc.returncode}"))
+
+    def write_state(self) -> None:
+        write_atomic(
+            self.state_dir / "state.json",
+            json.dumps(self.state(), indent=2).encode(),
+            PUBLIC_MODE,
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "mesh_dir": str(self.mesh_dir),
+            "pid": os.getpid(),
+            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
+            "trust_domain": self.options.trust_domain,
+            "ca": {
+                "addr": self.ca_addr,
+                "monitoring": self.ca_monitoring,
+                "data_dir": str(self.ca_dir),
+                "root_pem_path": str(self.ca_dir / "root-cert.pem"),
+            },
+            "workloads": [
+                {
+                    "name": run.entry.name,
+                    "namespace": run.entry.namespace,
+                    "service_account": run.entry.service_account,
+                    "spiffe_id": run.entry.spiffe_id,
+                    "cluster": CLUSTER_NAME,
+                    "cert_model": run.cert_model,
+                    "agent_status": f"{LOOPBACK}:{run.agent_status_port}",
+                    "proxy_admin": f"{LOOPBACK}:{run.admin_port}",
+                    "http_proxy": f"{LOOPBACK}:{run.http_proxy_port}",
+                    "ports": [
+                        {
+                            "port": b.port,
+                            "app_port": b.app_port,
+                            "inbound": b.inbound,
+                            "protocol": b.protocol,
+                        }
+                        for b in run.entry.ports
+                    ],
+                    "cert_dir": str(run.cert_dir),
+                    "log_dir": str(run.directory),
+                    "labels": dict(run.entry.labels),
+                    **(
+                        {"mounted_dir": str(run.mounted_dir)} if run.mounted_dir is not None else {}
+                    ),
+                }
+                for run in self.runs
+            ],
+        }
+
+    def run_for(self, ref: str) -> WorkloadRun | None:
+        name, _, namespace = ref.partition(".")
+        return next(
+            (r for r in self.runs if r.entry.name == name and r.entry.namespace == namespace),
+            None,
+        )
+
+    # ------------------------------------------------------------------------------ stop
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for kind in ("app", "sidecar", "agent"):
+            await asyncio.gather(
+                *(proc.stop() for run in self.runs if (proc := getattr(run, kind)) is not None),
+                return_exceptions=True,
+            )
+        if self.ca is not None:
+            await self.ca.stop()
+        for run in self.runs:
+            for name in ("sds.sock", "workload.sock"):
+                (run.directory / name).unlink(missing_ok=True)
+        (self.state_dir / "state.json").unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+async def http_get(host: str, port: int, path: str, wait: float = 5.0) -> tuple[int, str]:
+    """A one-shot HTTP/1.1 GET: ``(status, body)``; ``(0, reason)`` when it failed."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), wait)
+    except (OSError, TimeoutError) as exc:
+        return 0, str(exc) or type(exc).__name__
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), wait)
+    except (OSError, TimeoutError) as exc:
+        return 0, str(exc) or type(exc).__name__
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return 0, "not an HTTP response"
+    return status, body.decode("utf-8", "replace")
+
+
+__all__ = ["MeshRuntime", "UpOptions", "WorkloadRun", "build_child_env", "http_get"]
