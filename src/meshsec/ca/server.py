@@ -298,7 +298,12 @@ class Supervisor:
         material = load_material(settings, now=now)
         log.info("CA material loaded: %s", describe_material(material))
         publish_root_bundle(settings.data_dir, material)
-        build_token_verifiers(settings)  # fail fast on bad --cluster / kubeconfig
+        verifiers, _ = build_token_verifiers(settings)  # fail fast on bad --cluster / kubeconfig
+        if not verifiers:
+            log.warning(
+                "no --cluster and no --kubeconfig: only callers presenting a mesh client "
+                "certificate can be authenticated"
+            )
         init_ledger(settings.data_dir / LEDGER_FILE)
         workers = settings.workers or os.cpu_count() or 1
         host, port = parse_host_port(settings.listen)
