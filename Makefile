@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	@$(BIN)/meshsec demo
+	@$(BIN)/meshsec up examples/photo-sharing
 
 test: $(STAMP) lint typecheck imports pytest
 

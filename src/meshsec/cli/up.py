@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,7 +82,9 @@ def register(app: typer.Typer) -> None:
             ready_timeout=_duration("--ready-timeout", ready_timeout).total_seconds(),
             log_level=log_level,
         )
-        raise typer.Exit(run_up(directory, options, check=check, console=Console()))
+        # A pipe or a log gets full rows; a terminal its own width.
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        raise typer.Exit(run_up(directory, options, check=check, console=console))
 
 
 def run_up(directory: Path, options: Any, *, check: bool, console: Console) -> int:
@@ -214,9 +217,8 @@ async def _up(directory: Path, plan: Any, options: Any, *, check: bool, console:
 def _print_failure(exc: Any, console: Console) -> None:
     console.print(f"[red]✗ {exc.owner}[/]: {exc.what}", soft_wrap=True)
     if exc.log_tail:
-        console.print(
-            f"[dim]--- last lines of its log ---[/]\n{exc.log_tail}", markup=False, soft_wrap=True
-        )
+        console.print("[dim]--- last lines of its log ---[/]")
+        console.print(exc.log_tail, markup=False, highlight=False, soft_wrap=True)
 
 
 async def _print_status(runtime: Any, console: Console) -> None:

@@ -25,8 +25,10 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = ".meshsec"
 CLUSTER_NAME = "cluster1"
+MAX_SOCKET_PATH = 100
 CA_READY_PREFIX = "meshsec ca ready: listening on "
 # Variables a child must not inherit from the user's shell: they would re-configure the agent
 # or the sidecar behind the flags meshsec up passes (flags win, but not every setting is a flag).
@@ -126,6 +129,12 @@ class WorkloadRun:
     def token_path(self) -> Path:
         return self.directory / "token"
 
+    socket_dir: Path | None = None
+
+    @property
+    def sockets(self) -> Path:
+        return self.socket_dir or self.directory
+
 
 class PortAllocator:
     """Free loopback ports, held open until all are chosen (so none is handed out twice)."""
@@ -169,6 +178,7 @@ class MeshRuntime:
         self.failed: asyncio.Future[StartupError] | None = None
         self.started_at = datetime.now(UTC)
         self.registry = MeshRegistry()
+        self.short_sockets: Path | None = None
 
     # ------------------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -259,6 +269,14 @@ class MeshRuntime:
             self.registry = MeshRegistry(tuple(entries))
         finally:
             ports.release()
+        for run in self.runs:
+            if len(str(run.directory / "workload.sock")) > MAX_SOCKET_PATH:
+                # AF_UNIX paths are limited to 107 bytes: deep mesh directories get their
+                # sockets in a short private directory instead (removed on stop)
+                run.socket_dir = (
+                    self._short_socket_root() / f"{run.entry.namespace}.{run.entry.name}"
+                )
+                run.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     # ------------------------------------------------------------------------------ CA
     async def _start_ca(self) -> None:
@@ -308,6 +326,11 @@ class MeshRuntime:
                 break
         self._spawn(self.ca.forward_stdout())
         self.progress(f"CA ready on [cyan]{self.ca_addr}[/] (TLS), data in {self.ca_dir}")
+
+    def _short_socket_root(self) -> Path:
+        if self.short_sockets is None:
+            self.short_sockets = Path(tempfile.mkdtemp(prefix="meshsec-up-"))
+        return self.short_sockets
 
     def _publish_roots(self) -> None:
         root = (self.ca_dir / "root-cert.pem").read_bytes()
@@ -419,9 +442,9 @@ class MeshRuntime:
             "agent",
             "run",
             "--sds-socket",
-            str(run.directory / "sds.sock"),
+            str(run.sockets / "sds.sock"),
             "--workload-socket",
-            f"unix://{run.directory / 'workload.sock'}",
+            f"unix://{run.sockets / 'workload.sock'}",
             "--output-certs",
             str(run.cert_dir),
             "--status",
@@ -645,7 +668,9 @@ class MeshRuntime:
             await self.ca.stop()
         for run in self.runs:
             for name in ("sds.sock", "workload.sock"):
-                (run.directory / name).unlink(missing_ok=True)
+                (run.sockets / name).unlink(missing_ok=True)
+        if self.short_sockets is not None:
+            shutil.rmtree(self.short_sockets, ignore_errors=True)
         (self.state_dir / "state.json").unlink(missing_ok=True)
 
 
