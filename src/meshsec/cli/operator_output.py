@@ -92,7 +92,10 @@ def emit_document(document: Any, fmt: str) -> None:
 
 
 def console() -> Console:
-    return Console(highlight=False, soft_wrap=False, width=max(Console().width, 160))
+    """Tables never fold when piped (scripts grep them); a terminal gets at least 100 columns."""
+    probe = Console()
+    width = max(probe.width, 100) if probe.is_terminal else 1000
+    return Console(highlight=False, soft_wrap=False, width=width)
 
 
 def print_table(

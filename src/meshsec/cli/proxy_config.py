@@ -1,14 +1,18 @@
 """``meshsec proxy-config secret|rootca-compare`` — istioctl's views of a workload's secrets.
 
-Both read the workload's agent ``/debug/secrets`` (the agent is the SDS server, so what it holds is
-what the sidecar is served). ``secret`` prints istioctl's columns (RESOURCE NAME, TYPE, STATUS,
-VALID CERT, SERIAL NUMBER, NOT AFTER, NOT BEFORE); ``rootca-compare`` compares two workloads'
-ROOTCA bundles with istioctl's wording and exits 1 when they differ.
+Both read the workload's agent ``/debug/secrets`` (the agent is the SDS server and writes the
+files the sidecar loads); ``secret`` also reads the sidecar's admin ``/config_dump`` so STATUS says
+what the sidecar has applied (ACTIVE) and what it has not picked up yet (WARMING), as istioctl
+derives it from Envoy's active and warming secrets. ``secret`` prints istioctl's columns
+(RESOURCE NAME, TYPE, STATUS, VALID CERT, SERIAL NUMBER, NOT AFTER, NOT BEFORE);
+``rootca-compare`` compares two workloads' ROOTCA bundles with istioctl's wording and exits 1
+when they differ.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -29,6 +33,7 @@ from meshsec.cli.operator_output import (
     format_rfc3339,
     open_mesh,
     operator_errors,
+    parse_time,
     print_table,
 )
 
@@ -119,6 +124,7 @@ def build_secret_rows(document: Any) -> list[SecretRow]:
 
 
 def fetch_secret_rows(workload: WorkloadState) -> list[SecretRow]:
+    """What the agent (the SDS server) holds, from its ``/debug/secrets``."""
     what = f"agent of {workload.ref}"
     if not workload.agent_status:
         raise AdminUnavailable(what, "<none>", "state.json lists no agent status port")
@@ -127,6 +133,106 @@ def fetch_secret_rows(workload: WorkloadState) -> list[SecretRow]:
         return build_secret_rows(document)
     except ValueError as exc:
         raise AdminUnavailable(what, workload.agent_status, f"/debug/secrets: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ProxySecrets:
+    """The certificate and roots the sidecar has applied (its ``/config_dump``)."""
+
+    default: SecretRow | None
+    roots: tuple[SecretRow, ...]
+
+
+def parse_proxy_secrets(document: Any, now: datetime) -> ProxySecrets:
+    """Rows from the proxy admin ``/config_dump`` ``secrets`` list (all ACTIVE: applied)."""
+    secrets = document.get("secrets") if isinstance(document, dict) else None
+    if not isinstance(secrets, list):
+        raise ValueError("expected an object with a 'secrets' list")
+    default: SecretRow | None = None
+    roots: list[SecretRow] = []
+    for item in secrets:
+        if not isinstance(item, dict):
+            continue
+        if item.get("name") == "default":
+            default = SecretRow(
+                resource_name="default",
+                type=str(item.get("type") or "Cert Chain"),
+                status="ACTIVE",
+                valid_cert=_valid(item.get("not_before"), item.get("not_after"), now),
+                serial_number=_serial(item.get("serial_number")),
+                not_after=format_rfc3339(item.get("not_after")),
+                not_before=format_rfc3339(item.get("not_before")),
+                spiffe_id=item.get("spiffe_id"),
+                created_at=format_rfc3339(item.get("applied_at")) or None,
+                source="proxy",
+            )
+        elif item.get("name") == "ROOTCA":
+            for root in item.get("roots") or []:
+                if not isinstance(root, dict):
+                    continue
+                roots.append(
+                    SecretRow(
+                        resource_name="ROOTCA",
+                        type="CA",
+                        status="ACTIVE",
+                        valid_cert=_valid(root.get("not_before"), root.get("not_after"), now),
+                        serial_number=_serial(root.get("serial_number")),
+                        not_after=format_rfc3339(root.get("not_after")),
+                        not_before=format_rfc3339(root.get("not_before")),
+                        subject=root.get("subject"),
+                        fingerprint=root.get("sha256"),
+                        source="proxy",
+                    )
+                )
+    return ProxySecrets(default, tuple(roots))
+
+
+def _valid(not_before: Any, not_after: Any, now: datetime) -> bool:
+    start = parse_time(not_before) if isinstance(not_before, str) else None
+    end = parse_time(not_after) if isinstance(not_after, str) else None
+    return end is not None and now < end and (start is None or start <= now)
+
+
+def merge_secret_rows(agent: list[SecretRow], proxy: ProxySecrets | None) -> list[SecretRow]:
+    """istioctl's view: what the sidecar applied is ACTIVE; what the agent holds but the sidecar
+    has not applied yet is WARMING (a rotation in flight). Without a proxy, the agent's rows."""
+    if proxy is None:
+        return agent
+    rows: list[SecretRow] = []
+    agent_default = next((r for r in agent if r.resource_name == "default"), None)
+    if proxy.default is not None:
+        same = (
+            agent_default is not None and agent_default.serial_number == proxy.default.serial_number
+        )
+        rows.append(
+            replace(agent_default, status="ACTIVE") if same and agent_default else proxy.default
+        )
+        if agent_default is not None and agent_default.serial_number and not same:
+            rows.append(replace(agent_default, status="WARMING"))
+    elif agent_default is not None:
+        rows.append(replace(agent_default, status="WARMING"))
+    applied = {r.fingerprint or r.serial_number for r in proxy.roots}
+    held = set()
+    for row in agent:
+        if row.resource_name != "ROOTCA":
+            continue
+        key = row.fingerprint or row.serial_number
+        held.add(key)
+        rows.append(replace(row, status="ACTIVE" if key in applied else "WARMING"))
+    rows += [r for r in proxy.roots if (r.fingerprint or r.serial_number) not in held]
+    return rows
+
+
+def fetch_proxy_secrets(workload: WorkloadState, now: datetime) -> ProxySecrets | None:
+    """The sidecar's applied secrets, or None when the workload has no proxy admin port."""
+    if not workload.proxy_admin:
+        return None
+    what = f"proxy of {workload.ref}"
+    document = fetch_json(what, workload.proxy_admin, "/config_dump")
+    try:
+        return parse_proxy_secrets(document, now)
+    except ValueError as exc:
+        raise AdminUnavailable(what, workload.proxy_admin, f"/config_dump: {exc}") from None
 
 
 def _running_mesh(mesh: Any) -> MeshState:
@@ -146,7 +252,9 @@ def secret(
     with operator_errors():
         state = _running_mesh(mesh)
         target = resolve_workload(workload, state.workloads)
-        rows = fetch_secret_rows(target)
+        rows = merge_secret_rows(
+            fetch_secret_rows(target), fetch_proxy_secrets(target, datetime.now(UTC))
+        )
     if fmt == "table":
         print_table(SECRET_COLUMNS, [row.cells() for row in rows])
         return
@@ -155,6 +263,7 @@ def secret(
             "workload": target.ref,
             "spiffe_id": target.spiffe_id,
             "agent_status": target.agent_status,
+            "proxy_admin": target.proxy_admin,
             "secrets": [asdict(row) for row in rows],
         },
         fmt,
