@@ -354,6 +354,8 @@ def run_meshsec(work: Path, cacerts: Path, csr: str, args: argparse.Namespace) -
             str(cluster),
             "--cacerts",
             str(cacerts),
+            "--mtls-listen",
+            "127.0.0.1:0",
         ],
         stdout=subprocess.DEVNULL,
         stderr=(work / "meshsec-ca.log").open("wb"),
