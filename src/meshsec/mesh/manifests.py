@@ -232,6 +232,7 @@ def _parse_expectations(
     items = r.sequence(spec.get("expectations"), ("spec", "expectations"), "expectations")
     for i, raw in enumerate(items):
         path = ("spec", "expectations", i)
+        before = len(r.diagnostics)
         item = r.mapping(raw, path, EXPECTATION_FIELDS, "expectation")
         if item is None:
             continue
@@ -289,7 +290,7 @@ def _parse_expectations(
                 (*path, "to"),
             )
             continue
-        if ok:
+        if ok and not any(d.level is Level.ERROR for d in r.diagnostics[before:]):
             out.append(
                 Expectation(
                     source,
