@@ -24,6 +24,8 @@ from meshsec.cli.operator_output import (
     operator_errors,
     print_table,
 )
+from meshsec.core.policy.destination import ClientTls
+from meshsec.core.policy.model import TlsMode
 
 CHECK_COLUMNS = (
     "HOST:PORT",
@@ -45,16 +47,15 @@ ConfigOption = Annotated[
 ]
 
 
-def client_text(route: RouteCheck) -> str:
-    tls = route.tls
-    mode = "plaintext" if tls.mode.value == "DISABLE" else tls.mode.value
+def client_text(tls: ClientTls) -> str:
+    mode = "plaintext" if tls.mode is TlsMode.DISABLE else tls.mode.value
     return f"{mode} (auto)" if tls.auto else mode
 
 
 def route_rows(route: RouteCheck) -> list[tuple[str, ...]]:
     dr = route.tls.destination_rule.meta.key if route.tls.destination_rule else "-"
     if not route.endpoints:
-        return [(route.host_port, "NO ENDPOINTS", "-", client_text(route), "-", dr, "-")]
+        return [(route.host_port, "NO ENDPOINTS", "-", client_text(route.tls), "-", dr, "-")]
     rows: list[tuple[str, ...]] = []
     for e in route.endpoints:
         host = (
@@ -70,7 +71,7 @@ def route_rows(route: RouteCheck) -> list[tuple[str, ...]]:
                 host,
                 e.status,
                 e.server_mode.value,
-                client_text(route),
+                client_text(e.client),
                 e.server_policy or "-",
                 dr,
                 authz,
@@ -87,6 +88,7 @@ def route_reasons(route: RouteCheck) -> list[str]:
         lines.append("   no workload in the mesh is selected by this Service")
     for e in route.endpoints:
         lines.append(f"   -> {e.workload.ref} ({e.workload.spiffe_id}) port {e.target_port}:")
+        lines += [f"      {note}" for note in e.client.notes if e.client is not route.tls]
         if e.conflict:
             lines.append(f"      CONFLICT: {e.conflict}")
         if e.decision is not None:
@@ -117,6 +119,7 @@ def route_to_dict(route: RouteCheck) -> dict[str, Any]:
                 "workload": e.workload.ref,
                 "spiffe_id": e.workload.spiffe_id,
                 "target_port": e.target_port,
+                "client_tls_mode": e.client.mode.value,
                 "status": e.status,
                 "server_mode": e.server_mode.value,
                 "authn_policy": e.server_policy,

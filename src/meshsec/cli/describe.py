@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives import hashes
 
 from meshsec.cli.admin_http import AdminUnavailable
 from meshsec.cli.check import ConfigOption, client_text, route_to_dict
-from meshsec.cli.mesh_view import MeshView, RouteCheck, build_route_checks, load_mesh_view
+from meshsec.cli.mesh_view import (
+    MeshView,
+    RouteCheck,
+    build_route_checks,
+    compose_conflict,
+    compose_endpoint_tls,
+    load_mesh_view,
+)
 from meshsec.cli.meshstate import STATE_DIR, MeshOption, WorkloadState, resolve_workload
 from meshsec.cli.operator_output import (
     EXIT_PROBLEM,
@@ -32,6 +39,7 @@ from meshsec.cli.operator_output import (
 from meshsec.cli.proxy_config import SecretRow, fetch_secret_rows
 from meshsec.core.policy.authz import policy_scope
 from meshsec.core.policy.explain import (
+    ServicePortTls,
     WorkloadExplanation,
     build_workload_explanation,
     explanation_to_dict,
@@ -90,10 +98,22 @@ def callees(view: MeshView, workload: WorkloadState) -> list[Any]:
     ]
 
 
+def compose_inbound(
+    explanation: WorkloadExplanation, workload: WorkloadState
+) -> list[tuple[ServicePortTls, str | None]]:
+    """The Services exposing the workload, each with the conflict its clients would hit (auto
+    mTLS sends plaintext to a DISABLE port, as the sidecars do)."""
+    return [
+        (s, compose_conflict(s.tls, s.server_mode, workload.spiffe_id) if s.server_mode else None)
+        for s in explanation.services
+    ]
+
+
 def render_describe(
     workload: WorkloadState,
     view: MeshView,
     explanation: WorkloadExplanation,
+    inbound: list[tuple[ServicePortTls, str | None]],
     routes: list[RouteCheck],
     root: RootInfo | None,
     live: list[SecretRow],
@@ -160,13 +180,15 @@ def render_describe(
     else:
         lines.append("Applied AuthorizationPolicy: <none> (every request is allowed)")
 
-    for s in explanation.services:
+    for s, conflict in inbound:
         lines.append(
             f"Exposed by Service {s.service.hostname}:{s.port} -> port {s.target_port} "
-            f"({s.server_mode.value if s.server_mode else 'named port'})"
+            f"({s.server_mode.value if s.server_mode else 'named port'}); clients in "
+            f"{explanation.client_namespace} send "
+            f"{client_text(compose_endpoint_tls(s.tls, s.server_mode) if s.server_mode else s.tls)}"
         )
-        if s.conflict:
-            lines.append(f"   WARNING: {s.conflict}")
+        if conflict:
+            lines.append(f"   WARNING: {conflict}")
 
     if routes:
         lines.append("Outbound (what this workload sends to each Service):")
@@ -175,7 +197,7 @@ def render_describe(
         lines.append(f"   {route.host_port} ({route.protocol})")
         lines.append(
             f"      DestinationRule: {dr.meta.key if dr else '<none>'}   "
-            f"Traffic Policy TLS Mode: {client_text(route)}"
+            f"Traffic Policy TLS Mode: {client_text(route.tls)}"
         )
         lines.append(f"      {route.tls.reason}")
         if route.tls.subject_alt_names:
@@ -186,9 +208,9 @@ def render_describe(
             verdict = f", authorization {e.authz}" if e.decision is not None else ""
             if e.decision is not None and e.decision.policy is not None:
                 verdict += f" by {e.decision.policy.meta.key}"
-            lines.append(
-                f"      -> {e.workload.ref}: server {e.server_mode.value}, {e.status}{verdict}"
-            )
+            sent = f"sends {client_text(e.client)}, " if e.client is not route.tls else ""
+            server = f"server {e.server_mode.value}, {e.status}"
+            lines.append(f"      -> {e.workload.ref}: {sent}{server}{verdict}")
             if e.conflict:
                 lines.append(f"         {e.conflict}")
     return "\n".join(lines)
@@ -220,8 +242,14 @@ def describe(
     root = load_trusted_root(view, target)
     live, live_error = fetch_live_secrets(target) if view.state is not None else ([], None)
     current = next((r for r in live if r.resource_name == "default" and r.serial_number), None)
+    inbound = compose_inbound(explanation, target)
+    peer_authn = explanation_to_dict(explanation)
+    for service_doc, (_, conflict) in zip(peer_authn["services"], inbound, strict=True):
+        service_doc["conflict"] = conflict
     if fmt == "table":
-        typer.echo(render_describe(target, view, explanation, routes, root, live, live_error))
+        typer.echo(
+            render_describe(target, view, explanation, inbound, routes, root, live, live_error)
+        )
     else:
         emit_document(
             {
@@ -243,7 +271,7 @@ def describe(
                     },
                     "certificate": None if current is None else asdict(current),
                 },
-                "peer_authentication": explanation_to_dict(explanation),
+                "peer_authentication": peer_authn,
                 "authorization_policies": [
                     {
                         "policy": p.meta.key,
@@ -258,7 +286,7 @@ def describe(
             fmt,
         )
     conflicts = any(e.conflict for r in routes for e in r.endpoints) or any(
-        s.conflict for s in explanation.services
+        conflict for _, conflict in inbound
     )
     if conflicts:
         raise typer.Exit(EXIT_PROBLEM)

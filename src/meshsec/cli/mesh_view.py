@@ -9,7 +9,7 @@ joins it with the running workloads' identities.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -173,6 +173,7 @@ class EndpointCheck:
 
     workload: WorkloadState
     target_port: int | str
+    client: ClientTls  # what this endpoint receives (auto mTLS: plaintext to DISABLE ports)
     server_mode: MtlsMode
     server_policy: str | None
     conflict: str | None
@@ -210,8 +211,25 @@ class RouteCheck:
         )
 
 
+AUTO_PLAINTEXT_NOTE = (
+    "auto mTLS sends plaintext: the endpoint's PeerAuthentication disables mTLS on this port, so "
+    "it is a plaintext endpoint (as Istio marks it)"
+)
+
+
+def compose_endpoint_tls(tls: ClientTls, server_mode: MtlsMode) -> ClientTls:
+    """What reaches one endpoint: auto mTLS does not send TLS to an endpoint whose port is
+    DISABLE (the sidecar's outbound does the same, see mesh/policy_view.py)."""
+    if tls.auto and tls.mode is TlsMode.ISTIO_MUTUAL and server_mode is MtlsMode.DISABLE:
+        return replace(
+            tls, mode=TlsMode.DISABLE, subject_alt_names=(), sni=None, notes=(AUTO_PLAINTEXT_NOTE,)
+        )
+    return tls
+
+
 def compose_conflict(tls: ClientTls, server_mode: MtlsMode, server_id: str) -> str | None:
     """Why this client TLS cannot talk to this server port (None: it can)."""
+    tls = compose_endpoint_tls(tls, server_mode)
     conflict = check_client_server(tls, server_mode)
     if conflict:
         return conflict
@@ -235,6 +253,7 @@ def compose_conflict(tls: ClientTls, server_mode: MtlsMode, server_id: str) -> s
 
 def compose_principal(tls: ClientTls, server_mode: MtlsMode, client: WorkloadState) -> str | None:
     """The source principal the server sees: the client's SPIFFE ID only over ISTIO_MUTUAL."""
+    tls = compose_endpoint_tls(tls, server_mode)
     if tls.mode is TlsMode.ISTIO_MUTUAL and server_mode is not MtlsMode.DISABLE:
         return client.spiffe_id or None
     return None
@@ -305,6 +324,7 @@ def build_route_checks(
                 EndpointCheck(
                     workload=endpoint,
                     target_port=target,
+                    client=compose_endpoint_tls(tls, server_mode),
                     server_mode=server_mode,
                     server_policy=server_policy.meta.key if server_policy else None,
                     conflict=conflict,

@@ -137,35 +137,56 @@ def fetch_secret_rows(workload: WorkloadState) -> list[SecretRow]:
 
 @dataclass(frozen=True)
 class ProxySecrets:
-    """The certificate and roots the sidecar has applied (its ``/config_dump``)."""
+    """The certificate and roots the sidecar has applied (its ``/config_dump``); ``roots`` is
+    None when the sidecar does not report them."""
 
     default: SecretRow | None
-    roots: tuple[SecretRow, ...]
+    roots: tuple[SecretRow, ...] | None
 
 
 def parse_proxy_secrets(document: Any, now: datetime) -> ProxySecrets:
-    """Rows from the proxy admin ``/config_dump`` ``secrets`` list (all ACTIVE: applied)."""
-    secrets = document.get("secrets") if isinstance(document, dict) else None
-    if not isinstance(secrets, list):
-        raise ValueError("expected an object with a 'secrets' list")
+    """The applied secrets from a sidecar ``/config_dump``: the ``secrets`` list of
+    ``meshsec proxy run`` or the ``certificate`` object of the ``meshsec up`` sidecar."""
+    if not isinstance(document, dict):
+        raise ValueError("expected a JSON object")
+    secrets = document.get("secrets")
+    if isinstance(secrets, list):
+        return _parse_secret_list(secrets, now)
+    if "certificate" in document:
+        cert = document["certificate"]
+        if cert is None:
+            return ProxySecrets(None, None)
+        if not isinstance(cert, dict):
+            raise ValueError("'certificate' is not an object")
+        return ProxySecrets(
+            _proxy_default_row({**cert, "spiffe_id": document.get("spiffe_id")}, now), None
+        )
+    raise ValueError("no 'secrets' list or 'certificate' object")
+
+
+def _proxy_default_row(item: dict[str, Any], now: datetime) -> SecretRow:
+    return SecretRow(
+        resource_name="default",
+        type=str(item.get("type") or "Cert Chain"),
+        status="ACTIVE",
+        valid_cert=_valid(item.get("not_before"), item.get("not_after"), now),
+        serial_number=_serial(item.get("serial_number") or item.get("serial")),
+        not_after=format_rfc3339(item.get("not_after")),
+        not_before=format_rfc3339(item.get("not_before")),
+        spiffe_id=item.get("spiffe_id"),
+        created_at=format_rfc3339(item.get("applied_at")) or None,
+        source="proxy",
+    )
+
+
+def _parse_secret_list(secrets: list[Any], now: datetime) -> ProxySecrets:
     default: SecretRow | None = None
     roots: list[SecretRow] = []
     for item in secrets:
         if not isinstance(item, dict):
             continue
         if item.get("name") == "default":
-            default = SecretRow(
-                resource_name="default",
-                type=str(item.get("type") or "Cert Chain"),
-                status="ACTIVE",
-                valid_cert=_valid(item.get("not_before"), item.get("not_after"), now),
-                serial_number=_serial(item.get("serial_number")),
-                not_after=format_rfc3339(item.get("not_after")),
-                not_before=format_rfc3339(item.get("not_before")),
-                spiffe_id=item.get("spiffe_id"),
-                created_at=format_rfc3339(item.get("applied_at")) or None,
-                source="proxy",
-            )
+            default = _proxy_default_row(item, now)
         elif item.get("name") == "ROOTCA":
             for root in item.get("roots") or []:
                 if not isinstance(root, dict):
@@ -211,11 +232,12 @@ def merge_secret_rows(agent: list[SecretRow], proxy: ProxySecrets | None) -> lis
             rows.append(replace(agent_default, status="WARMING"))
     elif agent_default is not None:
         rows.append(replace(agent_default, status="WARMING"))
+    agent_roots = [r for r in agent if r.resource_name == "ROOTCA"]
+    if proxy.roots is None:  # the sidecar does not report its roots: the agent's view
+        return rows + agent_roots
     applied = {r.fingerprint or r.serial_number for r in proxy.roots}
     held = set()
-    for row in agent:
-        if row.resource_name != "ROOTCA":
-            continue
+    for row in agent_roots:
         key = row.fingerprint or row.serial_number
         held.add(key)
         rows.append(replace(row, status="ACTIVE" if key in applied else "WARMING"))
@@ -252,22 +274,35 @@ def secret(
     with operator_errors():
         state = _running_mesh(mesh)
         target = resolve_workload(workload, state.workloads)
-        rows = merge_secret_rows(
-            fetch_secret_rows(target), fetch_proxy_secrets(target, datetime.now(UTC))
+        agent_rows = fetch_secret_rows(target)
+    proxy_problem: str | None = None
+    try:
+        proxy = fetch_proxy_secrets(target, datetime.now(UTC))
+    except AdminUnavailable as exc:
+        proxy, proxy_problem = None, str(exc)
+        typer.secho(
+            f"warning: {exc}; showing what the agent holds (STATUS cannot say what the sidecar "
+            "applied)",
+            err=True,
+            fg="yellow",
         )
+    rows = merge_secret_rows(agent_rows, proxy)
     if fmt == "table":
         print_table(SECRET_COLUMNS, [row.cells() for row in rows])
-        return
-    emit_document(
-        {
-            "workload": target.ref,
-            "spiffe_id": target.spiffe_id,
-            "agent_status": target.agent_status,
-            "proxy_admin": target.proxy_admin,
-            "secrets": [asdict(row) for row in rows],
-        },
-        fmt,
-    )
+    else:
+        emit_document(
+            {
+                "workload": target.ref,
+                "spiffe_id": target.spiffe_id,
+                "agent_status": target.agent_status,
+                "proxy_admin": target.proxy_admin,
+                "proxy_problem": proxy_problem,
+                "secrets": [asdict(row) for row in rows],
+            },
+            fmt,
+        )
+    if proxy_problem is not None:
+        raise typer.Exit(EXIT_PROBLEM)
 
 
 def root_identity(rows: list[SecretRow]) -> frozenset[str]:

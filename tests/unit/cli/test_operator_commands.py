@@ -84,6 +84,26 @@ spec:
         principals: ["cluster.local/ns/photo-ns/sa/photo-backend"]
 """
 
+OPS = """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ops}
+---
+# a classic mistake: plaintext forced towards a STRICT service
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: datastore-plaintext, namespace: ops}
+spec:
+  host: datastore.datastore-ns.svc.cluster.local
+  trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: meshsec.io/v1alpha1
+kind: Workload
+metadata: {name: ops-tool, namespace: ops, labels: {app: ops-tool}}
+spec: {serviceAccount: ops-tool}
+"""
+
 WORKLOADS = """
 ---
 apiVersion: meshsec.io/v1alpha1
@@ -126,7 +146,7 @@ def mesh(tmp_path: Path, admins: tuple[FakeAdmin, FakeAdmin, FakeAdmin]) -> Path
     agent_a, proxy_a, agent_b = admins
     mesh_dir = tmp_path / "photo"
     mesh_dir.mkdir()
-    (mesh_dir / "mesh.yaml").write_text(MANIFESTS + WORKLOADS)
+    (mesh_dir / "mesh.yaml").write_text(MANIFESTS + WORKLOADS + OPS)
     write_state(
         mesh_dir,
         [
@@ -134,6 +154,7 @@ def mesh(tmp_path: Path, admins: tuple[FakeAdmin, FakeAdmin, FakeAdmin]) -> Path
             workload_entry("photo-backend", "photo-ns", agent=agent_b.addr),
             workload_entry("datastore", "datastore-ns", agent=closed_port_addr()),
             workload_entry("legacy", "datastore-ns", agent=None, cert_model="mounted"),
+            workload_entry("ops-tool", "ops"),
         ],
         ca_addr=closed_port_addr(),
     )
@@ -428,23 +449,32 @@ def test_check_denied_by_authorization(mesh: Path, capsys: pytest.CaptureFixture
 
 
 def test_check_conflict_table(mesh: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
-        capsys, "check", "photo-frontend", "legacy.datastore-ns", "--mesh", str(mesh)
-    )
+    code, out, _ = run(capsys, "check", "ops-tool", "datastore.datastore-ns", "--mesh", str(mesh))
     assert code == 1
     lines = out.splitlines()
     assert lines[1].split() == [
         "HOST:PORT", "STATUS", "SERVER", "CLIENT", "AUTHN", "POLICY", "DESTINATION", "RULE",
         "AUTHZ",
     ]  # fmt: skip
-    row = lines[2].split()
-    assert row[:4] == [
-        "legacy.datastore-ns.svc.cluster.local:9000",
-        "CONFLICT",
-        "DISABLE",
-        "ISTIO_MUTUAL",
-    ]
-    assert "CONFLICT: clients send ISTIO_MUTUAL but the workload port is DISABLE" in out
+    assert lines[2].split() == [
+        "datastore.datastore-ns.svc.cluster.local:5432", "CONFLICT", "STRICT", "plaintext",
+        "istio-system/default", "ops/datastore-plaintext", "-",
+    ]  # fmt: skip
+    assert "CONFLICT: clients send plaintext but the workload port is STRICT" in out
+
+
+def test_check_auto_mtls_sends_plaintext_to_a_disable_port(
+    mesh: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, doc = check_json(capsys, mesh, "photo-frontend", "legacy.datastore-ns")
+    assert code == 0
+    route = doc["routes"][0]
+    assert route["client"]["tls_mode"] == "ISTIO_MUTUAL"  # the service-level decision
+    endpoint = route["endpoints"][0]
+    assert endpoint["client_tls_mode"] == "DISABLE"  # what the DISABLE endpoint gets
+    assert endpoint["status"] == "OK"
+    assert endpoint["principal"] is None
+    assert endpoint["authorization"]["decision"] == "ALLOW"
 
 
 @pytest.mark.parametrize(
@@ -480,9 +510,12 @@ def test_check_offline_from_manifests(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_describe_text(mesh: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "describe", "legacy.datastore-ns", "--mesh", str(mesh))
-    assert code == 1  # clients' auto mTLS sends ISTIO_MUTUAL to its DISABLE port
-    assert "Exposed by Service legacy.datastore-ns.svc.cluster.local:9000 -> port 9000" in out
-    assert "WARNING: clients send ISTIO_MUTUAL but the workload port is DISABLE" in out
+    assert code == 0
+    assert (
+        "Exposed by Service legacy.datastore-ns.svc.cluster.local:9000 -> port 9000 (DISABLE); "
+        "clients in datastore-ns send plaintext (auto)"
+    ) in out
+    assert "WARNING" not in out
     assert "SPIFFE ID: spiffe://cluster.local/ns/datastore-ns/sa/legacy" in out
     assert "Certificate model: mounted" in out
     assert "Effective PeerAuthentication:\n   Workload mTLS mode: DISABLE" in out
@@ -492,7 +525,8 @@ def test_describe_text(mesh: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_describe_outbound_and_rbac(mesh: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "describe", "datastore", "--mesh", str(mesh))
-    assert code == 1  # its calls to legacy (DISABLE) conflict with auto mTLS
+    assert code == 0
+    assert "-> legacy.datastore-ns: sends plaintext (auto), server DISABLE, OK" in out
     assert "RBAC policies: ns[datastore-ns]-policy[datastore-callers]-rule[0]" in out
     assert "photo-backend.photo-ns.svc.cluster.local:8080 (HTTP)" in out
     assert "Accepts server SANs: spiffe://cluster.local/ns/photo-ns/sa/photo-backend" in out
@@ -501,7 +535,7 @@ def test_describe_outbound_and_rbac(mesh: Path, capsys: pytest.CaptureFixture[st
 
 def test_describe_json(mesh: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "describe", "photo-frontend", "--mesh", str(mesh), "-o", "json")
-    assert code == 1
+    assert code == 0
     doc = json.loads(out)
     assert doc["identity"]["spiffe_id"] == "spiffe://cluster.local/ns/photo-ns/sa/photo-frontend"
     assert doc["identity"]["certificate"]["serial_number"] == SERIAL
@@ -514,3 +548,10 @@ def test_describe_json(mesh: Path, capsys: pytest.CaptureFixture[str]) -> None:
     }
     datastore = next(r for r in doc["outbound"] if r["host"].startswith("datastore."))
     assert datastore["endpoints"][0]["authorization"]["decision"] == "DENY"
+
+
+def test_describe_exits_1_on_a_conflict(mesh: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "describe", "ops-tool.ops", "--mesh", str(mesh))
+    assert code == 1
+    assert "DestinationRule: ops/datastore-plaintext   Traffic Policy TLS Mode: plaintext" in out
+    assert "-> datastore.datastore-ns: server STRICT, CONFLICT" in out
