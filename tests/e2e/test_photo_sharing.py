@@ -130,18 +130,31 @@ def test_policy_edit_applies_to_the_running_mesh_without_restart(mesh_dir: Path)
                 "        - cluster.local/ns/photo-ns/sa/photo-frontend\n",
             )
         )
+        # and the public namespace goes STRICT: plaintext clients are now refused there
+        peer_authn = mesh_dir / "peer-authentication.yaml"
+        text = peer_authn.read_text()
+        assert text.count("mode: PERMISSIVE") == 1
+        peer_authn.write_text(text.replace("mode: PERMISSIVE", "mode: STRICT"))
         expectations = mesh_dir / "expectations.yaml"
         text = expectations.read_text()
         flipped = text.replace(
             "to: datastore.datastore-ns:8080, expect: denied}",
             "to: datastore.datastore-ns:8080, expect: allowed}",
+        ).replace(
+            "{from: outside, to: gallery.public-ns:8080, expect: allowed}",
+            "{from: outside, to: gallery.public-ns:8080, expect: refused}",
         )
-        assert flipped != text
+        assert flipped.count("expect: denied") == 0
+        assert flipped.count("expect: refused") == 3
         expectations.write_text(flipped)
+        gallery_admin = workloads["gallery.public-ns"]["proxy_admin"]
 
         def applied() -> bool:
             status, body = _get(datastore_admin, "/config_dump")
-            return status == 200 and json.loads(body)["policy_version"] != before
+            if status != 200 or json.loads(body)["policy_version"] == before:
+                return False
+            status, body = _get(gallery_admin, "/config_dump")
+            return status == 200 and json.loads(body)["ports"][0]["mode"] == "STRICT"
 
         _wait_for(applied, "the datastore sidecar to apply the edit", 30, proc)
         second = run_meshsec("up", str(mesh_dir), "--check", timeout=60)
@@ -159,3 +172,97 @@ def test_policy_edit_applies_to_the_running_mesh_without_restart(mesh_dir: Path)
     for w in state["workloads"]:
         for addr in (w["agent_status"], w["proxy_admin"], w["http_proxy"]):
             assert not _listening(addr), f"{w['name']}: {addr} still listening after stop"
+
+
+def test_a_failing_application_is_named_with_its_log_tail_and_nothing_is_left(
+    tmp_path: Path,
+) -> None:
+    mesh = tmp_path / "m"
+    mesh.mkdir()
+    (mesh / "mesh.yaml").write_text(
+        """
+apiVersion: v1
+kind: Namespace
+metadata: {name: ns1}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: broken, namespace: ns1}
+---
+apiVersion: meshsec.io/v1alpha1
+kind: Workload
+metadata: {name: broken, namespace: ns1, labels: {app: broken}}
+spec:
+  serviceAccount: broken
+  command: [python, -c, "import sys; print('cannot open the photo bucket'); sys.exit(4)"]
+  ports: [{port: 8080, protocol: http}]
+"""
+    )
+    result = run_meshsec("up", str(mesh), "--check", timeout=120)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "application of ns1/broken" in result.stdout
+    assert "exited with code 4" in result.stdout
+    assert "cannot open the photo bucket" in result.stdout  # the log tail
+    assert not list((mesh / ".meshsec").rglob("*.sock"))
+    assert not (mesh / ".meshsec" / "state.json").exists()
+
+
+def test_bad_manifests_start_nothing_and_say_where(tmp_path: Path) -> None:
+    mesh = tmp_path / "m"
+    shutil.copytree(EXAMPLE, mesh, ignore=shutil.ignore_patterns(".meshsec", "__pycache__"))
+    workloads = mesh / "workloads.yaml"
+    workloads.write_text(workloads.read_text().replace("protocol: http}", "protocol: grpc}", 1))
+    result = run_meshsec("up", str(mesh), "--check", timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "workloads.yaml" in result.stdout
+    assert "invalid protocol 'grpc'" in result.stdout
+    assert not (mesh / ".meshsec").exists()
+
+
+def test_mounted_certificates_rotate_and_the_agent_and_sidecar_pick_them_up(
+    mesh_dir: Path,
+) -> None:
+    proc = subprocess.Popen(
+        [*MESHSEC, "up", str(mesh_dir), "--mounted-cert-ttl", "8s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state_path = mesh_dir / ".meshsec" / "state.json"
+    try:
+        state = _wait_for(
+            lambda: json.loads(state_path.read_text()) if state_path.exists() else None,
+            "state.json",
+            START_TIMEOUT,
+            proc,
+        )
+        legacy = next(w for w in state["workloads"] if w["name"] == "legacy")
+
+        def served() -> tuple[str, str]:
+            _, secrets = _get(legacy["agent_status"], "/debug/secrets")
+            _, dump = _get(legacy["proxy_admin"], "/config_dump")
+            agent_serial = next(
+                r["serial"]
+                for r in json.loads(secrets)["resources"]
+                if r["resource_name"] == "default"
+            )
+            return agent_serial, json.loads(dump)["certificate"]["serial"]
+
+        first_agent, first_proxy = served()
+        mounted = Path(legacy["mounted_dir"]) / "cert-chain.pem"
+
+        def rotated() -> bool:
+            agent, proxy = served()
+            return agent != first_agent and proxy == agent
+
+        _wait_for(rotated, "a rotation served by the agent and the sidecar", 30, proc)
+        assert first_proxy == first_agent
+        assert mounted.exists()
+        # mTLS with the rotated mounted certificate still works
+        check = run_meshsec("up", str(mesh_dir), "--check", timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
