@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from meshsec.cli.proxy_config import (
     SecretRow,
     build_secret_rows,
     merge_secret_rows,
+    parse_proxy_secrets,
 )
 from tests.fakes.operator_admin import (
     FakeAdmin,
@@ -555,3 +557,54 @@ def test_describe_exits_1_on_a_conflict(mesh: Path, capsys: pytest.CaptureFixtur
     assert code == 1
     assert "DestinationRule: ops/datastore-plaintext   Traffic Policy TLS Mode: plaintext" in out
     assert "-> datastore.datastore-ns: server STRICT, CONFLICT" in out
+
+
+# --- sidecar dump formats --------------------------------------------------------------------
+
+
+def test_secret_reads_the_meshsec_up_sidecar_dump(
+    mesh: Path, admins: tuple[FakeAdmin, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    admins[1].json(
+        "/config_dump",
+        {
+            "spiffe_id": "spiffe://cluster.local/ns/photo-ns/sa/photo-frontend",
+            "certificate": {"serial": OLD_SERIAL, "not_after": "2099-01-01T00:00:00+00:00"},
+            "policy_version": "x",
+        },
+    )
+    code, out, _ = run(
+        capsys, "proxy-config", "secret", "photo-frontend", "--mesh", str(mesh), "-o", "json"
+    )
+    assert code == 0
+    rows = [
+        (s["resource_name"], s["status"], s["serial_number"]) for s in json.loads(out)["secrets"]
+    ]
+    assert rows == [
+        ("default", "ACTIVE", OLD_SERIAL),
+        ("default", "WARMING", SERIAL),
+        ("ROOTCA", "ACTIVE", "1" * 32),  # the sidecar does not report roots: the agent's view
+    ]
+
+
+def test_secret_when_the_sidecar_is_down_shows_the_agent_and_exits_1(
+    mesh: Path, admins: tuple[FakeAdmin, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    admins[1].routes.clear()  # /config_dump answers 404
+    code, out, err = run(capsys, "proxy-config", "secret", "photo-frontend", "--mesh", str(mesh))
+    assert code == 1
+    assert "warning: proxy of photo-frontend.photo-ns" in err
+    assert SERIAL in out
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        pytest.param([], "expected a JSON object", id="not-an-object"),
+        pytest.param({"listeners": []}, "no 'secrets' list", id="no-secrets"),
+        pytest.param({"certificate": "x"}, "not an object", id="certificate-not-object"),
+    ],
+)
+def test_unusable_sidecar_dump_is_refused(document: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_proxy_secrets(document, datetime.now(UTC))
