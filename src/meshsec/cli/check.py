@@ -64,8 +64,9 @@ def route_rows(route: RouteCheck) -> list[tuple[str, ...]]:
             else f"{route.host_port} ({e.workload.ref})"
         )
         authz = e.authz
-        if e.decision is not None and e.decision.policy is not None:
-            authz += f" {e.decision.policy.meta.key}"
+        if e.decision is not None:
+            d = e.decision
+            authz += f" {d.policy.meta.key}" if d.policy is not None else f" ({d.stage.value})"
         rows.append(
             (
                 host,
