@@ -266,3 +266,67 @@ def test_mounted_certificates_rotate_and_the_agent_and_sidecar_pick_them_up(
             proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err
+
+
+ONE_SHOT_APP = """
+import os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+        print("served one request; giving up", flush=True)
+        os._exit(5)
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+def test_an_application_dying_while_the_mesh_runs_is_named_and_stops_the_mesh(
+    tmp_path: Path,
+) -> None:
+    mesh = tmp_path / "m"
+    mesh.mkdir()
+    (mesh / "oneshot.py").write_text(ONE_SHOT_APP)
+    (mesh / "mesh.yaml").write_text(
+        """
+apiVersion: v1
+kind: Namespace
+metadata: {name: ns1}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: oneshot, namespace: ns1}
+---
+apiVersion: meshsec.io/v1alpha1
+kind: Workload
+metadata: {name: oneshot, namespace: ns1, labels: {app: oneshot}}
+spec:
+  serviceAccount: oneshot
+  command: [python, oneshot.py]
+  ports: [{port: 8080, protocol: http}]
+"""
+    )
+    proc = subprocess.Popen(
+        [*MESHSEC, "up", str(mesh)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    state_path = mesh / ".meshsec" / "state.json"
+    try:
+        state = _wait_for(
+            lambda: json.loads(state_path.read_text()) if state_path.exists() else None,
+            "state.json",
+            START_TIMEOUT,
+            proc,
+        )
+        port = state["workloads"][0]["ports"][0]["app_port"]
+        _get(f"127.0.0.1:{port}", "/")  # the app answers, then exits 5
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, out + err
+    assert "application of ns1/oneshot" in out
+    assert "exited unexpectedly with code 5" in out
+    assert "served one request; giving up" in out
+    assert not state_path.exists()
+    for addr in (state["workloads"][0]["agent_status"], state["workloads"][0]["proxy_admin"]):
+        assert not _listening(addr)

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -99,6 +100,9 @@ def run_up(directory: Path, options: Any, *, check: bool, console: Console) -> i
     if plan.errors:
         console.print(f"[red]{len(plan.errors)} error(s) in {directory}; nothing started[/]")
         return EXIT_BAD_INPUT
+    mesh_config = plan.snapshot.mesh_config
+    if mesh_config.trust_domain != options.trust_domain:  # the istio ConfigMap decides
+        options = replace(options, trust_domain=mesh_config.trust_domain)
     if check:
         state = _running_state(directory)
         if state is not None:
