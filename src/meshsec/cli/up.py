@@ -247,26 +247,30 @@ async def _print_status(runtime: Any, console: Console) -> None:
 
 
 def _print_next(runtime: Any, directory: Path, console: Console) -> None:
+    mesh = f"--mesh {directory}"
+    refs = [f"{r.entry.name}.{r.entry.namespace}" for r in runtime.runs]
     first = runtime.runs[0] if runtime.runs else None
+    mounted = next((r for r in runtime.runs if r.cert_model == "mounted"), None)
     lines = ["", "[bold]Try next[/] (in another shell; Ctrl-C here stops the mesh)"]
-    lines.append(
-        f"  meshsec up {directory} --check          # run the expectations against this mesh"
-    )
+    lines.append(f"  meshsec up {directory} --check     # the expectations, against this mesh")
+    lines.append(f"  meshsec status {mesh}")
     if first is not None:
-        svc = runtime.plan.snapshot.services[0] if runtime.plan.snapshot.services else None
-        if svc is not None and svc.ports:
+        lines.append(f"  meshsec proxy-config secret {refs[0]} {mesh}")
+        lines.append(f"  openssl x509 -noout -serial -enddate -in {first.cert_dir}/cert-chain.pem")
+        target = mounted or first
+        lines.append(f"  meshsec describe {target.entry.name}.{target.entry.namespace} {mesh}")
+        services = runtime.plan.snapshot.services
+        if len(refs) > 1 and services and services[-1].ports:
+            svc = services[-1]
+            lines.append(
+                f"  meshsec check {refs[0]} {svc.meta.name}.{svc.namespace}:{svc.ports[0].port} "
+                f"{mesh}"
+            )
             lines.append(
                 f"  curl -x http://127.0.0.1:{first.http_proxy_port} "
                 f"http://{svc.meta.name}.{svc.namespace}.svc.cluster.local:{svc.ports[0].port}/"
-                f"   # as {first.entry.name} would"
+                f"   # as {first.entry.name}'s app does"
             )
-        lines.append(f"  openssl x509 -noout -serial -enddate -in {first.cert_dir}/cert-chain.pem")
-        lines.append(f"  curl -s http://127.0.0.1:{first.admin_port}/config_dump   # its sidecar")
-        lines.append(
-            f"  curl -s http://127.0.0.1:{first.agent_status_port}/debug/secrets   # its agent"
-        )
-    lines.append(
-        f"  edit a policy under {directory} — sidecars apply it within a second, no restart"
-    )
-    lines.append(f"  state, logs and certificates: {runtime.state_dir}")
+    lines.append(f"  edit a policy under {directory}: the sidecars apply it within a second")
+    lines.append(f"  logs, certificates, state: {runtime.state_dir}")
     console.print("\n".join(lines), soft_wrap=True)
