@@ -192,6 +192,10 @@ class Sidecar:
         log.info("policy version %s applied", snapshot.version)
 
     # admin ------------------------------------------------------------------------------------
+    def config_dump_error(self) -> str:
+        """Why no certificate is served (or the last reload failed); '' when all is well."""
+        return self._cert_error
+
     @property
     def ready(self) -> bool:
         return self.listening and self.tls.ready
