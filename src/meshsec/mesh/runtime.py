@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,10 +37,19 @@ from typing import Any
 from meshsec.ca.material import load_or_create_self_signed
 from meshsec.cluster import init_cluster_dir, load_cluster_signer
 from meshsec.core.identity import TrustDomain
-from meshsec.core.policy.model import Workload
 from meshsec.mesh.credentials import MountedSecret, ProjectedToken
 from meshsec.mesh.errors import MeshRunningError, StartupError
+from meshsec.mesh.launch import (
+    PortAllocator,
+    UpOptions,
+    WorkloadRun,
+    build_agent_process,
+    build_app_process,
+    build_child_env,
+    build_sidecar_process,
+)
 from meshsec.mesh.manifests import MeshPlan
+from meshsec.mesh.probes import alive, format_duration, http_get
 from meshsec.mesh.processes import ManagedProcess
 from meshsec.mesh.registry import LOOPBACK, MeshRegistry, PortBinding, WorkloadEntry
 from meshsec.mesh.sidecar import SidecarConfig
@@ -54,104 +62,6 @@ STATE_DIR = ".meshsec"
 CLUSTER_NAME = "cluster1"
 MAX_SOCKET_PATH = 100
 CA_READY_PREFIX = "meshsec ca ready: listening on "
-# Variables a child must not inherit from the user's shell: they would re-configure the agent
-# or the sidecar behind the flags meshsec up passes (flags win, but not every setting is a flag).
-_SCRUBBED_PREFIXES = ("MESHSEC_", "ISTIO_", "SPIFFE_", "PILOT_")
-_SCRUBBED = {
-    "CA_ADDR",
-    "CA_ROOT_CA",
-    "OUTPUT_CERTS",
-    "FILE_MOUNTED_CERTS",
-    "TRUST_DOMAIN",
-    "SECRET_TTL",
-    "PROV_CERT",
-    "POD_NAMESPACE",
-    "SERVICE_ACCOUNT",
-    "ECC_SIGNATURE_ALGORITHM",
-    "ECC_CURVE",
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "PORT",
-}
-
-
-def build_child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The parent's environment without mesh/proxy settings, plus ``extra``."""
-    env = {
-        k: v for k, v in base.items() if k not in _SCRUBBED and not k.startswith(_SCRUBBED_PREFIXES)
-    }
-    env.update(extra)
-    return env
-
-
-@dataclass(frozen=True)
-class UpOptions:
-    token_ttl: timedelta = timedelta(hours=1)
-    workload_cert_ttl: timedelta = timedelta(hours=24)
-    mounted_cert_ttl: timedelta = timedelta(hours=24)
-    ready_timeout: float = 60.0
-    trust_domain: str = "cluster.local"
-    ca_workers: int = 1
-    log_level: str = "info"
-
-
-@dataclass
-class WorkloadRun:
-    """Everything about one running workload."""
-
-    workload: Workload
-    entry: WorkloadEntry
-    directory: Path
-    agent_status_port: int
-    admin_port: int
-    http_proxy_port: int
-    cert_model: str  # "csr" | "mounted"
-    mounted_dir: Path | None = None
-    agent: ManagedProcess | None = None
-    sidecar: ManagedProcess | None = None
-    app: ManagedProcess | None = None
-
-    @property
-    def key(self) -> str:
-        return self.entry.key
-
-    @property
-    def cert_dir(self) -> Path:
-        return self.directory / "certs"
-
-    @property
-    def token_path(self) -> Path:
-        return self.directory / "token"
-
-    socket_dir: Path | None = None
-
-    @property
-    def sockets(self) -> Path:
-        return self.socket_dir or self.directory
-
-
-class PortAllocator:
-    """Free loopback ports, held open until all are chosen (so none is handed out twice)."""
-
-    def __init__(self) -> None:
-        self._held: list[socket.socket] = []
-
-    def take(self) -> int:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind((LOOPBACK, 0))
-        self._held.append(sock)
-        return int(sock.getsockname()[1])
-
-    def release(self) -> None:
-        for sock in self._held:
-            sock.close()
-        self._held.clear()
 
 
 @dataclass
@@ -210,7 +120,7 @@ class MeshRuntime:
         if state.exists():
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 pid = int(json.loads(state.read_text())["pid"])
-                if pid != os.getpid() and _alive(pid):
+                if pid != os.getpid() and alive(pid):
                     raise MeshRunningError(
                         f"a mesh is already running from {self.mesh_dir} (pid {pid}); "
                         "stop it first (Ctrl-C in its terminal, or kill -TERM "
@@ -390,12 +300,12 @@ class MeshRuntime:
         if self.tokens:
             self.progress(
                 f"{len(self.tokens)} projected token(s), refreshed at 80% of "
-                f"{_human(self.options.token_ttl)}"
+                f"{format_duration(self.options.token_ttl)}"
             )
         if self.secrets:
             self.progress(
                 f"{len(self.secrets)} mounted istio.<sa> secret(s) (mountMtlsCerts), rotated at "
-                f"half of {_human(self.options.mounted_cert_ttl)}"
+                f"half of {format_duration(self.options.mounted_cert_ttl)}"
             )
 
     def _write_sidecar_configs(self) -> None:
@@ -435,99 +345,23 @@ class MeshRuntime:
         self.progress(f"{len(procs)} {kind}(s) ready ({took:.1f}s)")
 
     def _agent_process(self, run: WorkloadRun) -> ManagedProcess:
-        argv = [
-            sys.executable,
-            "-m",
-            "meshsec",
-            "agent",
-            "run",
-            "--sds-socket",
-            str(run.sockets / "sds.sock"),
-            "--workload-socket",
-            f"unix://{run.sockets / 'workload.sock'}",
-            "--output-certs",
-            str(run.cert_dir),
-            "--status",
-            f"{LOOPBACK}:{run.agent_status_port}",
-            "--trust-domain",
-            self.options.trust_domain,
-            "--log-level",
-            self.options.log_level,
-        ]
-        if run.cert_model == "mounted":
-            argv += ["--file-mounted-certs", "--mounted-certs-dir", str(run.mounted_dir)]
-        else:
-            argv += [
-                "--ca-addr",
-                self.ca_addr,
-                "--ca-root",
-                str(self.root_path(run.entry.namespace)),
-                "--token-file",
-                str(run.token_path),
-                "--cluster-id",
-                CLUSTER_NAME,
-                "--secret-ttl",
-                f"{int(self.options.workload_cert_ttl.total_seconds())}s",
-            ]
-        env = self._env(
-            {
-                "POD_NAMESPACE": run.entry.namespace,
-                "SERVICE_ACCOUNT": run.entry.service_account,
-                "POD_NAME": run.entry.name,
-                "ECC_SIGNATURE_ALGORITHM": "ECDSA",
-            }
-        )
-        return ManagedProcess(
-            f"agent of {run.key}", argv, run.directory / "agent.log", env, cwd=run.directory
+        return build_agent_process(
+            run,
+            self.options,
+            self.environ,
+            ca_addr=self.ca_addr,
+            ca_root=self.root_path(run.entry.namespace),
+            cluster=CLUSTER_NAME,
         )
 
     def _sidecar_process(self, run: WorkloadRun) -> ManagedProcess:
-        argv = [
-            sys.executable,
-            "-m",
-            "meshsec.mesh.sidecar",
-            "--config",
-            str(run.directory / "sidecar.json"),
-            "--log-level",
-            self.options.log_level,
-        ]
-        return ManagedProcess(
-            f"sidecar of {run.key}", argv, run.directory / "proxy.log", self._env({})
-        )
+        return build_sidecar_process(run, self.options, self.environ)
 
     def _app_process(self, run: WorkloadRun) -> ManagedProcess:
-        w = run.workload
-        argv = [sys.executable if a == "python" and i == 0 else a for i, a in enumerate(w.command)]
-        proxy = f"http://{LOOPBACK}:{run.http_proxy_port}"
-        extra = {
-            **dict(w.env),
-            "HTTP_PROXY": proxy,
-            "http_proxy": proxy,
-            "NO_PROXY": "localhost,127.0.0.1",
-            "no_proxy": "localhost,127.0.0.1",
-            "POD_NAME": run.entry.name,
-            "POD_NAMESPACE": run.entry.namespace,
-            "SERVICE_ACCOUNT": run.entry.service_account,
-            "MESHSEC_WORKLOAD": run.key,
-            "PYTHONUNBUFFERED": "1",
-        }
-        for binding in run.entry.ports:
-            extra[f"PORT_{binding.port}"] = str(binding.app_port)
-        if run.entry.ports:
-            extra["PORT"] = str(run.entry.ports[0].app_port)
-        return ManagedProcess(
-            f"application of {run.key}",
-            argv,
-            run.directory / "app.log",
-            self._env_app(extra),
-            cwd=self.plan.directory.resolve(),
-        )
+        return build_app_process(run, self.environ, cwd=self.plan.directory.resolve())
 
     def _env(self, extra: Mapping[str, str]) -> dict[str, str]:
         return build_child_env(self.environ, extra)
-
-    def _env_app(self, extra: Mapping[str, str]) -> dict[str, str]:
-        return build_child_env(self.environ, {}) | dict(extra)
 
     async def _wait_http(self, proc: ManagedProcess, port: int, path: str, what: str) -> None:
         deadline = self.clock.monotonic() + self.options.ready_timeout
@@ -674,47 +508,4 @@ class MeshRuntime:
         (self.state_dir / "state.json").unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"
-
-
-async def http_get(host: str, port: int, path: str, wait: float = 5.0) -> tuple[int, str]:
-    """A one-shot HTTP/1.1 GET: ``(status, body)``; ``(0, reason)`` when it failed."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), wait)
-    except (OSError, TimeoutError) as exc:
-        return 0, str(exc) or type(exc).__name__
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), wait)
-    except (OSError, TimeoutError) as exc:
-        return 0, str(exc) or type(exc).__name__
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    try:
-        status = int(head.split(b" ", 2)[1])
-    except (IndexError, ValueError):
-        return 0, "not an HTTP response"
-    return status, body.decode("utf-8", "replace")
-
-
-__all__ = ["MeshRuntime", "UpOptions", "WorkloadRun", "build_child_env", "http_get"]
+__all__ = ["CLUSTER_NAME", "STATE_DIR", "MeshRuntime", "UpOptions", "WorkloadRun", "http_get"]

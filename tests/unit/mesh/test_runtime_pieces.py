@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from meshsec.config.sources.files import FileContent, build_snapshot
+from meshsec.mesh.launch import build_child_env
 from meshsec.mesh.policy_view import PolicyView
 from meshsec.mesh.registry import MeshRegistry, PortBinding, WorkloadEntry
-from meshsec.mesh.runtime import build_child_env
 from meshsec.mesh.sidecar import PortAwarePolicy
 from meshsec.proxy.authz import PeerInfo
 
