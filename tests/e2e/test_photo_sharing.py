@@ -87,6 +87,11 @@ def test_check_brings_the_photo_mesh_up_meets_every_expectation_and_stops(
     root = (state / "ca" / "root-cert.pem").read_bytes()
     for ns in ("photo-ns", "datastore-ns", "public-ns", "istio-system"):
         assert (state / "roots" / ns / "root-cert.pem").read_bytes() == root
+    issued = run_meshsec("ca", "issued", "--data-dir", str(state / "ca"), "-o", "json")
+    assert issued.returncode == 0, issued.stderr
+    by_id = {r["spiffe_id"]: r["authenticator"] for r in json.loads(issued.stdout)}
+    assert by_id["spiffe://cluster.local/ns/datastore-ns/sa/legacy"] == "secret-controller"
+    assert by_id["spiffe://cluster.local/ns/photo-ns/sa/photo-frontend"] != "secret-controller"
     mounted = state / "mounted" / "datastore-ns" / "istio.legacy"
     assert (mounted / "key.pem").stat().st_mode & 0o777 == 0o600
     # the legacy agent served the mounted certificate (same serial in its output files)

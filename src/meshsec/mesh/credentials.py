@@ -8,8 +8,9 @@
   ``cert-chain.pem`` and ``root-cert.pem``. There is no CSR: like Citadel, which ran this
   controller next to its signing key, the runtime signs with the CA's own material
   (``meshsec.ca.material``, the CA's data directory, which this same runtime owns), generating
-  a fresh key each time, and rotates at half-life. The agent serves the files with
-  ``FILE_MOUNTED_CERTS`` and picks up every rotation by polling them.
+  a fresh key each time, and rotates at half-life. Each issuance is recorded in the CA's ledger
+  (authenticator ``secret-controller``), so ``meshsec ca issued`` lists it. The agent serves
+  the files with ``FILE_MOUNTED_CERTS`` and picks up every rotation by polling them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from meshsec.ca.ledger import IssuedRecord
 from meshsec.ca.material import CaMaterial
 from meshsec.cluster import ClusterSigner, TokenRequest, mint_token
 from meshsec.core.identity import SpiffeId, TrustDomain
@@ -41,6 +43,8 @@ from meshsec.runtime.files import KEY_MODE, PUBLIC_MODE, write_atomic
 log = logging.getLogger(__name__)
 
 TOKEN_REFRESH_RATIO = 0.8
+# the ledger's authenticator column for mounted certificates (a name, not a secret)
+SECRET_CONTROLLER = "secret-controller"  # noqa: S105
 
 
 @dataclass
@@ -93,6 +97,7 @@ class MountedSecret:
     trust_domain: str
     ttl: timedelta
     clock: Clock
+    on_issued: Callable[[IssuedRecord], None] | None = None  # e.g. the CA's ledger
     rand: Callable[[], float] = random.random
     entropy: Callable[[int], bytes] = os.urandom
     serial_hex: str = ""
@@ -132,6 +137,18 @@ class MountedSecret:
         self.serial_hex = f"{cert.serial_number:032x}"
         self.not_after = cert.not_valid_after_utc
         self.rotations += 1
+        if self.on_issued is not None:
+            self.on_issued(
+                IssuedRecord(
+                    self.serial_hex,
+                    str(self.spiffe_id),
+                    cert.not_valid_before_utc,
+                    self.not_after,
+                    SECRET_CONTROLLER,
+                    "",
+                    now,
+                )
+            )
         log.info(
             "istio.%s in %s: issued serial %s for %s, valid until %s",
             self.service_account,
@@ -157,4 +174,4 @@ class MountedSecret:
             due = self.issue()
 
 
-__all__ = ["TOKEN_REFRESH_RATIO", "MountedSecret", "ProjectedToken"]
+__all__ = ["SECRET_CONTROLLER", "TOKEN_REFRESH_RATIO", "MountedSecret", "ProjectedToken"]

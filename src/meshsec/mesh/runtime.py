@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from meshsec.ca.ledger import LEDGER_FILE, Ledger
 from meshsec.ca.material import load_or_create_self_signed
 from meshsec.cluster import init_cluster_dir, load_cluster_signer
 from meshsec.core.identity import TrustDomain
@@ -89,6 +90,7 @@ class MeshRuntime:
         self.started_at = datetime.now(UTC)
         self.registry = MeshRegistry()
         self.short_sockets: Path | None = None
+        self.ledger: Ledger | None = None
 
     # ------------------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -285,6 +287,8 @@ class MeshRuntime:
                     now=self.clock.now(),
                     ttl=timedelta(days=3650),
                 )
+            if self.ledger is None:
+                self.ledger = Ledger(self.ca_dir / LEDGER_FILE)
             secret = MountedSecret(
                 material,
                 run.mounted_dir,
@@ -293,6 +297,7 @@ class MeshRuntime:
                 self.options.trust_domain,
                 self.options.mounted_cert_ttl,
                 self.clock,
+                on_issued=self.ledger.record,
             )
             secret.issue()
             self.secrets[key] = secret
@@ -498,6 +503,9 @@ class MeshRuntime:
                 *(proc.stop() for run in self.runs if (proc := getattr(run, kind)) is not None),
                 return_exceptions=True,
             )
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)
+            self.ledger = None
         if self.ca is not None:
             await self.ca.stop()
         for run in self.runs:

@@ -9,6 +9,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from meshsec.ca.ledger import IssuedRecord
 from meshsec.ca.material import load_or_create_self_signed
 from meshsec.cluster import init_cluster_dir, load_cluster_signer
 from meshsec.core.identity import TrustDomain
@@ -53,6 +54,7 @@ async def test_mounted_secret_is_signed_by_the_ca_and_rotates(tmp_path: Path) ->
         ttl=timedelta(days=365),
     )
     directory = tmp_path / "mounted" / "ns1" / "istio.sa1"
+    issued: list[IssuedRecord] = []
     secret = MountedSecret(
         material,
         directory,
@@ -62,8 +64,12 @@ async def test_mounted_secret_is_signed_by_the_ca_and_rotates(tmp_path: Path) ->
         timedelta(hours=1),
         clock,
         rand=lambda: 0.5,
+        on_issued=issued.append,
     )
     secret.issue()
+    assert [(r.serial, r.spiffe_id, r.authenticator) for r in issued] == [
+        (secret.serial_hex, "spiffe://cluster.local/ns/ns1/sa/sa1", "secret-controller")
+    ]
     assert (directory / "key.pem").stat().st_mode & 0o777 == 0o600
     svid = X509Svid.from_pem(
         (directory / "cert-chain.pem").read_bytes(), (directory / "key.pem").read_bytes()
