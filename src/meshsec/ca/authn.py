@@ -6,7 +6,9 @@
 2. :class:`KubeJwtAuthenticator` — a Kubernetes service-account token in ``authorization:
    Bearer``; the ``clusterid`` header selects which cluster's verifier checks it (empty → the
    local cluster). Verifiers: :class:`JwksTokenVerifier` (a cluster directory's JWKS, offline) and
-   :class:`TokenReviewVerifier` (the Kubernetes TokenReview API, ``meshsec.ca.tokenreview``).
+   :class:`TokenReviewVerifier` (the Kubernetes TokenReview API, ``meshsec.ca.tokenreview``);
+   remote clusters may also come and go at run time (a :class:`ClusterLookup`, e.g. the remote
+   secrets of ``meshsec.ca.remote_clusters``), and ``clusterAliases`` map old ids to current ones.
 
 Failures carry Istio's per-authenticator messages; the service logs them and answers the caller
 only ``request authenticate failure``.
@@ -91,6 +93,14 @@ class TokenVerifier(Protocol):
     async def verify_token(self, token: str, *, now: datetime) -> ServiceAccount:
         """Raise :class:`AuthFailure` when the token is not acceptable."""
         ...
+
+
+class ClusterLookup(Protocol):
+    """Remote clusters known at this moment (they may change between calls)."""
+
+    def get(self, cluster_id: str) -> TokenVerifier | None: ...
+
+    def cluster_ids(self) -> tuple[str, ...]: ...
 
 
 async def authenticate_caller(
@@ -266,31 +276,52 @@ class KubeJwtAuthenticator:
         verifiers: Mapping[str, TokenVerifier],
         local_cluster: str,
         trust_domain: TrustDomain,
+        *,
+        remote: ClusterLookup | None = None,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
-        if local_cluster not in verifiers:
+        if local_cluster not in verifiers and remote is None:
             raise ValueError(f"local cluster {local_cluster!r} has no verifier")
         self._verifiers = dict(verifiers)
         self._local = local_cluster
         self._trust_domain = trust_domain
+        self._remote = remote
+        self._aliases = dict(aliases or {})
 
     @property
     def clusters(self) -> tuple[str, ...]:
-        return tuple(self._verifiers)
+        dynamic = self._remote.cluster_ids() if self._remote is not None else ()
+        return tuple(dict.fromkeys((*self._verifiers, *dynamic)))
+
+    def _lookup(self, cluster: str) -> TokenVerifier | None:
+        verifier = self._verifiers.get(cluster)
+        if verifier is None and self._remote is not None:
+            verifier = self._remote.get(cluster)
+        return verifier
 
     def _select(self, request: RequestInfo) -> tuple[str, TokenVerifier]:
+        """Istio's ``getKubeClient``: local for "", the local id or an alias of it; else the
+        remote cluster of that id, then of its alias."""
         values = request.header(CLUSTER_ID_HEADER)
         cluster = values[0] if len(values) == 1 else ""
-        if cluster in ("", self._local):
-            return self._local, self._verifiers[self._local]
-        verifier = self._verifiers.get(cluster)
-        if verifier is None:
-            remotes = sorted(c for c in self._verifiers if c != self._local)
-            raise UnknownClusterFailure(
-                f"client claims to be in cluster {cluster[:100]!r}, but we only know about "
-                f"local cluster {self._local!r} and remote clusters {remotes}",
-                cluster[:100],
-            )
-        return cluster, verifier
+        alias = self._aliases.get(cluster)
+        if cluster in ("", self._local) or alias == self._local:
+            local = self._verifiers.get(self._local)
+            if local is None:
+                raise AuthFailure(
+                    f"no token verifier is configured for local cluster {self._local!r}"
+                )
+            return self._local, local
+        for candidate in (cluster, alias):
+            verifier = self._lookup(candidate) if candidate else None
+            if candidate and verifier is not None:
+                return candidate, verifier
+        remotes = sorted(c for c in self.clusters if c != self._local)
+        raise UnknownClusterFailure(
+            f"client claims to be in cluster {cluster[:100]!r}, but we only know about "
+            f"local cluster {self._local!r} and remote clusters {remotes}",
+            cluster[:100],
+        )
 
     async def authenticate(self, request: RequestInfo) -> Caller:
         values = request.header(AUTHORIZATION_HEADER)

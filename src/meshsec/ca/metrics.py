@@ -36,8 +36,20 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ),
 )
 _SIGN_ERR = "citadel_server_csr_sign_err_count"
-SLOTS: tuple[str, ...] = tuple(name for name, _ in _COUNTERS) + tuple(
-    f"{_SIGN_ERR}:{label}" for label in SIGN_ERROR_LABELS
+# Multi-cluster (istio:pkg/kube/multicluster/secretcontroller.go): secret events by `event`
+# (Istio's add / update / delete, plus meshsec's `invalid`: a secret refused), the managed
+# clusters gauge, and TokenReviews that could not reach a cluster's API server.
+SECRET_EVENTS = "remote_cluster_secret_events_total"  # noqa: S105 - a metric name
+SECRET_EVENT_LABELS = ("add", "update", "delete", "invalid")
+MANAGED_CLUSTERS = "istiod_managed_clusters"
+CLUSTER_TYPES = ("local", "remote")
+TOKENREVIEW_UNAVAILABLE = "meshsec_ca_tokenreview_unavailable_count"
+SLOTS: tuple[str, ...] = (
+    tuple(name for name, _ in _COUNTERS)
+    + tuple(f"{_SIGN_ERR}:{label}" for label in SIGN_ERROR_LABELS)
+    + tuple(f"{SECRET_EVENTS}:{label}" for label in SECRET_EVENT_LABELS)
+    + tuple(f"{MANAGED_CLUSTERS}:{label}" for label in CLUSTER_TYPES)
+    + (TOKENREVIEW_UNAVAILABLE,)
 )
 _INDEX = {name: i for i, name in enumerate(SLOTS)}
 
@@ -63,6 +75,11 @@ class CaCounters:
         with self._lock:
             self._table[index] += 1
 
+    def set(self, name: str, value: int) -> None:
+        """A gauge slot (written by one worker only)."""
+        with self._lock:
+            self._table[self._base + _INDEX[name]] = max(0, value)
+
     def sign_error(self, label: str) -> None:
         self.inc(f"{_SIGN_ERR}:{label}")
 
@@ -81,7 +98,9 @@ class CaCollector(Collector):
         root_not_after: datetime,
         chain_not_after: datetime | None,
         now: Callable[[], datetime],
+        multicluster: bool = False,
     ) -> None:
+        self._multicluster = multicluster  # remote secrets configured: export those metrics
         self._table = table
         self._workers = workers
         self._root_not_after = root_not_after
@@ -101,6 +120,8 @@ class CaCollector(Collector):
         for label in SIGN_ERROR_LABELS:
             errors.add_sample(_SIGN_ERR, {"error": label}, float(self._sum(f"{_SIGN_ERR}:{label}")))
         yield errors
+        if self._multicluster:
+            yield from self._collect_multicluster()
         now = self._now().timestamp()
         expiries: list[tuple[str, datetime | None]] = [
             ("root_cert", self._root_not_after),
@@ -120,6 +141,29 @@ class CaCollector(Collector):
                 f"The time remaining, in seconds, before the {stem.replace('_', ' ')} will expire.",
                 value=ts - now,
             )
+
+    def _collect_multicluster(self) -> Iterator[Metric]:
+        events = Metric(SECRET_EVENTS, "Number of remote cluster secret events.", "unknown")
+        for label in SECRET_EVENT_LABELS:
+            events.add_sample(
+                SECRET_EVENTS, {"event": label}, float(self._sum(f"{SECRET_EVENTS}:{label}"))
+            )
+        yield events
+        clusters = GaugeMetricFamily(
+            MANAGED_CLUSTERS, "Number of clusters managed by istiod", labels=["cluster_type"]
+        )
+        for label in CLUSTER_TYPES:
+            clusters.add_metric([label], float(self._sum(f"{MANAGED_CLUSTERS}:{label}")))
+        yield clusters
+        unavailable = Metric(
+            TOKENREVIEW_UNAVAILABLE,
+            "TokenReviews that failed because the cluster's API server could not be reached.",
+            "unknown",
+        )
+        unavailable.add_sample(
+            TOKENREVIEW_UNAVAILABLE, {}, float(self._sum(TOKENREVIEW_UNAVAILABLE))
+        )
+        yield unavailable
 
 
 def build_registry(collector: CaCollector) -> CollectorRegistry:

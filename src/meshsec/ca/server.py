@@ -32,7 +32,7 @@ from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
 from prometheus_client.exposition import start_http_server
@@ -63,6 +63,9 @@ from meshsec.config.ca import CaSettings, parse_host_port
 from meshsec.config.errors import ConfigError
 from meshsec.core.identity import TrustDomain
 from meshsec.runtime.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from meshsec.ca.remote_clusters import RemoteClusters
 from meshsec.runtime.log import setup_logging
 
 log = logging.getLogger(__name__)
@@ -120,11 +123,40 @@ def build_token_verifiers(settings: CaSettings) -> tuple[dict[str, TokenVerifier
     return verifiers, local
 
 
+def build_remote_clusters(
+    settings: CaSettings,
+    verifiers: dict[str, TokenVerifier],
+    local: str | None,
+    *,
+    counters: CaCounters | None = None,
+    report: bool = True,
+) -> RemoteClusters | None:
+    """The remote-secrets registry (``--remote-secrets``), loaded once; None when not configured."""
+    if settings.remote_secrets is None:
+        return None
+    from meshsec.ca.remote_clusters import RemoteClusters
+
+    local_id = local or settings.cluster_id
+    remote = RemoteClusters(
+        settings.remote_secrets,
+        local_cluster=local_id,
+        reserved=frozenset(verifiers),
+        audiences=settings.token_audiences,
+        review_timeout=settings.token_review_timeout.total_seconds(),
+        counters=counters,
+        report=report,
+        local_clusters=1 if local_id in verifiers else 0,
+    )
+    remote.sync()
+    return remote
+
+
 def build_authenticators(
     settings: CaSettings,
     material: CaMaterial,
     verifiers: dict[str, TokenVerifier] | None = None,
     local: str | None = None,
+    remote: RemoteClusters | None = None,
 ) -> list[Authenticator]:
     """Istio's order: client certificate first, then service-account tokens."""
     td = TrustDomain(settings.trust_domain)
@@ -137,8 +169,18 @@ def build_authenticators(
     ]
     if verifiers is None:
         verifiers, local = build_token_verifiers(settings)
-    if verifiers and local is not None:
-        chain.append(KubeJwtAuthenticator(verifiers, local, td))
+    if remote is not None:
+        chain.append(
+            KubeJwtAuthenticator(
+                verifiers,
+                local or settings.cluster_id,
+                td,
+                remote=remote,
+                aliases=settings.alias_map,
+            )
+        )
+    elif verifiers and local is not None:
+        chain.append(KubeJwtAuthenticator(verifiers, local, td, aliases=settings.alias_map))
     return chain
 
 
@@ -185,6 +227,7 @@ async def start_grpc_server(
     counters: CaCounters | None = None,
     clock: Clock | None = None,
     ledger: Ledger | None = None,
+    remote: RemoteClusters | None = None,
 ) -> RunningServer:
     """Build the service and serve it on ``settings.listen`` (or ``port``); TLS unless plaintext."""
     clock = clock or SystemClock()
@@ -197,7 +240,9 @@ async def start_grpc_server(
     ledger = ledger or Ledger(settings.data_dir / LEDGER_FILE)
     service = CertificateService(
         authority,
-        authenticators if authenticators is not None else build_authenticators(settings, material),
+        authenticators
+        if authenticators is not None
+        else build_authenticators(settings, material, remote=remote),
         ledger=ledger,
         counters=counters,
         clock=clock,
@@ -265,14 +310,26 @@ async def _worker_main(spec: WorkerSpec) -> None:
             max_ttl=settings.max_workload_cert_ttl,
         )
         serving = ServingCertificates(authority, ttl=settings.serving_cert_ttl, now=clock.now)
+    counters = CaCounters(spec.table, spec.index)
+    verifiers, local = build_token_verifiers(settings)
+    # Every worker keeps its own registry; worker 0 alone logs and counts secret events.
+    remote = build_remote_clusters(
+        settings, verifiers, local, counters=counters, report=spec.index == 0
+    )
     running = await start_grpc_server(
         settings,
         material=material,
         serving=serving,
         port=spec.port,
         mtls_port=spec.mtls_port,
-        counters=CaCounters(spec.table, spec.index),
+        counters=counters,
         clock=clock,
+        authenticators=build_authenticators(settings, material, verifiers, local, remote),
+    )
+    poller = (
+        asyncio.create_task(remote.run(clock, settings.remote_secrets_poll.total_seconds()))
+        if remote is not None
+        else None
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -280,7 +337,13 @@ async def _worker_main(spec: WorkerSpec) -> None:
         loop.add_signal_handler(sig, stop.set)
     spec.events.put(("ready", spec.index, ""))
     await stop.wait()
+    if poller is not None:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
     await running.stop(grace=5.0)
+    if remote is not None:
+        remote.close()
 
 
 @dataclass
@@ -299,7 +362,7 @@ class Supervisor:
         log.info("CA material loaded: %s", describe_material(material))
         publish_root_bundle(settings.data_dir, material)
         verifiers, _ = build_token_verifiers(settings)  # fail fast on bad --cluster / kubeconfig
-        if not verifiers:
+        if not verifiers and settings.remote_secrets is None:
             log.warning(
                 "no --cluster and no --kubeconfig: only callers presenting a mesh client "
                 "certificate can be authenticated"
@@ -348,6 +411,7 @@ class Supervisor:
                 root_not_after=material.root_not_after,
                 chain_not_after=material.chain_not_after,
                 now=self.clock.now,
+                multicluster=settings.remote_secrets is not None,
             )
             metrics_server, _ = start_http_server(
                 mon_port, addr=mon_host, registry=build_registry(collector)
@@ -355,6 +419,8 @@ class Supervisor:
             mon_port = metrics_server.server_port
             scheme = "plaintext" if settings.plaintext else "tls"
             mtls = "" if mtls_port is None else f" mtls {_address(mtls_host, mtls_port)}"
+            if settings.remote_secrets is not None:
+                mtls += f" remote-secrets {settings.remote_secrets}"
             print(
                 f"meshsec ca ready: listening on {_address(host, port)} ({scheme}){mtls} "
                 f"metrics http://{_address(mon_host, mon_port)}/metrics "
@@ -459,6 +525,7 @@ __all__ = [
     "RunningServer",
     "Supervisor",
     "build_authenticators",
+    "build_remote_clusters",
     "build_token_verifiers",
     "load_material",
     "run_ca",

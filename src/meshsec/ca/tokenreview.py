@@ -32,6 +32,10 @@ POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
 
 
+class TokenReviewUnavailable(AuthFailure):
+    """The cluster's API server could not be asked (down, unreachable, 5xx): fail closed."""
+
+
 def load_kube_api_client(kubeconfig: Path) -> Any:
     """An ApiClient for the kubeconfig's current context (ConfigError naming the file)."""
     try:
@@ -60,11 +64,10 @@ class TokenReviewVerifier:
         try:
             result = self._api.create_token_review(body, _request_timeout=self._timeout)
         except ApiException as exc:
-            raise AuthFailure(
-                f"failed to create the token review: {exc.status} {exc.reason}"
-            ) from None
+            failure = TokenReviewUnavailable if not exc.status or exc.status >= 500 else AuthFailure
+            raise failure(f"failed to create the token review: {exc.status} {exc.reason}") from None
         except (OSError, urllib3.exceptions.HTTPError) as exc:
-            raise AuthFailure(f"failed to create the token review: {exc}") from None
+            raise TokenReviewUnavailable(f"failed to create the token review: {exc}") from None
         return parse_token_review_status(result.status)
 
 

@@ -56,6 +56,16 @@ def serve(
     workers: Annotated[
         int | None, typer.Option("--workers", help="processes (0 = one per core)")
     ] = None,
+    remote_secrets: Annotated[
+        Path | None,
+        typer.Option(
+            "--remote-secrets", help="directory of remote secrets (create-remote-secret), watched"
+        ),
+    ] = None,
+    cluster_alias: Annotated[
+        list[str] | None,
+        typer.Option("--cluster-alias", help="ALIAS=CLUSTER (Istio clusterAliases; repeatable)"),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="settings file (YAML)")] = None,
 ) -> None:
     """Serve IstioCertificateService/CreateCertificate until SIGTERM / SIGINT."""
@@ -74,6 +84,8 @@ def serve(
         "kubeconfig": kubeconfig,
         "cluster_id": cluster_id,
         "workers": workers,
+        "remote_secrets": remote_secrets,
+        "cluster_aliases": tuple(cluster_alias or ()),
     }
     settings = load_settings(CaSettings, flags=flags, file=config)
     setup_logging(settings.log_level)

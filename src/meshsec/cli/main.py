@@ -40,12 +40,26 @@ def _register() -> None:
         demo,
         policy,
         proxy,
+        remote_secret,
         token,
         up,
         version,
     )
 
-    for module in (agent, analyze, ca, certs, cluster, demo, policy, proxy, token, up, version):
+    for module in (
+        agent,
+        analyze,
+        ca,
+        certs,
+        cluster,
+        demo,
+        policy,
+        proxy,
+        remote_secret,
+        token,
+        up,
+        version,
+    ):
         module.register(app)
     from meshsec.cli import check, describe, proxy_config, status  # operator commands
 

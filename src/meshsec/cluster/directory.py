@@ -5,6 +5,17 @@
     DIR/cluster.yaml     name, issuer URL, signing algorithm, key id (metadata, world-readable)
     DIR/sa-signer.key    the service-account token signing key (PKCS#8 PEM, mode 0600)
     DIR/jwks.json        the public keys as a JWKS (what a verifier trusts)
+    DIR/ca.crt, ca.key   the cluster CA that signs the API server's serving certificate
+                         (``meshsec cluster serve``; ``ca.crt`` goes into kubeconfigs)
+
+``cluster.yaml`` also holds the API server's ``apiAudiences`` (a bearer token presented to the
+API must carry one; default: the issuer, as kube-apiserver) and an RBAC-like allow list::
+
+    rbac:
+    - apiGroup: authentication.k8s.io
+      resource: tokenreviews
+      verbs: [create]
+      serviceAccounts: [istio-system/istio-reader-service-account, istio-system/istiod]
 
 The CA reads only ``cluster.yaml`` and ``jwks.json`` (:func:`load_cluster_trust`); minting tokens
 needs the key (:func:`load_cluster_signer`).
@@ -26,12 +37,30 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from meshsec.cluster.errors import ClusterDirError, ClusterError
+from meshsec.cluster.serving import CA_CERT_FILE, build_serving_ca, write_serving_ca
 from meshsec.runtime.files import KEY_MODE, PUBLIC_MODE, write_atomic
 
 CLUSTER_FILE = "cluster.yaml"
 KEY_FILE = "sa-signer.key"
 JWKS_FILE = "jwks.json"
 ALGORITHMS = ("RS256", "ES256")
+READER_ACCOUNT = "istio-system/istio-reader-service-account"
+ISTIOD_ACCOUNT = "istio-system/istiod"
+TOKENREVIEW_GROUP = "authentication.k8s.io"
+TOKENREVIEW_RESOURCE = "tokenreviews"
+
+
+def default_rbac() -> list[dict[str, Any]]:
+    """Who may create TokenReviews: Istio's reader account (remote secrets) and istiod."""
+    return [
+        {
+            "apiGroup": TOKENREVIEW_GROUP,
+            "resource": TOKENREVIEW_RESOURCE,
+            "verbs": ["create"],
+            "serviceAccounts": [READER_ACCOUNT, ISTIOD_ACCOUNT],
+        }
+    ]
+
 
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 VerifyingKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -70,7 +99,7 @@ def compute_key_id(public_key: VerifyingKey) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
-def _jwk(public_key: VerifyingKey, kid: str, algorithm: str) -> dict[str, Any]:
+def build_jwk(public_key: VerifyingKey, kid: str, algorithm: str) -> dict[str, Any]:
     if isinstance(public_key, rsa.RSAPublicKey):
         jwk: dict[str, Any] = RSAAlgorithm.to_jwk(public_key, as_dict=True)
     else:
@@ -116,8 +145,9 @@ def init_cluster_dir(
         serialization.NoEncryption(),
     )
     write_atomic(directory / KEY_FILE, key_pem, KEY_MODE)
-    jwks = {"keys": [_jwk(public, kid, algorithm)]}
+    jwks = {"keys": [build_jwk(public, kid, algorithm)]}
     write_atomic(directory / JWKS_FILE, (json.dumps(jwks, indent=2) + "\n").encode(), PUBLIC_MODE)
+    write_serving_ca(directory, build_serving_ca(name, now=now))
     meta = {
         "name": name,
         "issuer": issuer,
@@ -125,6 +155,9 @@ def init_cluster_dir(
         "keyId": kid,
         "signingKey": KEY_FILE,
         "jwks": JWKS_FILE,
+        "servingCA": CA_CERT_FILE,
+        "apiAudiences": [issuer],
+        "rbac": default_rbac(),
         "created": now.isoformat(),
     }
     write_atomic(
@@ -132,6 +165,11 @@ def init_cluster_dir(
     )
     trust = ClusterTrust(name, issuer, {kid: (algorithm, public)}, directory)
     return ClusterSigner(trust, kid, algorithm, key)
+
+
+def read_cluster_meta(directory: Path) -> dict[str, Any]:
+    """``cluster.yaml`` as a mapping (name and issuer checked)."""
+    return _read_meta(directory)
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:

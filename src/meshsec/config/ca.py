@@ -30,6 +30,14 @@ def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:
     return (host or "0.0.0.0", port)  # noqa: S104 - ":PORT" means every interface, as in Istio
 
 
+def parse_cluster_alias(value: str) -> tuple[str, str]:
+    """``ALIAS=CLUSTER`` -> (alias, cluster)."""
+    alias, sep, cluster = value.partition("=")
+    if not sep or not alias.strip() or not cluster.strip():
+        raise ValueError(f"cluster alias {value!r} must be ALIAS=CLUSTER")
+    return alias.strip(), cluster.strip()
+
+
 @dataclass(frozen=True)
 class CaSettings:
     data_dir: Path = setting(
@@ -124,7 +132,32 @@ class CaSettings:
         env="MESHSEC_CA_TOKEN_CLOCK_SKEW",
         help="leeway when checking a token's exp / nbf / iat",
     )
+    remote_secrets: Path | None = setting(
+        None,
+        env="MESHSEC_CA_REMOTE_SECRETS",
+        help="directory of Istio remote secrets (create-remote-secret); polled, one file each",
+    )
+    remote_secrets_poll: timedelta = setting(
+        timedelta(seconds=1),
+        env="MESHSEC_CA_REMOTE_SECRETS_POLL",
+        help="how often the remote secrets directory is re-read",
+    )
+    cluster_aliases: tuple[str, ...] = setting(
+        (),
+        env="MESHSEC_CA_CLUSTER_ALIASES",
+        help="Istio clusterAliases: ALIAS=CLUSTER pairs (comma separated) for renamed clusters",
+    )
+    token_review_timeout: timedelta = setting(
+        timedelta(seconds=5),
+        env="MESHSEC_CA_TOKEN_REVIEW_TIMEOUT",
+        help="timeout of one TokenReview call to a remote cluster's API server",
+    )
     log_level: str = setting("info", env="MESHSEC_LOG_LEVEL", help="debug, info, warning, error")
+
+    @property
+    def alias_map(self) -> dict[str, str]:
+        """``cluster_aliases`` as alias -> cluster id."""
+        return dict(parse_cluster_alias(a) for a in self.cluster_aliases)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -150,5 +183,12 @@ class CaSettings:
             problems.append("TOKEN_AUDIENCES must name at least one audience")
         if self.workers < 0 or self.max_in_flight < 1 or self.max_request_bytes < 1024:
             problems.append("workers >= 0, max-in-flight >= 1, max-request-bytes >= 1024")
+        for alias in self.cluster_aliases:
+            try:
+                parse_cluster_alias(alias)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if self.remote_secrets_poll <= timedelta(0) or self.token_review_timeout <= timedelta(0):
+            problems.append("remote-secrets-poll and token-review-timeout must be positive")
         if problems:
             raise ValueError("; ".join(problems))
