@@ -115,8 +115,9 @@ def workloads_from_snapshot(snapshot: PolicySnapshot) -> tuple[WorkloadState, ..
             namespace=w.namespace,
             service_account=w.service_account,
             spiffe_id=f"spiffe://{trust_domain}/ns/{w.namespace}/sa/{w.service_account}",
-            cert_model="unknown (offline)",
-            ports=tuple(PortState(port=p) for p in w.ports),
+            cert_model="mounted" if w.mount_mtls_certs else "csr",
+            ports=tuple(PortState(port=p.port, protocol=p.protocol) for p in w.port_specs)
+            or tuple(PortState(port=p) for p in w.ports),
             labels=dict(w.labels),
         )
         for w in snapshot.workloads

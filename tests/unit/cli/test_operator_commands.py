@@ -496,7 +496,10 @@ def test_check_bad_input(
     assert message in err
 
 
-def test_check_offline_from_manifests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_offline_from_manifests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no state.json upward: workloads come from the manifests
     (tmp_path / "m.yaml").write_text(MANIFESTS + WORKLOADS)
     empty = tmp_path / "elsewhere"
     empty.mkdir()
@@ -505,6 +508,28 @@ def test_check_offline_from_manifests(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert code == 0, err
     assert json.loads(out)["routes"][0]["endpoints"][0]["authorization"]["decision"] == "ALLOW"
+
+
+def test_describe_offline_uses_the_manifests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.yaml").write_text(
+        MANIFESTS
+        + WORKLOADS.replace(
+            "spec: {serviceAccount: legacy, ports: [9000]}",
+            (
+                "spec: {serviceAccount: legacy, mountMtlsCerts: true, "
+                "ports: [{port: 9000, protocol: http}]}"
+            ),
+        )
+    )
+    code, out, err = run(capsys, "describe", "legacy", "--config", str(tmp_path), "-o", "json")
+    assert code == 0, err
+    identity = json.loads(out)["identity"]
+    assert identity["cert_model"] == "mounted"
+    assert identity["spiffe_id"] == "spiffe://cluster.local/ns/datastore-ns/sa/legacy"
+    assert identity["certificate"] is None  # no mesh running: nothing live
 
 
 # --- describe --------------------------------------------------------------------------------
