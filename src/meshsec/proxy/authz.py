@@ -7,7 +7,8 @@ of a workload with no policy (Istio: "no policy on a workload ⇒ allow all").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from meshsec.proxy.tls import PeerIdentity
@@ -42,18 +43,27 @@ class PeerInfo:
 
 @dataclass(frozen=True, slots=True)
 class HttpRequestInfo:
-    """The request attributes AuthorizationPolicy ``to.operation`` and ``when`` look at."""
+    """The request attributes AuthorizationPolicy ``to.operation`` and ``when`` look at.
+
+    Header fields are kept as received (lower-case names, bytes) and decoded only when asked
+    for: most requests are decided on principal, method and path alone.
+    """
 
     method: str
     path: str
     host: str
-    headers: tuple[tuple[str, str], ...] = field(default=())
+    raw_headers: Sequence[tuple[bytes, bytes]] = ()
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw_headers)
 
     def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        for key, value in self.headers:
-            if key == lowered:
-                return value
+        """The first value of ``name`` (case-insensitive), or None."""
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.raw_headers:
+            if key == wanted:
+                return value.decode("latin-1")
         return None
 
 

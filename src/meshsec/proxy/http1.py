@@ -28,7 +28,6 @@ MAX_HEADERS = 100
 MAX_CHUNK_LINE = 4096
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 
@@ -77,37 +76,44 @@ def keep_alive(version: bytes, headers: Headers) -> bool:
     return b"close" not in tokens
 
 
-def _split_head(raw: bytes) -> list[bytes]:
-    lines = raw[:-4].split(b"\r\n")
-    for line in lines:
-        if b"\n" in line or b"\r" in line:
-            raise HttpError(400, "bare CR or LF in the message head")
-    return lines
+_FIELD = rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n"
+_FIELD_RE = re.compile(_FIELD)
+_FIELDS_BLOCK = re.compile(rb"(?:" + _FIELD + rb")*\r\n")
 
 
-def _parse_fields(lines: list[bytes]) -> Headers:
-    if len(lines) > MAX_HEADERS:
+def _split_start(raw: bytes) -> tuple[bytes, bytes]:
+    """(start line, header block incl. the final empty line); rejects bare CR/LF anywhere."""
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+        raise HttpError(400, "bare CR or LF in the message head")
+    end = raw.index(b"\r\n")
+    return raw[:end], raw[end + 2 :]
+
+
+def _parse_fields(block: bytes) -> Headers:
+    """All header fields of ``block`` (validated in one regex pass, names lower-cased)."""
+    if _FIELDS_BLOCK.fullmatch(block) is None:
+        for line in block.split(b"\r\n"):
+            if line and _FIELD_RE.fullmatch(line + b"\r\n") is None:
+                if line[:1] in (b" ", b"\t"):
+                    raise HttpError(400, "obsolete line folding in a header")
+                name = line.partition(b":")[0]
+                if b":" in line and _TOKEN.fullmatch(name) is not None:
+                    raise HttpError(400, f"control character in header {name.decode()!r}")
+                raise HttpError(400, f"malformed header line {line[:60]!r}")
+        raise HttpError(400, "malformed header section")
+    pairs = _FIELD_RE.findall(block)
+    if len(pairs) > MAX_HEADERS:
         raise HttpError(431, f"more than {MAX_HEADERS} header fields")
-    headers: Headers = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            raise HttpError(400, "obsolete line folding in a header")
-        name, colon, value = line.partition(b":")
-        if not colon or _TOKEN.fullmatch(name) is None:
-            raise HttpError(400, f"malformed header line {line[:60]!r}")
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value) is not None:
-            raise HttpError(400, f"control character in header {name.decode()!r}")
-        headers.append((name.lower(), value))
-    return headers
+    return [(n.lower(), v) for n, v in pairs]
 
 
 def parse_request_head(raw: bytes) -> RequestHead:
     """Parse a complete request head (ending in CRLFCRLF)."""
-    lines = _split_head(raw)
-    parts = lines[0].split(b" ")
+    start, block = _split_start(raw)
+    parts = start.split(b" ")
     if len(parts) != 3:
-        raise HttpError(400, f"malformed request line {lines[0][:80]!r}")
+        raise HttpError(400, f"malformed request line {start[:80]!r}")
     method, target, version = parts
     if _TOKEN.fullmatch(method) is None:
         raise HttpError(400, "malformed method")
@@ -117,19 +123,22 @@ def parse_request_head(raw: bytes) -> RequestHead:
         if version.startswith(b"HTTP/"):
             raise HttpError(505, f"unsupported version {version[:20]!r}")
         raise HttpError(400, "malformed request line")
-    headers = _parse_fields(lines[1:])
+    headers = _parse_fields(block)
     if version == b"HTTP/1.1" and sum(1 for n, _ in headers if n == b"host") != 1:
         raise HttpError(400, "an HTTP/1.1 request needs exactly one Host header")
     return RequestHead(method, target, version, headers)
 
 
 def parse_response_head(raw: bytes) -> ResponseHead:
-    lines = _split_head(raw)
-    version, _, rest = lines[0].partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if version not in _VERSIONS or len(code) != 3 or not code.isdigit():
-        raise HttpError(502, f"malformed status line {lines[0][:80]!r}")
-    return ResponseHead(version, int(code), reason, _parse_fields(lines[1:]))
+    try:
+        start, block = _split_start(raw)
+        version, _, rest = start.partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        if version not in _VERSIONS or len(code) != 3 or not code.isdigit():
+            raise HttpError(502, f"malformed status line {start[:80]!r}")
+        return ResponseHead(version, int(code), reason, _parse_fields(block))
+    except HttpError as exc:
+        raise HttpError(502, f"bad response from upstream: {exc.reason}") from None
 
 
 class Framing(Enum):

@@ -330,10 +330,7 @@ class InboundHttp:
         host = head.get(b"host") or b""
         target = head.target.decode("latin-1")
         info = HttpRequestInfo(
-            head.method.decode("ascii"),
-            target,
-            host.decode("latin-1"),
-            tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers),
+            head.method.decode("ascii"), target, host.decode("latin-1"), tuple(head.headers)
         )
         decision = self.authorizer.authorize(self.peer, self.port, info)
         if not decision.allowed:
