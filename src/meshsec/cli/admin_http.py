@@ -6,6 +6,7 @@ failures as :class:`AdminUnavailable` that name the address and what went wrong.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import socket
 import ssl
@@ -35,11 +36,24 @@ class HttpReply:
 
 
 def split_address(addr: str) -> tuple[str, int]:
-    """``host:port`` / ``[v6]:port`` → (host, port); ValueError when malformed."""
+    """``host:port`` / ``[v6]:port`` on loopback → (host, port); ValueError otherwise.
+
+    The components of a local mesh listen on loopback only, so an address elsewhere in a
+    state file (edited, or committed to a repository by someone else) is refused rather than
+    contacted.
+    """
     host, sep, port = addr.rpartition(":")
-    if not sep or not port.isascii() or not port.isdigit():
+    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{addr!r} is not host:port")
-    return host.strip("[]"), int(port)
+    host = host.strip("[]")
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"{addr!r} is not a loopback address; refusing to contact it")
+    return host, int(port)
 
 
 def fetch(what: str, addr: str, path: str, *, timeout: float = TIMEOUT) -> HttpReply:

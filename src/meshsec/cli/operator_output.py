@@ -16,6 +16,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from meshsec.cli.admin_http import AdminUnavailable
 from meshsec.cli.mesh_view import UnknownService
@@ -110,10 +111,10 @@ def print_table(
         show_edge=False,
         header_style="bold",
     )
-    for header in headers:
+    for header in headers:  # headers are ours
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # plain text: no rich markup from data
     console().print(table)
 
 

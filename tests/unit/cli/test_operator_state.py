@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meshsec.cli.admin_http import AdminUnavailable
+from meshsec.cli.admin_http import AdminUnavailable, fetch_json, split_address
 from meshsec.cli.mesh_view import UnknownService
 from meshsec.cli.meshstate import (
     MeshStateError,
@@ -17,7 +17,12 @@ from meshsec.cli.meshstate import (
     require_running,
     resolve_workload,
 )
-from meshsec.cli.operator_output import exit_code_for, format_duration, format_rfc3339
+from meshsec.cli.operator_output import (
+    exit_code_for,
+    format_duration,
+    format_rfc3339,
+    print_table,
+)
 from tests.fakes.operator_admin import closed_port_addr, workload_entry, write_state
 
 
@@ -155,3 +160,28 @@ def test_format_duration(seconds: int, text: str) -> None:
 def test_rfc3339_is_utc_with_z() -> None:
     assert format_rfc3339("2026-11-23T06:00:00+01:00") == "2026-11-23T05:00:00Z"
     assert json.dumps(format_rfc3339(None)) == '""'
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        pytest.param("10.0.0.1:15000", id="private-ip"),
+        pytest.param("example.com:80", id="hostname"),
+        pytest.param("127.0.0.1:99999", id="port-out-of-range"),
+        pytest.param("127.0.0.1", id="no-port"),
+    ],
+)
+def test_admin_addresses_must_be_loopback(addr: str) -> None:
+    with pytest.raises(AdminUnavailable, match=r"loopback|not host:port") as info:
+        fetch_json("agent", addr, "/debug/secrets")
+    assert addr in str(info.value)
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:1", "[::1]:1", "localhost:1", "127.1.2.3:1"])
+def test_loopback_addresses_are_accepted(addr: str) -> None:
+    assert split_address(addr)[1] == 1
+
+
+def test_table_cells_are_not_rich_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    print_table(("A",), [("[red]x[/red] [link=http://e]y",)])
+    assert "[red]x[/red] [link=http://e]y" in capsys.readouterr().out
