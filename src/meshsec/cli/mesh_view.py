@@ -45,6 +45,10 @@ from meshsec.core.policy.request import AuthzRequest, HttpAttributes
 from meshsec.errors import MeshsecError
 
 
+class MissingConfig(MeshsecError):
+    """``--config`` names nothing (exit 2)."""
+
+
 class UnknownService(MeshsecError):
     """A service reference names no Service (or a port it does not have); exit 2."""
 
@@ -98,9 +102,15 @@ def load_mesh_view(mesh: Path | None, config: Path | None, *, cwd: Path) -> Mesh
     except MeshStateError:
         if config is None or mesh is not None:
             raise
-    config_dir = config if config is not None else state.mesh_dir  # type: ignore[union-attr]
-    if not config_dir.exists():
-        raise MeshStateError(f"manifest directory {config_dir}: no such file or directory")
+    if config is not None:
+        if not config.exists():
+            raise MissingConfig(f"--config {config}: no such file or directory")
+        config_dir = config
+    else:
+        assert state is not None  # find_state_file raised otherwise
+        config_dir = state.mesh_dir
+        if not config_dir.exists():
+            raise MeshStateError(f"{state.path}: its mesh directory {config_dir} is gone")
     snapshot = load_snapshot([config_dir])
     workloads = state.workloads if state is not None else workloads_from_snapshot(snapshot)
     return MeshView(snapshot=snapshot, workloads=workloads, config_dir=config_dir, state=state)

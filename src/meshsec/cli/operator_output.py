@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from meshsec.cli.admin_http import AdminUnavailable
-from meshsec.cli.mesh_view import UnknownService
+from meshsec.cli.mesh_view import MissingConfig, UnknownService
 from meshsec.cli.meshstate import (
     MeshState,
     MeshStateError,
@@ -45,6 +45,7 @@ OutputOption = Annotated[
 ERROR_EXIT_CODES: tuple[tuple[type[MeshsecError], int], ...] = (
     (UnknownWorkload, EXIT_BAD_INPUT),
     (UnknownService, EXIT_BAD_INPUT),
+    (MissingConfig, EXIT_BAD_INPUT),
     (MeshStateError, EXIT_UNAVAILABLE),
     (AdminUnavailable, EXIT_UNAVAILABLE),
 )

@@ -633,3 +633,11 @@ def test_secret_when_the_sidecar_is_down_shows_the_agent_and_exits_1(
 def test_unusable_sidecar_dump_is_refused(document: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_proxy_secrets(document, datetime.now(UTC))
+
+
+def test_missing_config_dir_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "check", "a", "b", "--config", str(tmp_path / "nope"))
+    assert code == 2
+    assert "no such file or directory" in err
