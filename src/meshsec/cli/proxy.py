@@ -1,8 +1,9 @@
 """``meshsec proxy run``: the mTLS sidecar (Envoy's role in the mesh).
 
 Every flag also has an environment variable (see ``meshsec.config.proxy``); flags win over the
-environment, which wins over ``--config``. Certificates come from ``--cert-dir`` (the agent's
-``--output-certs`` directory or Istio's mounted ``/etc/certs``), re-read when they change.
+environment, which wins over ``--config``. Certificates come from the agent's SDS socket
+(``--sds-socket``) or from ``--cert-dir`` (the agent's ``--output-certs`` directory or Istio's
+mounted ``/etc/certs``), re-read when they change.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ def run(
         typer.Option(
             "--cert-dir",
             help="cert-chain.pem, key.pem, root-cert.pem; watched (env MESHSEC_PROXY_CERT_DIR)",
+        ),
+    ] = None,
+    sds_socket: Annotated[
+        str | None,
+        typer.Option(
+            "--sds-socket", help="agent SDS socket, unix:///path (env MESHSEC_PROXY_SDS_SOCKET)"
         ),
     ] = None,
     inbound: Annotated[
@@ -80,6 +87,7 @@ def run(
 
     flags: dict[str, Any] = {
         "cert_dir": cert_dir,
+        "sds_socket": sds_socket,
         "inbound": tuple(inbound) if inbound else None,
         "outbound": tuple(outbound) if outbound else None,
         "endpoints": tuple(endpoint) if endpoint else None,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from meshsec.config.agent import parse_unix_socket_path
 from meshsec.config.load import setting
 from meshsec.core.identity import IdentityError, SpiffeId, TrustDomain
 
@@ -110,6 +111,13 @@ class ProxySettings:
         env="MESHSEC_PROXY_CERT_DIR",
         help="directory with cert-chain.pem, key.pem, root-cert.pem (the agent's file output); "
         "re-read when the files change",
+    )
+    sds_socket: Path | None = setting(
+        None,
+        env="MESHSEC_PROXY_SDS_SOCKET",
+        parse=parse_unix_socket_path,
+        help="the agent's Envoy SDS socket (unix:///path or a path): 'default' + 'ROOTCA' "
+        "streamed, rotations applied as they come",
     )
     inbound: tuple[str, ...] = setting(
         (), env="MESHSEC_PROXY_INBOUND", help="inbound listeners PORT:APPPORT:MODE[:http]"
@@ -208,6 +216,8 @@ class ProxySettings:
             problems.append(f"--trust-domain: {exc}")
         if self.min_tls_version not in ("1.2", "1.3"):
             problems.append(f"--min-tls-version: {self.min_tls_version!r} is not 1.2 or 1.3")
+        if self.cert_dir is not None and self.sds_socket is not None:
+            problems.append("--cert-dir and --sds-socket: give one certificate source, not both")
         if self.admin_addr:
             _, sep, admin_port = self.admin_addr.rpartition(":")
             if not sep or not admin_port.isdigit() or int(admin_port) > 65535:

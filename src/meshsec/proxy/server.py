@@ -1,7 +1,8 @@
 """Assembly of the sidecar from :class:`~meshsec.config.proxy.ProxySettings`.
 
-Certificates come from ``--cert-dir`` (watched); the registry and client TLS policy, until the
-policy engine and config sources plug in, from static ``--endpoint`` entries
+Certificates come from ``--cert-dir`` (watched) or the agent's SDS socket; the registry and
+client TLS policy, until the policy engine and config sources plug in, from static ``--endpoint``
+entries
 (:class:`StaticRegistry`); authorization defaults to allow-all (no AuthorizationPolicy). Each of
 these is a small Protocol, so the real implementations replace them without touching this file's
 callers. SIGTERM/SIGINT: readiness goes false, listeners stop accepting, open connections get
@@ -39,6 +40,7 @@ from meshsec.proxy.outbound import (
     UpstreamConnector,
 )
 from meshsec.proxy.pump import PumpLimits
+from meshsec.proxy.sds import SdsSecretSource
 from meshsec.proxy.tls import TlsContexts, TlsParams
 from meshsec.runtime.clock import Clock, SystemClock
 
@@ -116,6 +118,8 @@ class ProxyServer:
         self.inbound: list[InboundListener] = []
         self.outbound: list[TcpOutboundListener | HttpProxyListener] = []
         self.admin: AdminServer | None = None
+        self.sds: SdsSecretSource | None = None
+        self.certificates_applied = asyncio.Event()
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -124,6 +128,7 @@ class ProxyServer:
     def apply(self, svid: X509Svid, bundle: TrustBundle) -> None:
         """New SVID/bundle (cert dir, SDS, in-process agent): next handshakes use it."""
         self.tls.update(svid, bundle, now=self.clock.now())
+        self.certificates_applied.set()
 
     # lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -142,6 +147,10 @@ class ProxyServer:
                     )
                 )
             )
+        elif s.sds_socket is not None:
+            source = SdsSecretSource(s.sds_socket, self.apply, clock=self.clock)
+            self.sds = source
+            self._tasks.append(asyncio.ensure_future(source.run()))
         elif s.inbound or s.outbound or s.http_proxy_port is not None:
             needs_tls = any(spec.mode != "DISABLE" for spec in s.inbound_specs) or bool(s.endpoints)
             if needs_tls and not self.tls.ready:
