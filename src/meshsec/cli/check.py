@@ -14,7 +14,13 @@ from typing import Annotated, Any
 
 import typer
 
-from meshsec.cli.mesh_view import RouteCheck, build_route_checks, load_mesh_view, resolve_service
+from meshsec.cli.mesh_view import (
+    OUTSIDE,
+    RouteCheck,
+    build_route_checks,
+    load_mesh_view,
+    resolve_service,
+)
 from meshsec.cli.meshstate import MeshOption, resolve_workload
 from meshsec.cli.operator_output import (
     EXIT_PROBLEM,
@@ -146,7 +152,10 @@ def route_to_dict(route: RouteCheck) -> dict[str, Any]:
 
 
 def check(
-    from_workload: Annotated[str, typer.Argument(help="Client: <workload>[.<namespace>]")],
+    from_workload: Annotated[
+        str,
+        typer.Argument(help="Client: <workload>[.<namespace>], or outside (no sidecar)."),
+    ],
     service: Annotated[
         str, typer.Argument(help="Server: <service>[.<namespace>] or its FQDN, optionally :port")
     ],
@@ -164,7 +173,11 @@ def check(
     fmt = check_format(output)
     with operator_errors():
         view = load_mesh_view(mesh, config, cwd=Path.cwd())
-        client = resolve_workload(from_workload, view.workloads)
+        client = (
+            OUTSIDE
+            if from_workload == OUTSIDE.name and all(w.name != OUTSIDE.name for w in view.workloads)
+            else resolve_workload(from_workload, view.workloads)
+        )
         target, port = resolve_service(service, view.snapshot)
         routes = build_route_checks(view, client, target, port=port, method=method, path=path)
     if view.config_errors:
@@ -175,7 +188,8 @@ def check(
             fg="yellow",
         )
     if fmt == "table":
-        typer.echo(f"From {client.ref} ({client.spiffe_id or 'no identity'}):")
+        who = "outside (no sidecar)" if client == OUTSIDE else client.ref
+        typer.echo(f"From {who} ({client.spiffe_id or 'no identity'}):")
         print_table(CHECK_COLUMNS, [row for r in routes for row in route_rows(r)])
         typer.echo("")
         for route in routes:

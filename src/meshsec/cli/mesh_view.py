@@ -26,6 +26,7 @@ from meshsec.core.policy.authz import AuthorizationIndex, Decision, evaluate
 from meshsec.core.policy.destination import (
     ClientTls,
     DestinationRuleIndex,
+    TlsSource,
     compose_service_accounts,
     resolve_client_tls,
 )
@@ -262,6 +263,28 @@ def compose_conflict(tls: ClientTls, server_mode: MtlsMode, server_id: str) -> s
     return None
 
 
+OUTSIDE = WorkloadState(name="outside", namespace="", service_account="", spiffe_id="")
+"""A client without a sidecar (``from: outside`` in expectations): plaintext, no identity."""
+
+
+def compose_outside_tls(tls: ClientTls) -> ClientTls:
+    """No sidecar: no DestinationRule or auto mTLS applies; the connection is plaintext."""
+    return replace(
+        tls,
+        mode=TlsMode.DISABLE,
+        auto=False,
+        source=TlsSource.AUTO,
+        destination_rule=None,
+        scope=None,
+        settings=None,
+        sni=None,
+        subject_alt_names=(),
+        reason="no sidecar: plaintext (no DestinationRule or auto mTLS applies)",
+        notes=(),
+        destination_rules=(),
+    )
+
+
 def compose_principal(tls: ClientTls, server_mode: MtlsMode, client: WorkloadState) -> str | None:
     """The source principal the server sees: the client's SPIFFE ID only over ISTIO_MUTUAL."""
     tls = compose_endpoint_tls(tls, server_mode)
@@ -302,6 +325,8 @@ def build_route_checks(
             client_labels=client.labels,
             endpoints=len(endpoints),
         )
+        if client == OUTSIDE:
+            tls = compose_outside_tls(tls)
         http_port = (
             method is not None
             or path is not None

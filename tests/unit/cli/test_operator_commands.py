@@ -641,3 +641,31 @@ def test_missing_config_dir_is_bad_input(
     code, _, err = run(capsys, "check", "a", "b", "--config", str(tmp_path / "nope"))
     assert code == 2
     assert "no such file or directory" in err
+
+
+@pytest.mark.parametrize(
+    ("service", "status", "code"),
+    [
+        pytest.param("datastore.datastore-ns", "CONFLICT", 1, id="strict-refuses-plaintext"),
+        pytest.param("legacy.datastore-ns", "OK", 0, id="disable-takes-plaintext"),
+    ],
+)
+def test_check_from_outside_the_mesh(
+    mesh: Path, capsys: pytest.CaptureFixture[str], service: str, status: str, code: int
+) -> None:
+    got, doc = check_json(capsys, mesh, "outside", service)
+    assert got == code
+    route = doc["routes"][0]
+    assert route["client"]["tls_mode"] == "DISABLE"
+    assert route["client"]["destination_rule"] is None
+    assert route["endpoints"][0]["status"] == status
+    assert route["endpoints"][0]["principal"] is None
+
+
+def test_check_outside_ignores_destination_rules(
+    mesh: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ops/datastore-plaintext would apply to a client in ops; outside has no sidecar at all
+    code, doc = check_json(capsys, mesh, "outside", "datastore.datastore-ns")
+    assert code == 1
+    assert "no sidecar" in doc["routes"][0]["client"]["reason"]
