@@ -93,8 +93,15 @@ class StatusServer:
                 {
                     "resource_name": DEFAULT,
                     "type": "Cert Chain",
-                    "status": "WARMING",
+                    "status": "WARMING",  # requested, not issued yet: same keys, no values
+                    "spiffe_id": None,
+                    "serial": None,
+                    "not_before": None,
+                    "not_after": None,
                     "valid": False,
+                    "source": None,
+                    "version": snapshot.versions.get(DEFAULT, 0),
+                    "created_at": None,
                 }
             )
         if snapshot.roots is not None:
