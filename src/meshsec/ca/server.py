@@ -419,13 +419,17 @@ class Supervisor:
             mon_port = metrics_server.server_port
             scheme = "plaintext" if settings.plaintext else "tls"
             mtls = "" if mtls_port is None else f" mtls {_address(mtls_host, mtls_port)}"
-            if settings.remote_secrets is not None:
-                mtls += f" remote-secrets {settings.remote_secrets}"
+            remote = (
+                f" remote-secrets {settings.remote_secrets}"
+                if settings.remote_secrets is not None
+                else ""
+            )
             print(
                 f"meshsec ca ready: listening on {_address(host, port)} ({scheme}){mtls} "
                 f"metrics http://{_address(mon_host, mon_port)}/metrics "
                 f"root sha256:{material.root_fingerprint} "
-                f"trust-domain {settings.trust_domain} workers {workers} mode {material.mode}",
+                f"trust-domain {settings.trust_domain} workers {workers} mode {material.mode}"
+                f"{remote}",
                 file=self.out,
                 flush=True,
             )
