@@ -62,6 +62,10 @@ class RemoteSecret:
     clusters: tuple[RemoteKubeconfig, ...]
 
 
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).replace('"<unicode string>", ', "").split())[:300]
+
+
 def _named(items: object, kind: str, name: str, source: str, key: str) -> dict[str, Any]:
     if not isinstance(items, list):
         raise RemoteSecretError(source, f"{key}: kubeconfig '{kind}' must be a list")
@@ -79,7 +83,9 @@ def parse_kubeconfig(text: str, *, source: str, key: str) -> RemoteKubeconfig:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RemoteSecretError(source, f"{key}: kubeconfig is not valid YAML: {exc}") from None
+        raise RemoteSecretError(
+            source, f"{key}: kubeconfig is not valid YAML: {_one_line(exc)}"
+        ) from None
     if not isinstance(config, dict):
         raise RemoteSecretError(source, f"{key}: kubeconfig must be a mapping")
     if config.get("kind", "Config") != "Config":
@@ -131,7 +137,7 @@ def parse_remote_secret(text: str, *, source: str) -> RemoteSecret:
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
-        raise RemoteSecretError(source, f"not valid YAML: {exc}") from None
+        raise RemoteSecretError(source, f"not valid YAML: {_one_line(exc)}") from None
     if len(docs) != 1:
         raise RemoteSecretError(source, f"must hold exactly one Secret, found {len(docs)}")
     doc = docs[0]

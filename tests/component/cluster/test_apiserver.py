@@ -312,11 +312,31 @@ def test_server_certificate_chains_to_the_cluster_ca_only(
     conn.close()
 
 
-def test_url_file_is_written_while_serving_and_removed_after(cluster2: ClusterSigner) -> None:
-    directory: Path = cluster2.trust.directory
+def test_url_file_is_written_while_serving_and_removed_after(other_cluster: ClusterSigner) -> None:
+    directory: Path = other_cluster.trust.directory
     server = ClusterApiServer(directory).start()
     try:
         assert (directory / URL_FILE).read_text().strip() == server.url
     finally:
         server.stop()
     assert not (directory / URL_FILE).exists()
+
+
+def test_cluster_kubeconfig_command_gives_istiod_a_working_client(
+    cluster2: ClusterSigner, apiserver: ClusterApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from meshsec.cli.main import main
+
+    assert main(["cluster", "kubeconfig", str(cluster2.trust.directory)]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["clusters"][0]["cluster"]["server"] == apiserver.url
+    api = k8s_client.AuthenticationV1Api(
+        k8s_config.new_client_from_config_dict(config, persist_config=False)
+    )
+    assert create_review(api, token(cluster2), ["istio-ca"]).status.authenticated
+    assert (
+        main(["cluster", "kubeconfig", str(cluster2.trust.directory), "--service-account", "x"])
+        == 2
+    )
