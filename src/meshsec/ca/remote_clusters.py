@@ -22,6 +22,7 @@ UNAUTHENTICATED) and is logged with the cluster id and counted
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -174,7 +175,8 @@ class RemoteClusters:
         while True:
             await clock.sleep(interval)
             try:
-                self.sync()
+                # Building kubernetes clients takes a while: keep the event loop serving.
+                await asyncio.to_thread(self.sync)
             except Exception:  # a poll must never kill the CA; the next one retries
                 log.exception("remote secrets: poll of %s failed", self.directory)
 

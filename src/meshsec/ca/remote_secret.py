@@ -7,8 +7,12 @@ is a cluster id and whose value is a kubeconfig for that cluster's API server
 :func:`parse_remote_secret` checks everything it can without the network and returns every
 cluster of the secret, or raises :class:`RemoteSecretError` naming the file and what is wrong: a
 secret is used whole or not at all. Each kubeconfig must have a current context that resolves to
-a cluster with an ``https`` server and to a user with credentials; ``insecure-skip-tls-verify`` is
-refused (a man in the middle could then answer every TokenReview with ``authenticated: true``).
+a cluster with an ``https`` server and inline ``certificate-authority-data``, and to a user with
+an inline credential (``token``, or client certificate and key data). Refused: ``insecure-skip-
+tls-verify`` (a man in the middle could then answer every TokenReview with ``authenticated:
+true``), and — as istiod's ``sanitizeKubeConfig`` does — fields that make the CA read its own
+files or run programs (``tokenFile``, ``client-certificate``, ``client-key``,
+``certificate-authority``, ``exec``, ``auth-provider``).
 
 :func:`compose_remote_clusters` applies Istio's registration rules across secrets: a key equal to
 the local cluster id is ignored with a warning; a cluster id must be unique across secrets (the
@@ -32,6 +36,8 @@ from meshsec.ca.errors import CaError
 MULTICLUSTER_LABEL = "istio/multiCluster"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
 MAX_SECRET_BYTES = 1024 * 1024
+_FILE_FIELDS_CLUSTER = ("certificate-authority",)
+_UNSAFE_FIELDS_USER = ("tokenFile", "client-certificate", "client-key", "exec", "auth-provider")
 _CLUSTER_ID = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.]{0,62}")
 
 
@@ -107,25 +113,38 @@ def parse_kubeconfig(text: str, *, source: str, key: str) -> RemoteKubeconfig:
             f"{key}: insecure-skip-tls-verify is refused (TokenReview answers would be "
             "unauthenticated)",
         )
+    # Like istiod's sanitizeKubeConfig: whoever can write a remote secret must not make the CA
+    # read its own files (tokenFile, certificate paths) or run programs (exec, auth-provider).
+    for where, body, fields in (
+        ("cluster", cluster, _FILE_FIELDS_CLUSTER),
+        ("user", user, _UNSAFE_FIELDS_USER),
+    ):
+        for name in fields:
+            if body.get(name):
+                raise RemoteSecretError(
+                    source, f"{key}: {where} field {name!r} is not allowed in a remote secret"
+                )
     ca_data = cluster.get("certificate-authority-data")
-    if ca_data is not None:
-        try:
-            ca_pem = base64.b64decode(str(ca_data), validate=True)
-        except (binascii.Error, ValueError):
-            raise RemoteSecretError(
-                source, f"{key}: certificate-authority-data is not base64"
-            ) from None
-        if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
-            raise RemoteSecretError(
-                source, f"{key}: certificate-authority-data holds no PEM certificate"
-            )
-    elif not cluster.get("certificate-authority"):
+    if not ca_data:
         raise RemoteSecretError(
             source, f"{key}: the cluster has no certificate-authority-data to verify the server"
         )
-    credentials = ("token", "tokenFile", "client-certificate-data", "exec", "auth-provider")
-    if not any(user.get(c) for c in credentials):
-        raise RemoteSecretError(source, f"{key}: the user has no credentials (token)")
+    try:
+        ca_pem = base64.b64decode(str(ca_data), validate=True)
+    except (binascii.Error, ValueError):
+        raise RemoteSecretError(
+            source, f"{key}: certificate-authority-data is not base64"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+        raise RemoteSecretError(
+            source, f"{key}: certificate-authority-data holds no PEM certificate"
+        )
+    has_token = isinstance(user.get("token"), str) and bool(user["token"])
+    has_cert = bool(user.get("client-certificate-data")) and bool(user.get("client-key-data"))
+    if not (has_token or has_cert):
+        raise RemoteSecretError(
+            source, f"{key}: the user has no credentials (token or client-certificate-data)"
+        )
     digest = hashlib.sha256(text.encode()).hexdigest()
     return RemoteKubeconfig(key, config, server, digest)
 

@@ -89,9 +89,6 @@ class _Server(ThreadingHTTPServer):
     def verify_request(self, request: Any, client_address: Any) -> bool:
         return self.api.slots.acquire(blocking=False)
 
-    def shutdown_request(self, request: Any) -> None:
-        super().shutdown_request(request)
-
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)

@@ -285,3 +285,22 @@ async def test_directory_is_polled_on_the_clock(mesh: Mesh) -> None:
         assert mesh.remote.cluster_ids() == ()
     finally:
         task.cancel()
+
+
+def test_settings_from_env_and_bad_aliases(tmp_path: Path) -> None:
+    from meshsec.config.ca import CaSettings
+    from meshsec.config.errors import ConfigError
+    from meshsec.config.load import load_settings
+
+    env = {
+        "MESHSEC_CA_DATA_DIR": str(tmp_path),
+        "MESHSEC_CA_REMOTE_SECRETS": str(tmp_path / "secrets"),
+        "MESHSEC_CA_REMOTE_SECRETS_POLL": "250ms",
+        "MESHSEC_CA_CLUSTER_ALIASES": "old=cluster2, east=cluster3",
+    }
+    settings = load_settings(CaSettings, env=env)
+    assert settings.remote_secrets == tmp_path / "secrets"
+    assert settings.remote_secrets_poll.total_seconds() == 0.25
+    assert settings.alias_map == {"old": "cluster2", "east": "cluster3"}
+    with pytest.raises(ConfigError, match="must be ALIAS=CLUSTER"):
+        load_settings(CaSettings, env={**env, "MESHSEC_CA_CLUSTER_ALIASES": "nonsense"})

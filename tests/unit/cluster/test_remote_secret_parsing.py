@@ -137,6 +137,30 @@ MALFORMED = {
         lambda t: mutate(t, _kube(_set("users/0/user", {"username": "u"}))),
         "no credentials",
     ),
+    "token-file": (
+        lambda t: mutate(t, _kube(_set("users/0/user", {"tokenFile": "/etc/shadow"}))),
+        "'tokenFile' is not allowed",
+    ),
+    "exec-plugin": (
+        lambda t: mutate(t, _kube(_set("users/0/user", {"token": "t", "exec": {"command": "sh"}}))),
+        "'exec' is not allowed",
+    ),
+    "auth-provider": (
+        lambda t: mutate(t, _kube(_set("users/0/user", {"auth-provider": {"name": "gcp"}}))),
+        "'auth-provider' is not allowed",
+    ),
+    "client-key-path": (
+        lambda t: mutate(
+            t, _kube(_set("users/0/user", {"client-certificate": "/a", "client-key": "/b"}))
+        ),
+        "'client-certificate' is not allowed",
+    ),
+    "ca-file-path": (
+        lambda t: mutate(
+            t, _kube(_set("clusters/0/cluster/certificate-authority", "/etc/ssl/ca.pem"))
+        ),
+        "'certificate-authority' is not allowed",
+    ),
     "too-large": (lambda t: t + "#" * (1 << 20), "larger than"),
 }
 
