@@ -59,6 +59,19 @@ def _wait_for(predicate: Any, what: str, timeout: float, proc: subprocess.Popen[
     pytest.fail(f"timed out waiting for {what}")
 
 
+def _diagnose(mesh_dir: Path, state: dict[str, Any]) -> str:
+    """What each sidecar enforces and the tail of every log, for a failure message."""
+    parts = []
+    for w in state["workloads"]:
+        status, dump = _get(w["proxy_admin"], "/config_dump")
+        parts.append(f"--- {w['name']}.{w['namespace']} config_dump ({status}): {dump[:1500]}")
+        for log in ("proxy.log", "app.log"):
+            path = Path(w["log_dir"]) / log
+            if path.exists():
+                parts.append(f"--- {path}:\n" + "\n".join(path.read_text().splitlines()[-15:]))
+    return "\n".join(parts)
+
+
 def _listening(addr: str) -> bool:
     host, _, port = addr.rpartition(":")
     with socket.socket() as sock:
@@ -123,7 +136,7 @@ def test_policy_edit_applies_to_the_running_mesh_without_restart(mesh_dir: Path)
         datastore_admin = workloads["datastore.datastore-ns"]["proxy_admin"]
 
         first = run_meshsec("up", str(mesh_dir), "--check", timeout=60)
-        assert first.returncode == 0, first.stdout + first.stderr
+        assert first.returncode == 0, first.stdout + first.stderr + _diagnose(mesh_dir, state)
         assert "checking the mesh running from" in first.stdout
 
         before = json.loads(_get(datastore_admin, "/config_dump")[1])["policy_version"]
@@ -163,7 +176,7 @@ def test_policy_edit_applies_to_the_running_mesh_without_restart(mesh_dir: Path)
 
         _wait_for(applied, "the datastore sidecar to apply the edit", 30, proc)
         second = run_meshsec("up", str(mesh_dir), "--check", timeout=60)
-        assert second.returncode == 0, second.stdout + second.stderr
+        assert second.returncode == 0, second.stdout + second.stderr + _diagnose(mesh_dir, state)
         assert "all 10 expectation(s) met" in second.stdout
         assert proc.poll() is None  # nothing restarted: the same mesh process is running
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +55,16 @@ def classify(status: int, body: str, error: str) -> tuple[str, str]:
         return "denied", f"403 {RBAC_DENIED}"
     if status == 503 and "upstream connect error" in body:
         return "refused", "503 from the client sidecar: upstream connect error"
-    first = body.strip().splitlines()[0][:80] if body.strip() else ""
-    return "allowed", f"{status} {first}".strip()
+    return "allowed", f"{status} {_summary(body)}".strip()
+
+
+def _summary(body: str) -> str:
+    """Who answered: the ``workload`` of a JSON answer (the example apps), else the first line."""
+    with contextlib.suppress(ValueError, AttributeError):
+        answer = json.loads(body)
+        if isinstance(answer, dict) and "workload" in answer:
+            return f"from {answer['workload']}"
+    return body.strip().splitlines()[0][:80] if body.strip() else ""
 
 
 async def _request(host: str, port: int, raw: bytes, wait: float) -> tuple[int, str, str]:
