@@ -76,7 +76,7 @@ class StatusServer:
                 {
                     "resource_name": DEFAULT,
                     "type": "Cert Chain",
-                    "status": "ACTIVE",
+                    "status": "ACTIVE" if workload.is_valid(now) else "EXPIRED",
                     "spiffe_id": str(workload.spiffe_id),
                     "serial": workload.serial_hex,
                     "not_before": workload.not_before.isoformat(),

@@ -142,3 +142,16 @@ def test_socket_path_too_long_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(SocketInUseError, match="longer than"):
         prepare_socket_path(tmp_path / ("x" * 120))
+
+
+async def test_debug_secrets_marks_an_expired_certificate(
+    agent: Agent, clock: FakeClock, ca_client: FakeCaClient
+) -> None:
+    ca_client.down = True
+    workload = agent.store.snapshot().workload
+    assert workload is not None
+    clock.advance(workload.not_after - clock.now())
+    _, body = await http_get(agent, "/debug/secrets")
+    default = json.loads(body)["resources"][0]
+    assert default["status"] == "EXPIRED"
+    assert default["valid"] is False
