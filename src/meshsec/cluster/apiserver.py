@@ -43,7 +43,7 @@ from meshsec.cluster.directory import (
 )
 from meshsec.cluster.errors import ClusterError
 from meshsec.cluster.review import ApiPolicy, TokenInvalid, parse_api_policy, review_token
-from meshsec.cluster.serving import build_serving_certificate, load_serving_ca
+from meshsec.cluster.serving import build_serving_certificate, load_or_create_serving_ca
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class ClusterApiServer:
         self.policy: ApiPolicy = parse_api_policy(
             meta, self.trust.issuer, directory / "cluster.yaml"
         )
-        self._ca = load_serving_ca(directory)
+        self._ca = load_or_create_serving_ca(directory, self.trust.name, now=now())
         self._listen = listen
         self._sans = tuple(s for s in (listen[0], *tls_sans) if s not in ("", "0.0.0.0", "::"))  # noqa: S104
         self._now = now

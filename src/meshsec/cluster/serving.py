@@ -102,9 +102,7 @@ def load_serving_ca(directory: Path) -> ServingCa:
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except FileNotFoundError:
-        raise ClusterDirError(
-            cert_path, "not found (clusters made before `cluster serve` existed: re-run init)"
-        ) from None
+        raise ClusterDirError(cert_path, "not found") from None
     except (OSError, ValueError) as exc:
         raise ClusterDirError(cert_path, f"not a PEM certificate: {exc}") from None
     try:
@@ -118,6 +116,15 @@ def load_serving_ca(directory: Path) -> ServingCa:
     if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
         raise ClusterDirError(key_path, f"does not match {CA_CERT_FILE}")
     return ServingCa(cert, key)
+
+
+def load_or_create_serving_ca(directory: Path, cluster: str, *, now: datetime) -> ServingCa:
+    """The cluster CA; created when neither file exists (directories from before it existed)."""
+    if not (directory / CA_CERT_FILE).exists() and not (directory / CA_KEY_FILE).exists():
+        ca = build_serving_ca(cluster, now=now)
+        write_serving_ca(directory, ca)
+        return ca
+    return load_serving_ca(directory)
 
 
 def load_serving_ca_pem(directory: Path) -> bytes:

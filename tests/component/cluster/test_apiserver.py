@@ -340,3 +340,26 @@ def test_cluster_kubeconfig_command_gives_istiod_a_working_client(
         main(["cluster", "kubeconfig", str(cluster2.trust.directory), "--service-account", "x"])
         == 2
     )
+
+
+def test_cluster_dir_without_a_ca_gets_one_on_first_serve(other_cluster: ClusterSigner) -> None:
+    directory: Path = other_cluster.trust.directory
+    old = (directory / "ca.crt").read_bytes()
+    (directory / "ca.crt").unlink()
+    (directory / "ca.key").unlink()
+    with ClusterApiServer(directory, write_url_file=False) as server:
+        assert (directory / "ca.crt").read_bytes() == server.ca_pem != old
+        assert (directory / "ca.key").stat().st_mode & 0o777 == 0o600
+        assert raw(server, "GET", "/openid/v1/jwks")[0] == 200
+
+
+def test_half_a_ca_is_refused(tmp_path: Path, other_cluster: ClusterSigner) -> None:
+    import shutil
+
+    from meshsec.cluster.errors import ClusterDirError
+
+    directory = tmp_path / "c"
+    shutil.copytree(other_cluster.trust.directory, directory)
+    (directory / "ca.key").unlink()
+    with pytest.raises(ClusterDirError, match=r"ca\.key: not found"):
+        ClusterApiServer(directory)
