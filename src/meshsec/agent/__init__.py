@@ -1,1 +1,12 @@
-"""The node agent (pilot-agent's security half): keys, CSRs, rotation, SDS, Workload API, files."""
+"""The node agent (pilot-agent's security half): keys, CSRs, rotation, SDS, Workload API, files.
+
+Modules (imported directly; this package imports nothing so that ``meshsec.agent.caclient``
+stays cheap for other callers):
+
+* ``server.Agent`` — assembly: store + producer + servers; ``run.run_agent`` — the process;
+* ``rotation.CertificateRotator`` (+ the ``CaClient`` Protocol it consumes), ``caclient`` (gRPC);
+* ``mounted.MountedCertsWatcher`` — ``FILE_MOUNTED_CERTS``; ``tokens`` — the token file;
+* ``store.SecretStore`` / ``secret.WorkloadSecret`` — what every consumer reads;
+* ``sds`` (Envoy SDS v3), ``workloadapi`` (SPIFFE Workload API), ``output`` (``OUTPUT_CERTS``),
+  ``status`` (HTTP status port), ``metrics`` (``istio_agent_*``), ``sockets`` (UDS paths).
+"""
