@@ -226,9 +226,16 @@ def _headers(metadata: Any) -> dict[str, tuple[str, ...]]:
 
 
 def _peer_chain(context: Any) -> tuple[bytes, ...]:
+    """The client's chain, leaf first.
+
+    On the server, grpc's ``x509_pem_cert`` is the peer's leaf and ``x509_pem_cert_chain`` the
+    rest of what it presented *without* the leaf (pinned by test_client_cert_renewal), so the
+    leaf comes from the former and the chain entries that differ from it follow.
+    """
     auth = context.auth_context() or {}
-    chain = auth.get("x509_pem_cert_chain")
-    if chain:
-        return tuple(chain)
-    leaf = auth.get("x509_pem_cert")
-    return tuple(leaf) if leaf else ()
+    leaves = auth.get("x509_pem_cert") or ()
+    if not leaves:
+        return ()
+    leaf = leaves[0]
+    rest = (pem for pem in auth.get("x509_pem_cert_chain") or () if pem.strip() != leaf.strip())
+    return (leaf, *rest)
