@@ -236,7 +236,7 @@ class RenewingCaClient:
         if token is None and self._mtls is not None and self._has_client_identity():
             client = self._mtls
         return await client.fetch_certificate_chain(
-            csr_pem, token=token, ttl=ttl, cert_signer=self._cert_signer
+            csr_pem, token=token, ttl=ttl, cert_signer=self._cert_signer or None
         )
 
     async def close(self) -> None:

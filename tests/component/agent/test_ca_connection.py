@@ -70,12 +70,22 @@ async def test_token_and_cluster_id_sent_and_token_reread_each_call(
     assert first.cluster_id == "cluster-east"
     assert first.ttl_seconds == 3600
     assert first.peer_identity is None  # no certificate to present yet
+    assert first.cert_signer is None  # ISTIO_META_CERT_SIGNER unset: no CertSigner metadata
 
     ca_server.tokens["rotated-token"] = SPIFFE_ID
     assert grpc_settings.token_file is not None
     grpc_settings.token_file.write_text("rotated-token")
     await rotate(agent, clock)
     assert ca_server.calls[-1].authorization == "Bearer rotated-token"
+
+
+async def test_cert_signer_metadata_sent_when_configured(
+    agent_factory: AgentFactory, grpc_settings: AgentSettings, ca_server: FakeCaServer
+) -> None:
+    agent = _grpc_agent(agent_factory, replace(grpc_settings, cert_signer="istio-system/signer"))
+    await agent.start()
+    await wait_for_snapshot(agent, lambda s: s.workload is not None)
+    assert ca_server.calls[0].cert_signer == "istio-system/signer"
 
 
 async def test_renewal_with_current_certificate_when_no_token(
