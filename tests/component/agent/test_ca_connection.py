@@ -200,3 +200,26 @@ async def wait_briefly(agent: Agent) -> None:
     snapshot = agent.store.snapshot()
     with contextlib.suppress(TimeoutError):
         await wait_for_snapshot(agent, lambda s: s.generation > snapshot.generation, within=0.5)
+
+
+async def test_prov_cert_authenticates_the_first_csr_without_a_token(
+    agent_factory: AgentFactory,
+    grpc_settings: AgentSettings,
+    ca_server: FakeCaServer,
+    test_ca: TestCA,
+    sockdir: Path,
+    clock: FakeClock,
+) -> None:
+    prov = sockdir / "prov"
+    prov.mkdir()
+    svid = test_ca.issue_svid(SPIFFE_ID, now=clock.now())  # e.g. a VM's provisioning cert
+    (prov / "key.pem").write_bytes(svid.private_key_pem())
+    (prov / "cert-chain.pem").write_bytes(svid.cert_chain_pem() + test_ca.root_pem)
+    agent = _grpc_agent(agent_factory, replace(grpc_settings, token_file=None, prov_cert=prov))
+    await agent.start()
+    workload = (await wait_for_snapshot(agent, lambda s: s.workload is not None)).workload
+    assert workload is not None
+    first = ca_server.calls[0]
+    assert first.authorization is None
+    assert first.peer_identity == SPIFFE_ID
+    assert workload.serial_hex != svid.serial_hex  # a new key and certificate, not PROV_CERT's
