@@ -95,7 +95,7 @@ class CertificateRotator:
                 secret = await self.renew()
             except (UpstreamError, SecretRejected, CredentialError, PkiError) as exc:
                 failures += 1
-                delay = self._warm_backoff(failures)
+                delay = self.renewal_backoff(failures)
                 log.warning(
                     "failed to renew workload certificate (attempt %d): %s; %s; retrying in %.2fs",
                     failures,
@@ -162,8 +162,9 @@ class CertificateRotator:
         base = self._retry.initial_backoff * (2 ** (attempt - 1))
         return float(base * (1.0 + self._retry.backoff_jitter * (2.0 * self._rand() - 1.0)))
 
-    def _warm_backoff(self, failures: int) -> float:
-        base = min(self._retry.warm_initial * (2 ** (failures - 1)), self._retry.warm_max)
+    def renewal_backoff(self, failures: int) -> float:
+        exponent = min(failures - 1, 32)  # an outage of days must not overflow a float
+        base = min(self._retry.warm_initial * (2**exponent), self._retry.warm_max)
         return float(base * (0.5 + 0.5 * self._rand()))
 
     def _serving_status(self) -> str:

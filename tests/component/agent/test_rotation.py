@@ -210,3 +210,10 @@ async def test_rotation_helper_sanity(agent: Agent, clock: FakeClock) -> None:
     assert before is not None
     assert after is not None
     assert after.serial_hex != before.serial_hex
+
+
+def test_backoff_stays_capped_after_thousands_of_failures(agent: Agent) -> None:
+    rotator = agent.rotator
+    assert rotator is not None
+    delays = [rotator.renewal_backoff(n) for n in (1, 2, 8, 2000)]
+    assert delays[0] < delays[1] < delays[2] == delays[3] == pytest.approx(45.0)
