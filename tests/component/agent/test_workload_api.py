@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -127,3 +128,26 @@ async def test_expired_identity_is_never_served(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await _first(stub.FetchX509SVID(pb.X509SVIDRequest(), metadata=HEADER))
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_bundles_stream_pushes_only_when_the_bundle_changes(
+    agent: Agent,
+    stub: pb_grpc.SpiffeWorkloadAPIStub,
+    clock: FakeClock,
+    ca_client: FakeCaClient,
+) -> None:
+    call = stub.FetchX509Bundles(pb.X509BundlesRequest(), metadata=HEADER)
+    await _first(call)
+    pending = asyncio.ensure_future(call.read())
+    await rotate(agent, clock)  # same root: nothing to send
+    done, _ = await asyncio.wait({pending}, timeout=0.3)
+    assert not done
+    new_ca = TestCA(now=clock.now() - timedelta(days=1))
+    ca_client.ca = new_ca
+    await rotate(agent, clock)
+    message = await asyncio.wait_for(pending, 5)
+    assert isinstance(message, pb.X509BundlesResponse)
+    assert dict(message.bundles) == {
+        "spiffe://cluster.local": new_ca.root_cert.public_bytes(Encoding.DER)
+    }
+    call.cancel()
