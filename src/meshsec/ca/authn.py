@@ -16,6 +16,7 @@ only ``request authenticate failure``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -252,10 +253,11 @@ class JwksTokenVerifier:
                 f"include any of {sorted(self._audiences)}"
             )
         exp = claims.get("exp")
-        if not isinstance(exp, int | float):
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
             raise AuthFailure("failed to validate the JWT: token has no exp claim")
+        expires = _numeric_date("exp", exp)
         nbf = claims.get("nbf", claims.get("iat", 0))
-        not_before = float(nbf) if isinstance(nbf, int | float) else 0.0
+        not_before = _numeric_date("nbf", nbf) if isinstance(nbf, int | float) else 0.0
         account = parse_service_account_subject(claims.get("sub"))
         k8s = claims.get("kubernetes.io")
         if isinstance(k8s, dict) and isinstance(k8s.get("pod"), dict):
@@ -263,7 +265,23 @@ class JwksTokenVerifier:
             account = ServiceAccount(
                 account.namespace, account.name, str(pod.get("name")), str(pod.get("uid"))
             )
-        return account, not_before, float(exp)
+        return account, not_before, expires
+
+
+# RFC 7519 NumericDate, limited to what a datetime can hold: 0001..9999 is far beyond any real
+# token, and refusing the rest keeps inf / nan / 10**400 from becoming "never expires" or a crash.
+_MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
+
+
+def _numeric_date(claim: str, value: int | float) -> float:
+    """A finite, in-range claim as float seconds; AuthFailure otherwise."""
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds) or not -_MAX_NUMERIC_DATE <= seconds <= _MAX_NUMERIC_DATE:
+        raise AuthFailure(f"failed to validate the JWT: {claim} claim is out of range")
+    return seconds
 
 
 class KubeJwtAuthenticator:

@@ -57,10 +57,10 @@ class CertificateAuthority:
         """Istio's rule: <= 0 means the default; above the maximum is an error."""
         if requested_seconds <= 0:
             return self.default_ttl
-        requested = timedelta(seconds=requested_seconds)
-        if requested > self.max_ttl:
-            raise TtlError(requested, self.max_ttl)
-        return requested
+        # Compare the raw integer first: int64 seconds overflow timedelta (2**62 would).
+        if requested_seconds > self.max_ttl.total_seconds():
+            raise TtlError(requested_seconds, self.max_ttl)
+        return timedelta(seconds=requested_seconds)
 
     def sign(
         self, csr: ParsedCsr, identity: SpiffeId, *, requested_seconds: int, now: datetime

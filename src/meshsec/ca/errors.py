@@ -48,10 +48,13 @@ class ImpersonationError(CaError):
 
 
 class TtlError(CaError):
-    def __init__(self, requested: timedelta, maximum: timedelta) -> None:
+    """``requested`` is a timedelta, or the raw seconds when they do not fit in one."""
+
+    def __init__(self, requested: timedelta | int, maximum: timedelta) -> None:
         self.requested = requested
         self.maximum = maximum
-        super().__init__(f"requested TTL {requested} is greater than the max allowed TTL {maximum}")
+        shown = f"{requested}s" if isinstance(requested, int) else str(requested)
+        super().__init__(f"requested TTL {shown} is greater than the max allowed TTL {maximum}")
 
 
 class CaNotReady(CaError):

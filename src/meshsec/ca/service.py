@@ -77,7 +77,16 @@ ERROR_TO_STATUS: dict[type[Exception], StatusMapping] = {
     RequestRejected: StatusMapping(grpc.StatusCode.INVALID_ARGUMENT, "invalid request ({detail})"),
     Overloaded: StatusMapping(grpc.StatusCode.RESOURCE_EXHAUSTED, "CA is overloaded, retry later"),
 }
+"""Every error the CA expects, and what the caller is told for it.
+
+Anything else raised while handling a request is a bug; :data:`UNEXPECTED` is its last-resort
+answer. ``CreateCertificate`` is the boundary between the CA and its callers, so it is the one
+place with a broad ``except Exception``: the caller gets INTERNAL ``CSR signing error
+(UNKNOWN)`` (never Python's text), ``citadel_server_csr_sign_err_count{error="UNKNOWN"}`` counts
+it, and the log gets the traceback.
+"""
 _MAPPED: tuple[type[Exception], ...] = tuple(ERROR_TO_STATUS)
+UNEXPECTED = StatusMapping(grpc.StatusCode.INTERNAL, "CSR signing error (UNKNOWN)", "UNKNOWN")
 
 
 def lookup_status(exc: Exception) -> StatusMapping:
@@ -142,6 +151,11 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
             mapping = lookup_status(exc)
             self._report(exc, mapping, peer)
             await context.abort(mapping.code, caller_message(exc, mapping))
+            raise AssertionError("unreachable: abort raises") from None
+        except Exception:  # the boundary (see ERROR_TO_STATUS): a bug must not reach the caller
+            self._counters.sign_error("UNKNOWN")
+            log.exception("CSR signing error from %s (UNKNOWN): unexpected failure", peer)
+            await context.abort(UNEXPECTED.code, UNEXPECTED.message)
             raise AssertionError("unreachable: abort raises") from None
         return istio_ca_pb2.IstioCertificateResponse(cert_chain=chain)
 

@@ -208,6 +208,14 @@ HOSTILE = {
     "csr-bad-signature": Hostile(_ok_token, INVALID_ARGUMENT, csr=_tampered_csr),
     "rsa-1024-key": Hostile(_ok_token, INVALID_ARGUMENT, csr=_rsa1024_csr),
     "ttl-above-max": Hostile(_ok_token, INVALID_ARGUMENT, ttl_seconds=90 * 86400 + 1),
+    "ttl-beyond-timedelta": Hostile(
+        _ok_token, INVALID_ARGUMENT, ttl_seconds=2**62, log="TTL_ERROR", details=None
+    ),
+    "exp-huge-integer": Hostile(lambda c: _custom(c, exp=10**400), UNAUTHENTICATED),
+    "exp-infinite": Hostile(lambda c: _custom(c, exp=float("inf")), UNAUTHENTICATED),
+    "exp-nan": Hostile(lambda c: _custom(c, exp=float("nan")), UNAUTHENTICATED),
+    "nbf-huge-integer": Hostile(lambda c: _custom(c, nbf=-(10**400)), UNAUTHENTICATED),
+    "exp-beyond-year-9999": Hostile(lambda c: _custom(c, exp=2**53), UNAUTHENTICATED),
     "oversized-csr": Hostile(
         _ok_token,
         INVALID_ARGUMENT,
@@ -341,3 +349,25 @@ def test_chain_elements_parse_back() -> None:
 
     chain = TestCA().intermediate().sign_csr(new_csr()[1], SLEEP)
     assert [len(parse_certificates_pem(e)) for e in chain[:-1]] == [1, 1]
+
+
+async def test_unexpected_failure_is_internal_unknown_counted_and_logged_with_traceback(
+    ca: CaUnderTest,
+    clusters: Clusters,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from meshsec.ca.authority import CertificateAuthority
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("python-internal detail")
+
+    monkeypatch.setattr(CertificateAuthority, "sign", broken)
+    with caplog.at_level(logging.WARNING, logger="meshsec.ca.service"):
+        result = await call(ca, new_csr()[1], token=token_for(clusters.cluster1))
+    assert result.code is grpc.StatusCode.INTERNAL
+    assert result.details == "CSR signing error (UNKNOWN)"  # no Python text for the caller
+    assert ca.counter("citadel_server_csr_sign_err_count:UNKNOWN") == 1
+    assert "Traceback" in caplog.text
+    assert "python-internal detail" in caplog.text
+    assert ca.issued() == []
