@@ -16,13 +16,15 @@ Whatever the source, the served root bundle is also written to ``DATA/root-cert.
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from meshsec.core.identity import TrustDomain
 from meshsec.core.pki import (
@@ -42,7 +44,7 @@ from meshsec.core.pki import (
 from meshsec.core.pki.bundle import TrustBundle, certificate_fingerprint
 from meshsec.core.pki.issue import build_self_signed_root
 from meshsec.core.pki.templates import Issuer, random_serial
-from meshsec.core.pki.verify import verify_chain
+from meshsec.core.pki.verify import describe_certificate, verify_chain
 from meshsec.runtime.files import KEY_MODE, PUBLIC_MODE, write_atomic
 
 SELF_SIGNED_DIR = "self-signed"
@@ -160,6 +162,7 @@ def load_plugged_in_material(directory: Path, *, now: datetime) -> CaMaterial:
             f"{names['cert']} does not verify against {names['root']}: {exc.reason}",
         ) from None
     if "chain" in names:
+        check_chain_file(chain_path, chain_file_certs, signing, bundle, names)
         # Istio sends cert-chain.pem as is (split per certificate), then the root bundle.
         elements = split_pem_elements(chain_file_certs)
         chain_certs = tuple(chain_file_certs)
@@ -175,6 +178,47 @@ def load_plugged_in_material(directory: Path, *, now: datetime) -> CaMaterial:
         mode="plugged-in",
         source=directory,
     )
+
+
+def check_chain_file(
+    path: Path,
+    chain: Sequence[x509.Certificate],
+    signing: x509.Certificate,
+    roots: TrustBundle,
+    names: Mapping[str, str],
+) -> None:
+    """``cert-chain.pem`` is what callers get between their leaf and the root, so it must be the
+    signing certificate's own path: ``ca-cert.pem`` first, each certificate issued by the next,
+    and the last one a root of ``root-cert.pem`` or issued by one of them."""
+    cert_name, root_name = names["cert"], names["root"]
+    if chain[0] != signing:
+        raise CaMaterialError(
+            str(path),
+            f"first certificate {describe_certificate(chain[0])} is not {cert_name} "
+            f"({describe_certificate(signing)})",
+        )
+    for position, (child, parent) in enumerate(itertools.pairwise(chain), start=1):
+        if not _issued_by(child, parent):
+            raise CaMaterialError(
+                str(path),
+                f"certificate {position} {describe_certificate(child)} is not issued by "
+                f"certificate {position + 1} {describe_certificate(parent)}",
+            )
+    last = chain[-1]
+    if last not in roots and not any(_issued_by(last, root) for root in roots.certificates):
+        raise CaMaterialError(
+            str(path),
+            f"last certificate {describe_certificate(last)} is neither in {root_name} nor "
+            f"issued by one of its roots",
+        )
+
+
+def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(parent)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 def _key_spec(key_type: str, rsa_bits: int) -> KeySpec:

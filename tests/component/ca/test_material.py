@@ -16,7 +16,12 @@ from meshsec.ca.material import (
     publish_root_bundle,
 )
 from meshsec.core.identity import SpiffeId, TrustDomain
-from meshsec.core.pki import CaMaterialError, parse_certificates_pem, parse_csr
+from meshsec.core.pki import (
+    CaMaterialError,
+    encode_certificates_pem,
+    parse_certificates_pem,
+    parse_csr,
+)
 from tests.component.ca.support import new_csr
 from tests.testca import TestCA
 
@@ -131,6 +136,27 @@ def _replace(name: str, content: Callable[[TestCA], bytes]) -> Callable[[Path, T
     return apply
 
 
+def _root_as_ca_keeping_the_old_chain(d: Path, other: TestCA) -> None:
+    """ca-cert.pem is another mesh's root (with its key and root-cert.pem); cert-chain.pem is
+    still this mesh's chain, unrelated to it."""
+    (d / "ca-cert.pem").write_bytes(other.root_pem)
+    (d / "ca-key.pem").write_bytes(other.key_pem)
+    (d / "root-cert.pem").write_bytes(other.root_pem)
+
+
+def _chain_reversed(d: Path, other: TestCA) -> None:
+    certs = parse_certificates_pem((d / "cert-chain.pem").read_bytes())
+    (d / "cert-chain.pem").write_bytes(encode_certificates_pem(certs[::-1]))
+
+
+def _chain_with_a_stranger_above_the_root(d: Path, other: TestCA) -> None:
+    """ca-cert, its root, then a foreign root that issued neither."""
+    ca_cert = parse_certificates_pem((d / "ca-cert.pem").read_bytes())
+    root = parse_certificates_pem((d / "root-cert.pem").read_bytes())
+    stranger = parse_certificates_pem(other.root_pem)
+    (d / "cert-chain.pem").write_bytes(encode_certificates_pem([*ca_cert, *root, *stranger]))
+
+
 PROBLEMS: dict[str, tuple[Callable[[Path, TestCA], None], str, str]] = {
     "missing-ca-cert": (_remove("ca-cert.pem"), "ca-cert.pem", "incomplete signing CA bundle"),
     "missing-ca-key": (_remove("ca-key.pem"), "ca-key.pem", "incomplete signing CA bundle"),
@@ -155,6 +181,26 @@ PROBLEMS: dict[str, tuple[Callable[[Path, TestCA], None], str, str]] = {
         _replace("root-cert.pem", lambda o: o.root_pem),
         "cert-chain.pem",
         "does not verify against root-cert.pem",
+    ),
+    "chain-of-another-ca": (
+        _replace("cert-chain.pem", lambda o: o.intermediate("elsewhere").cert_chain_pem),
+        "cert-chain.pem",
+        "is not ca-cert.pem",
+    ),
+    "ca-cert-is-the-root-with-an-unrelated-chain": (
+        _root_as_ca_keeping_the_old_chain,
+        "cert-chain.pem",
+        "is not ca-cert.pem",
+    ),
+    "chain-out-of-order": (
+        _chain_reversed,
+        "cert-chain.pem",
+        "is not ca-cert.pem",
+    ),
+    "chain-link-broken": (
+        _chain_with_a_stranger_above_the_root,
+        "cert-chain.pem",
+        "certificate 2 ",
     ),
     "signing-cert-not-a-ca": (
         _replace(
@@ -222,3 +268,18 @@ def test_kubernetes_tls_secret_layout(tmp_path: Path, cluster1_ca: TestCA) -> No
     (directory / "ca.crt").unlink()
     with pytest.raises(CaMaterialError, match=r"missing ca\.crt"):
         load_plugged_in_material(directory, now=NOW)
+
+
+def test_chain_file_must_end_at_a_root_of_root_cert(cluster1_ca: TestCA) -> None:
+    from meshsec.ca.material import check_chain_file
+    from meshsec.core.pki import TrustBundle
+
+    names = {"cert": "ca-cert.pem", "root": "root-cert.pem"}
+    own = TrustBundle((cluster1_ca.root_cert,))
+    check_chain_file(Path("cert-chain.pem"), [cluster1_ca.cert], cluster1_ca.cert, own, names)
+    foreign = TrustBundle((TestCA("other.mesh").root_cert,))
+    with pytest.raises(CaMaterialError, match=r"neither in root-cert\.pem nor issued by") as err:
+        check_chain_file(
+            Path("cert-chain.pem"), [cluster1_ca.cert], cluster1_ca.cert, foreign, names
+        )
+    assert Path(err.value.path).name == "cert-chain.pem"
