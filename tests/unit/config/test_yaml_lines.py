@@ -104,3 +104,41 @@ def test_broken_middle_document_does_not_hide_later_ones() -> None:
     assert [d.line for d in loaded.documents] == [1, 5]
     assert [d.code for d in loaded.diagnostics] == ["MS0001"]
     assert loaded.diagnostics[0].line == 4  # the parser notices at the next marker
+
+
+DEPTH_BOMBS = {
+    "flow-lists": "a: " + "[" * 100_000 + "\n",
+    "flow-mappings": "{a: " * 100_000 + "\n",
+    "block-lists": "- " * 20_000 + "x\n",
+}
+
+
+@pytest.mark.parametrize("text", DEPTH_BOMBS.values(), ids=DEPTH_BOMBS.keys())
+def test_depth_bombs_are_refused_before_composing(text: str) -> None:
+    """libyaml's composer recurses in C: composing these killed the process (SIGSEGV)."""
+    loaded = parse_yaml_text("a: 1\n---\n" + text + "---\nc: 3\n", file="deep.yaml")
+    assert [d.data for d in loaded.documents] == [{"a": 1}, {"c": 3}]
+    (problem,) = loaded.diagnostics
+    assert problem.code == "MS0001"
+    assert (problem.file, problem.line) == ("deep.yaml", 3)
+    assert f"nested more than {MAX_DEPTH} levels" in problem.message
+    assert "document 1 " in problem.message
+
+
+def test_depth_just_under_the_limit_loads() -> None:
+    depth = MAX_DEPTH - 1
+    (doc,) = parse_yaml_text("[" * depth + "]" * depth + "\n", file="f").documents
+    assert doc.load_errors == ()
+    inner: object = doc.data
+    for _ in range(depth - 1):
+        assert isinstance(inner, list)
+        (inner,) = inner
+    assert inner == []
+
+
+def test_depth_limit_line_is_where_the_limit_is_crossed() -> None:
+    text = "a:\n  b: [\n" + "[\n" * (MAX_DEPTH + 5) + "\n"
+    (problem,) = parse_yaml_text(text, file="f", first_line=10).diagnostics
+    # levels 1-2: the mappings on text lines 1-2; 3: b's list (line 2); level n > 3: line n - 1
+    text_line = (MAX_DEPTH + 1) - 1
+    assert problem.line == 10 + text_line - 1

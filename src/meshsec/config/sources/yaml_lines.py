@@ -7,6 +7,10 @@ errors, duplicate keys, unhashable keys, alias bombs and absurd nesting all beco
 
 A syntax error stops PyYAML's stream, so when one happens the text is re-read document by
 document (split on ``---`` lines): documents before and after the broken one still load.
+
+PyYAML composes nodes recursively (libyaml's composer in C: ~50k nested ``[`` overflow the C
+stack and kill the process), so before composing, the event stream is scanned iteratively and a
+text nesting lists/mappings deeper than :data:`MAX_DEPTH` is refused without being composed.
 """
 
 from __future__ import annotations
@@ -148,12 +152,65 @@ def _error_line(exc: BaseException, offset: int) -> int:
     return (mark.line + 1 + offset) if mark is not None else offset + 1
 
 
+_OPEN_EVENTS: frozenset[type[yaml.Event]] = frozenset(
+    {yaml.SequenceStartEvent, yaml.MappingStartEvent}
+)
+_CLOSE_EVENTS: frozenset[type[yaml.Event]] = frozenset(
+    {yaml.SequenceEndEvent, yaml.MappingEndEvent}
+)
+
+
+def _scan_depth(text: str, file: str, offset: int, first_index: int) -> Diagnostic | None:
+    """The problem if ``text`` nests collections deeper than :data:`MAX_DEPTH`, else None.
+
+    Iterative over parser events (libyaml's parser and PyYAML's are state machines; only the
+    composers recurse), and it stops at the limit, so hostile input costs ~MAX_DEPTH events.
+    Syntax errors are left to the composing pass, which meets them at the same place.
+    """
+    try:
+        loader = _LineLoader(text)
+    except yaml.YAMLError:
+        return None
+    depth = 0
+    document = first_index - 1
+    check_event, get_event = loader.check_event, loader.get_event
+    try:
+        while check_event():
+            event = get_event()
+            kind = type(event)
+            if kind in _OPEN_EVENTS:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    line = (mark.line if mark is not None else 0) + 1 + offset
+                    return dg.make(
+                        dg.YAML_SYNTAX,
+                        f"document {document} is too deeply nested to load: lists/mappings "
+                        f"nested more than {MAX_DEPTH} levels (level {depth} starts on line "
+                        f"{line}); nothing in this document was read",
+                        file=file,
+                        line=line,
+                    )
+            elif kind in _CLOSE_EVENTS:
+                depth -= 1
+            elif kind is yaml.DocumentStartEvent:
+                document += 1
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
+    return None
+
+
 def _load_stream(
     text: str, file: str, offset: int, first_index: int
 ) -> tuple[list[SourceDocument], list[Diagnostic], bool]:
     """Documents of ``text`` until the first syntax error; the bool says whether one happened."""
     docs: list[SourceDocument] = []
     problems: list[Diagnostic] = []
+    too_deep = _scan_depth(text, file, offset, first_index)
+    if too_deep is not None:  # composing it could overflow the C stack: never compose it
+        return docs, [too_deep], True
     try:
         loader = _LineLoader(text)  # the reader rejects control characters up front
     except yaml.YAMLError as exc:
