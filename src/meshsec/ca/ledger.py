@@ -1,9 +1,12 @@
 """The issuance ledger: one SQLite row per certificate issued, in the data directory.
 
-Several worker processes write to the same database (WAL mode). Writes never sit on the request
-path: :meth:`Ledger.record` appends to an in-memory queue and a writer thread commits batches
-(every ``flush_interval`` or ``batch_size`` rows, and on close), so signing throughput does not
-serialize on the database.
+Several worker processes write to the same database (WAL mode). DESIGN's order is sign → record
+→ reply, so a row is durable before its certificate leaves the CA: :meth:`Ledger.record` queues
+the row and returns a future that the writer thread resolves when the row's batch has COMMITted
+(or fails with :class:`LedgerError`). The writer does group commit: it takes whatever is queued,
+waits at most ``batch_window`` for more (or until ``batch_size`` rows), commits them in one
+transaction (``synchronous=FULL``: the WAL is synced on commit) and resolves all their futures, so
+concurrent requests share one commit and throughput does not serialize on the database.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,7 +81,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
     except sqlite3.Error as exc:
         raise LedgerError(path, str(exc)) from None
@@ -97,34 +101,39 @@ def init_ledger(path: Path) -> None:
 
 
 class Ledger:
-    """Batched writer for one process. ``record`` is cheap and thread-safe."""
+    """Group-committing writer for one process. ``record`` is cheap and thread-safe."""
 
-    def __init__(self, path: Path, *, flush_interval: float = 0.25, batch_size: int = 1000) -> None:
+    def __init__(self, path: Path, *, batch_window: float = 0.002, batch_size: int = 256) -> None:
         init_ledger(path)
         self.path = path
         self._conn = _connect(path)
-        self._pending: list[tuple[str | float, ...]] = []
+        self._pending: list[tuple[tuple[str | float, ...], Future[None]]] = []
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._flushed = threading.Condition(self._lock)
         self._written = 0
         self._queued = 0
         self._closed = False
-        self._interval = flush_interval
+        self._window = batch_window
         self._batch = batch_size
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
 
-    def record(self, record: IssuedRecord) -> None:
+    def record(self, record: IssuedRecord) -> Future[None]:
+        """Queue one row; the future resolves once it is committed (LedgerError if not)."""
+        done: Future[None] = Future()
         row = record.row()
         with self._lock:
-            self._pending.append(row)
+            if self._closed:
+                raise LedgerError(self.path, "the ledger is closed")
+            self._pending.append((row, done))
             self._queued += 1
-            if len(self._pending) >= self._batch:
+            if len(self._pending) in (1, self._batch):
                 self._wake.notify()
+        return done
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Block until everything recorded so far is committed."""
+        """Block until everything recorded so far is committed (or has failed)."""
         with self._lock:
             target = self._queued
             self._wake.notify()
@@ -141,26 +150,46 @@ class Ledger:
     def _run(self) -> None:
         while True:
             with self._lock:
-                if not self._pending and not self._closed:
-                    self._wake.wait(self._interval)
+                self._wake.wait_for(lambda: bool(self._pending) or self._closed)
+                if not self._closed:  # group commit: let concurrent requests join the batch
+                    self._wake.wait_for(
+                        lambda: len(self._pending) >= self._batch or self._closed, self._window
+                    )
                 batch, self._pending = self._pending, []
                 closed = self._closed
             if batch:
-                self._write(batch)
+                self._commit(batch)
             with self._lock:
                 self._written += len(batch)
                 self._flushed.notify_all()
             if closed and not batch:
                 return
 
-    def _write(self, batch: list[tuple[str | float, ...]]) -> None:
+    def _commit(self, batch: list[tuple[tuple[str | float, ...], Future[None]]]) -> None:
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany(_INSERT, batch)
+                self._conn.executemany(_INSERT, [row for row, _ in batch])
         except sqlite3.Error as exc:
-            # The certificates are already in the callers' hands: log loudly, keep serving.
+            # Nobody has these certificates yet: each waiting request answers INTERNAL.
             log.error("ledger write of %d rows failed: %s", len(batch), exc)
+            error = LedgerError(self.path, f"write failed: {exc}")
+            for _, done in batch:
+                _settle(done, error)
+            return
+        for _, done in batch:
+            _settle(done, None)
+
+
+def _settle(done: Future[None], error: LedgerError | None) -> None:
+    """Resolve one waiter; one that gave up (its call was cancelled) is simply skipped."""
+    try:
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 def load_issued(path: Path) -> Iterator[IssuedRecord]:

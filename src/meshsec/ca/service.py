@@ -3,7 +3,8 @@
 Flow (Istio's ``CreateCertificate``): count the CSR → in-flight limit → authenticate (chain of
 authenticators, first success wins) → refuse ImpersonatedIdentity (no node authorizer) → parse
 and check the CSR → resolve the TTL → sign for the *caller's* identity (the CSR's SANs are
-ignored) → record in the ledger → reply ``[leaf, intermediates..., root bundle]``.
+ignored) → record in the ledger and wait for its commit → reply ``[leaf, intermediates...,
+root bundle]`` (a failed ledger write answers INTERNAL; the certificate is not handed out).
 
 Errors are mapped to status codes by the explicit :data:`ERROR_TO_STATUS` table only. The caller
 gets Istio's short message; the full reason goes to the log.
@@ -11,8 +12,10 @@ gets Istio's short message; the full reason goes to the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +28,7 @@ from meshsec.ca.errors import (
     AuthenticationError,
     CaNotReady,
     ImpersonationError,
+    LedgerError,
     Overloaded,
     RequestRejected,
     TtlError,
@@ -74,6 +78,9 @@ ERROR_TO_STATUS: dict[type[Exception], StatusMapping] = {
     IssuanceError: StatusMapping(
         grpc.StatusCode.INTERNAL, "CSR signing error (CERT_GEN_ERROR)", "CERT_GEN_ERROR"
     ),
+    LedgerError: StatusMapping(  # the row is not durable, so the certificate is not handed out
+        grpc.StatusCode.INTERNAL, "CSR signing error (CERT_GEN_ERROR)", "CERT_GEN_ERROR"
+    ),
     RequestRejected: StatusMapping(grpc.StatusCode.INVALID_ARGUMENT, "invalid request ({detail})"),
     Overloaded: StatusMapping(grpc.StatusCode.RESOURCE_EXHAUSTED, "CA is overloaded, retry later"),
 }
@@ -106,7 +113,9 @@ def caller_message(exc: Exception, mapping: StatusMapping) -> str:
 
 
 class IssuanceRecorder(Protocol):
-    def record(self, record: IssuedRecord) -> None: ...
+    def record(self, record: IssuedRecord) -> Future[None]:
+        """Queue the row; the future resolves when it is committed (LedgerError if not)."""
+        ...
 
 
 class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # type: ignore[misc]
@@ -207,7 +216,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
         issued = self._authority.sign(
             csr, identity, requested_seconds=request.validity_duration, now=now
         )
-        self._ledger.record(
+        committed = self._ledger.record(
             IssuedRecord(
                 serial=issued.serial_hex,
                 spiffe_id=str(identity),
@@ -218,6 +227,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
                 issued_at=now,
             )
         )
+        await asyncio.wrap_future(committed)  # sign → record → reply: durable before it leaves
         self._counters.inc("citadel_server_success_cert_issuance_count")
         if log.isEnabledFor(logging.DEBUG):
             log.debug(

@@ -97,7 +97,7 @@ class MountedSecret:
     trust_domain: str
     ttl: timedelta
     clock: Clock
-    on_issued: Callable[[IssuedRecord], None] | None = None  # e.g. the CA's ledger
+    on_issued: Callable[[IssuedRecord], object] | None = None  # e.g. the CA's ledger
     rand: Callable[[], float] = random.random
     entropy: Callable[[int], bytes] = os.urandom
     serial_hex: str = ""

@@ -28,7 +28,7 @@ def _record(i: int, writer: int = 0) -> IssuedRecord:
 
 def test_batched_writes_from_threads_and_two_ledgers(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
-    ledgers = [Ledger(path, flush_interval=10.0, batch_size=50) for _ in range(2)]
+    ledgers = [Ledger(path, batch_window=10.0, batch_size=50) for _ in range(2)]
 
     def write(ledger: Ledger, writer: int) -> None:
         for i in range(300):
@@ -53,7 +53,7 @@ def test_batched_writes_from_threads_and_two_ledgers(tmp_path: Path) -> None:
 
 def test_close_flushes_pending_rows(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
-    ledger = Ledger(path, flush_interval=60.0, batch_size=10_000)
+    ledger = Ledger(path, batch_window=60.0, batch_size=10_000)
     ledger.record(_record(1))
     ledger.close()
     assert [r.serial for r in load_issued(path)] == [_record(1).serial]

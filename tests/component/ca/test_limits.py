@@ -15,6 +15,7 @@ from meshsec.ca.errors import (
     AuthenticationError,
     CaNotReady,
     ImpersonationError,
+    LedgerError,
     Overloaded,
     RequestRejected,
     TtlError,
@@ -91,6 +92,7 @@ ERRORS = {
     "cert-gen": (IssuanceError("x"), grpc.StatusCode.INTERNAL, "CERT_GEN_ERROR"),
     "request-rejected": (RequestRejected("x"), grpc.StatusCode.INVALID_ARGUMENT, None),
     "overloaded": (Overloaded(1), grpc.StatusCode.RESOURCE_EXHAUSTED, None),
+    "ledger-write": (LedgerError("ledger.sqlite", "x"), grpc.StatusCode.INTERNAL, "CERT_GEN_ERROR"),
 }
 
 
