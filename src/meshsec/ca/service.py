@@ -127,7 +127,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
         ledger: IssuanceRecorder,
         counters: CaCounters,
         clock: Clock,
-        max_in_flight: int = 1024,
+        max_in_flight: int = 128,
         max_request_bytes: int = 64 * 1024,
     ) -> None:
         self._authority = authority

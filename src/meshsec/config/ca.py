@@ -118,14 +118,16 @@ class CaSettings:
         0, env="MESHSEC_CA_WORKERS", help="server processes sharing the port (0 = one per core)"
     )
     max_in_flight: int = setting(
-        1024,
+        128,
         env="MESHSEC_CA_MAX_IN_FLIGHT",
-        help="requests a worker handles at once; more are answered RESOURCE_EXHAUSTED",
+        help="requests one worker handles at once (authenticate, sign, ledger commit); a request "
+        "beyond that is answered RESOURCE_EXHAUSTED at once, not queued",
     )
     max_request_bytes: int = setting(
         64 * 1024,
         env="MESHSEC_CA_MAX_REQUEST_BYTES",
-        help="largest request message accepted (bigger ones: RESOURCE_EXHAUSTED)",
+        help="largest request message handled; a bigger one is answered INVALID_ARGUMENT, one "
+        "above gRPC's own limit (4x this, at least 1 MiB) RESOURCE_EXHAUSTED by gRPC",
     )
     token_clock_skew: timedelta = setting(
         timedelta(seconds=30),

@@ -92,3 +92,20 @@ def test_settings_file_in_camel_case(tmp_path: Path) -> None:
     config.write_text("trustDomian: typo\n")
     with pytest.raises(ConfigError, match="unknown key 'trustDomian'"):
         load_settings(CaSettings, flags={"data_dir": tmp_path}, env={}, file=config)
+
+
+def test_limits_defaults_and_their_help_say_what_is_answered(tmp_path: Path) -> None:
+    import dataclasses
+
+    from meshsec.ca.server import grpc_server_options
+    from meshsec.config.load import setting_info
+
+    s = load_settings(CaSettings, flags={"data_dir": tmp_path}, env={})
+    assert (s.max_in_flight, s.max_request_bytes) == (128, 64 * 1024)
+    fields = {f.name: setting_info(f).help for f in dataclasses.fields(CaSettings)}
+    assert "RESOURCE_EXHAUSTED" in fields["max_in_flight"]
+    assert "INVALID_ARGUMENT" in fields["max_request_bytes"]
+    assert "(4x this, at least 1 MiB) RESOURCE_EXHAUSTED" in fields["max_request_bytes"]
+    for size, grpc_max in ((64 * 1024, 1 << 20), (1 << 20, 4 << 20)):
+        options = dict(grpc_server_options(dataclasses.replace(s, max_request_bytes=size)))
+        assert options["grpc.max_receive_message_length"] == grpc_max
