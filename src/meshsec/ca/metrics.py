@@ -12,10 +12,13 @@ import threading
 from collections.abc import Callable, Iterator, MutableSequence
 from datetime import datetime
 from multiprocessing.sharedctypes import RawArray
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from meshsec.ca.material import CaMaterial
 
 SIGN_ERROR_LABELS = ("CA_NOT_READY", "CSR_ERROR", "TTL_ERROR", "CERT_GEN_ERROR", "UNKNOWN")
 
@@ -164,6 +167,12 @@ class CaCollector(Collector):
             TOKENREVIEW_UNAVAILABLE, {}, float(self._sum(TOKENREVIEW_UNAVAILABLE))
         )
         yield unavailable
+
+
+def reported_chain_not_after(material: CaMaterial) -> datetime | None:
+    """Istio exports ``citadel_server_cert_chain_expiry_*`` only for a plugged-in CA; for the
+    self-signed root the chain is the root itself (``citadel_server_root_cert_expiry_*``)."""
+    return material.chain_not_after if material.mode == "plugged-in" else None
 
 
 def build_registry(collector: CaCollector) -> CollectorRegistry:

@@ -55,7 +55,13 @@ from meshsec.ca.material import (
     load_plugged_in_material,
     publish_root_bundle,
 )
-from meshsec.ca.metrics import CaCollector, CaCounters, allocate_counter_table, build_registry
+from meshsec.ca.metrics import (
+    CaCollector,
+    CaCounters,
+    allocate_counter_table,
+    build_registry,
+    reported_chain_not_after,
+)
 from meshsec.ca.service import CertificateService
 from meshsec.ca.serving import ServingCertificates
 from meshsec.cluster import ClusterError, load_cluster_trust
@@ -409,7 +415,7 @@ class Supervisor:
                 table,
                 workers,
                 root_not_after=material.root_not_after,
-                chain_not_after=material.chain_not_after,
+                chain_not_after=reported_chain_not_after(material),
                 now=self.clock.now,
                 multicluster=settings.remote_secrets is not None,
             )

@@ -283,3 +283,42 @@ def test_chain_file_must_end_at_a_root_of_root_cert(cluster1_ca: TestCA) -> None
             Path("cert-chain.pem"), [cluster1_ca.cert], cluster1_ca.cert, foreign, names
         )
     assert Path(err.value.path).name == "cert-chain.pem"
+
+
+def _expiry_metrics(material: object) -> dict[str, float]:
+    from prometheus_client import generate_latest
+
+    from meshsec.ca.metrics import (
+        CaCollector,
+        allocate_counter_table,
+        build_registry,
+        parse_metrics_text,
+        reported_chain_not_after,
+    )
+
+    collector = CaCollector(
+        allocate_counter_table(1),
+        1,
+        root_not_after=material.root_not_after,  # type: ignore[attr-defined]
+        chain_not_after=reported_chain_not_after(material),  # type: ignore[arg-type]
+        now=lambda: NOW,
+    )
+    values = parse_metrics_text(generate_latest(build_registry(collector)).decode())
+    return {k: v for k, v in values.items() if "expiry" in k}
+
+
+def test_cert_chain_expiry_is_exported_for_a_plugged_in_ca_only(
+    tmp_path: Path, cluster1_ca: TestCA
+) -> None:
+    """Istio: citadel_server_cert_chain_expiry_* only when the CA is plugged in."""
+    self_signed = load_or_create_self_signed(
+        tmp_path / "data", trust_domain=TrustDomain("cluster.local"), now=NOW, ttl=timedelta(1)
+    )
+    assert sorted(_expiry_metrics(self_signed)) == [
+        "citadel_server_root_cert_expiry_seconds",
+        "citadel_server_root_cert_expiry_timestamp",
+    ]
+    plugged = load_plugged_in_material(cluster1_ca.write_cacerts(tmp_path / "cacerts"), now=NOW)
+    values = _expiry_metrics(plugged)
+    expected = cluster1_ca.cert.not_valid_after_utc.timestamp()
+    assert values["citadel_server_cert_chain_expiry_timestamp"] == expected
