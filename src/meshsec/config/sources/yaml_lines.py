@@ -23,10 +23,20 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from meshsec.core.policy import diagnostics as dg
 from meshsec.core.policy.diagnostics import Diagnostic
-from meshsec.core.policy.document import FieldPath, LoadedText, SourceDocument, format_path
+from meshsec.core.policy.document import (
+    FieldPath,
+    LoadedText,
+    SourceDocument,
+    count_digits,
+    format_path,
+)
 
 MAX_DEPTH = 100
 MAX_NODES = 200_000
+MAX_INT_DIGITS = 4300
+"""Longer integers are refused (Python's own int/str conversion limit: str() of one raises)."""
+_BIG_INT = 10**MAX_INT_DIGITS
+_INT_TAG = "tag:yaml.org,2002:int"
 _DOC_MARKER = re.compile(r"^(---|\.\.\.)(\s|$)")
 
 
@@ -78,10 +88,20 @@ class _Build:
 
     def _scalar(self, node: Node, path: FieldPath) -> object:
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
-            self.problem(dg.YAML_SYNTAX, f"bad scalar value: {_reason(exc)}", node, path)
+            digits = sum(c.isdigit() for c in node.value) if node.tag == _INT_TAG else 0
+            if digits > MAX_INT_DIGITS:  # int() refuses: Python's conversion limit
+                self.problem(dg.YAML_SYNTAX, _too_many_digits(digits), node, path)
+            else:
+                self.problem(dg.YAML_SYNTAX, f"bad scalar value: {_reason(exc)}", node, path)
             return None
+        if isinstance(value, int) and not -_BIG_INT < value < _BIG_INT:
+            digits = count_digits(value)  # e.g. 0x... is not limited, but str() of it would be
+            if digits > MAX_INT_DIGITS:
+                self.problem(dg.YAML_SYNTAX, _too_many_digits(digits), node, path)
+                return None
+        return value
 
     def _mapping(self, node: MappingNode, path: FieldPath, depth: int) -> dict[object, object]:
         try:
@@ -118,6 +138,13 @@ class _Build:
             self.lines[(*path, part)] = self.line(key_node)
             out[key] = self.build(value_node, (*path, part), depth + 1)
         return out
+
+
+def _too_many_digits(digits: int) -> str:
+    return (
+        f"bad scalar value: the number has too many digits ({digits}): ports are 1-65535, and "
+        "other numbers in Kubernetes and Istio objects fit in 64 bits (at most 19 digits)"
+    )
 
 
 def _reason(exc: BaseException) -> str:

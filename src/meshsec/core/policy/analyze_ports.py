@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from meshsec.core.policy import diagnostics as dg
 from meshsec.core.policy.destination import resolve_rule_host
 from meshsec.core.policy.diagnostics import Diagnostic
-from meshsec.core.policy.document import is_decimal
+from meshsec.core.policy.document import parse_port_text
 from meshsec.core.policy.model import (
     AuthorizationPolicy,
     DestinationRule,
@@ -99,14 +99,16 @@ def _authz_ports(policy: AuthorizationPolicy) -> Iterator[tuple[str, int]]:
         for i, op in enumerate(rule.operations):
             for name, values in (("ports", op.ports), ("notPorts", op.not_ports)):
                 for j, value in enumerate(values):
-                    if is_decimal(value):
-                        yield f"{base}.to[{i}].operation.{name}[{j}]", int(value)
+                    port = parse_port_text(value)
+                    if port is not None:
+                        yield f"{base}.to[{i}].operation.{name}[{j}]", port
         for i, cond in enumerate(rule.when):
             if cond.key == "destination.port":
                 for name, values in (("values", cond.values), ("notValues", cond.not_values)):
                     for j, value in enumerate(values):
-                        if is_decimal(value):
-                            yield f"{base}.when[{i}].{name}[{j}]", int(value)
+                        port = parse_port_text(value)
+                        if port is not None:
+                            yield f"{base}.when[{i}].{name}[{j}]", port
 
 
 def analyze_port_spaces(snapshot: PolicySnapshot) -> list[Diagnostic]:

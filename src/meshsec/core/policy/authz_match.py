@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from meshsec.core.policy.document import is_decimal
+from meshsec.core.policy.document import is_decimal, show_value, too_many_port_digits
 
 SPIFFE_PREFIX = "spiffe://"
 CLUSTER_LOCAL = "cluster.local"
@@ -217,9 +217,12 @@ def _parse_network(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Networ
 
 def parse_port(pattern: str | int) -> int | Unusable:
     """A port value as written in a policy (string or number), 0–65535."""
+    too_long = too_many_port_digits(pattern.strip() if isinstance(pattern, str) else pattern)
+    if too_long is not None:  # before str()/int(): both raise on numbers over 4300 digits
+        return Unusable(too_long)
     text = str(pattern).strip()
     if not is_decimal(text):
-        return Unusable(f"port {pattern!r} is not a number")
+        return Unusable(f"port {show_value(pattern)} is not a number")
     port = int(text)
     if port > 65535:
         return Unusable(f"port {pattern!r} is out of range 0-65535")

@@ -33,6 +33,41 @@ def is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+_LOG10_2 = 0.30102999566398120
+_SHORT_DIGITS = 20
+_SHORT_NUMBER = 10**_SHORT_DIGITS
+
+
+def count_digits(value: int) -> int:
+    """Decimal digits of ``abs(value)``, without ``str()`` (which refuses over 4300 digits)."""
+    value = abs(value)
+    if value < _SHORT_NUMBER:
+        return len(str(value))
+    guess = int(value.bit_length() * _LOG10_2)  # digits are guess or guess + 1
+    return guess + 1 if value >= 10**guess else guess
+
+
+def too_many_port_digits(value: int | str, what: str = "port") -> str | None:
+    """For a port written with over 20 digits (a decimal string, or a number): the message to
+    show instead of quoting it; None otherwise. ``int()`` of a decimal string over 4300 digits
+    raises, so callers check this before converting."""
+    if isinstance(value, str):
+        digits = len(value.lstrip("0")) if is_decimal(value) else 0
+    else:
+        digits = count_digits(value)
+    if digits <= _SHORT_DIGITS:
+        return None
+    return f"{what} has too many digits ({digits}): ports are 1-65535"
+
+
+def parse_port_text(text: str) -> int | None:
+    """The port 1-65535 that ASCII-decimal ``text`` spells, else None (never raises)."""
+    if not is_decimal(text) or len(text.lstrip("0")) > 5:
+        return None
+    port = int(text)
+    return port if 1 <= port <= 65535 else None
+
+
 def format_path(path: FieldPath) -> str:
     """``("spec", "rules", 0, "from")`` → ``spec.rules[0].from``; odd keys are quoted."""
     out = ""
@@ -167,8 +202,19 @@ def describe_type(value: object) -> str:
 
 
 def _show(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = count_digits(value)
+        if (
+            digits > _SHORT_DIGITS
+        ):  # repr() of a huge int is unreadable, and raises past 4300 digits
+            return f"(a number with {digits} digits)"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def show_value(value: object) -> str:
+    """``value`` for a message: its repr, shortened past 80 characters (huge numbers by size)."""
+    return _show(value)
 
 
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
@@ -374,12 +420,18 @@ class DocumentReader:
     def port(self, value: object, path: FieldPath, what: str = "port") -> int | None:
         """A port number 1-65535 (an integer, or a decimal string for map keys)."""
         if isinstance(value, str) and is_decimal(value.strip()):
-            value = int(value.strip())
+            value = value.strip()
+            too_long = too_many_port_digits(value, what)
+            if too_long is not None:
+                self.report(dg.PORT_RANGE, too_long, path)
+                return None
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             self.wrong_type(value, path, f"a {what} number (integer 1-65535)")
             return None
         if not 1 <= value <= 65535:
-            self.report(dg.PORT_RANGE, f"{what} {value} is out of range 1-65535", path)
+            too_long = too_many_port_digits(value, what)
+            self.report(dg.PORT_RANGE, too_long or f"{what} {value} is out of range 1-65535", path)
             return None
         return value
 

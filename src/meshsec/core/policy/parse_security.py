@@ -12,7 +12,14 @@ from dataclasses import fields as dataclass_fields
 from typing import TypeVar
 
 from meshsec.core.policy import diagnostics as dg
-from meshsec.core.policy.document import DocumentReader, FieldPath, format_path, is_decimal
+from meshsec.core.policy.document import (
+    DocumentReader,
+    FieldPath,
+    format_path,
+    parse_port_text,
+    show_value,
+    too_many_port_digits,
+)
 from meshsec.core.policy.model import (
     AuthorizationAction,
     AuthorizationPolicy,
@@ -120,12 +127,23 @@ def parse_peer_authentication(
         if not isinstance(raw_ports, dict):
             r.wrong_type(raw_ports, plm_path, "a mapping of port number to {mode: ...}")
         else:
+            written: dict[int, object] = {}
             for key, item in raw_ports.items():
                 port_path = (*plm_path, key if isinstance(key, str | int) else str(key))
                 port = r.port(key, port_path, "portLevelMtls port")
                 mode = _mode(r, item, port_path)
-                if port is not None:
-                    ports[port] = mode
+                if port is None:
+                    continue
+                if port in written:  # 8080 and "8080" are different YAML keys, one port
+                    r.report(
+                        dg.DUPLICATE_KEY,
+                        f"portLevelMtls port {port} appears twice (as {show_value(written[port])} "
+                        f"and {show_value(key)}); give each port once",
+                        port_path,
+                    )
+                    continue
+                written[port] = key
+                ports[port] = mode
             if not raw_ports:
                 r.report(dg.MISSING_FIELD, "portLevelMtls must not be empty when given", plm_path)
     has_selector = selector is not None and not selector.is_empty
@@ -296,8 +314,10 @@ def _check_value(r: DocumentReader, attr: str, text: str, path: FieldPath) -> No
         except ValueError:
             r.report(dg.INVALID_VALUE, f"{text!r} is not an IP address or CIDR block", path)
     elif attr in ("ports", "not_ports"):
-        if not is_decimal(text) or not 1 <= int(text) <= 65535:
-            r.report(dg.PORT_RANGE, f"port {text!r} must be a number in 1-65535", path)
+        if parse_port_text(text) is None:
+            too_long = too_many_port_digits(text)
+            msg = too_long or f"port {show_value(text)} must be a number in 1-65535"
+            r.report(dg.PORT_RANGE, msg, path)
     elif attr in _PRINCIPAL_FIELDS and text.startswith("spiffe://"):
         r.report(
             dg.INVALID_VALUE,
@@ -336,7 +356,9 @@ def _condition(r: DocumentReader, value: object, path: FieldPath) -> Condition |
         return None
     if key == "destination.port":
         for text in values + not_values:
-            if not is_decimal(text) or not 1 <= int(text) <= 65535:
-                r.report(dg.PORT_RANGE, f"destination.port value {text!r} is not 1-65535", path)
+            if parse_port_text(text) is None:
+                too_long = too_many_port_digits(text, "destination.port value")
+                msg = too_long or f"destination.port value {show_value(text)} is not 1-65535"
+                r.report(dg.PORT_RANGE, msg, path)
                 break
     return Condition(key=key, values=values, not_values=not_values)
