@@ -210,7 +210,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
             log.info(
                 "CSR from %s asks for %s; ignored, issuing for the authenticated %s",
                 peer,
-                ", ".join(u[:200] for u in csr.requested_uris),
+                _shown_uris(csr.requested_uris),
                 identity,
             )
         issued = self._authority.sign(
@@ -239,6 +239,15 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
                 peer,
             )
         return issued.cert_chain
+
+
+LOGGED_URIS = 5  # a CSR may carry hundreds of SANs; the log line names the first few
+
+
+def _shown_uris(uris: Sequence[str]) -> str:
+    shown = ", ".join(u[:200] for u in uris[:LOGGED_URIS])
+    more = len(uris) - LOGGED_URIS
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def _headers(metadata: Any) -> dict[str, tuple[str, ...]]:

@@ -47,6 +47,7 @@ from meshsec.core.pki import (
     random_serial,
     summarize_certificate,
 )
+from meshsec.core.policy.document import check_dns1123_label
 from meshsec.errors import MeshsecError
 from meshsec.runtime.files import KEY_MODE, PUBLIC_MODE, FileContent, write_files_atomic
 
@@ -108,7 +109,9 @@ def intermediate(
     root_dir: Annotated[
         Path, typer.Option("--root", help="directory with root-cert.pem and root-key.pem")
     ],
-    name: Annotated[str, typer.Option("--name", help="cluster name; the intermediate's L=")],
+    name: Annotated[
+        str, typer.Option("--name", help="cluster name (DNS-1123 label); the intermediate's L=")
+    ],
     out: Annotated[Path, typer.Option("--out", help="cacerts directory to create")],
     trust_domain: Annotated[
         str | None,
@@ -123,6 +126,7 @@ def intermediate(
     force: Annotated[bool, typer.Option("--force", help="overwrite existing files")] = False,
 ) -> None:
     """An Istio plug-in CA directory: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem."""
+    _cluster_name(name)
     root_cert_path, root_key_path = root_dir / ROOT_CERT, root_dir / ROOT_KEY
     root_cert = _load_material(
         root_cert_path, lambda data: parse_certificate_pem(data, what="root certificate")
@@ -203,6 +207,15 @@ def _trust_domain(value: str) -> TrustDomain:
         raise typer.BadParameter(
             f"{value!r}: {exc.reason}", param_hint="'--trust-domain'"
         ) from None
+
+
+def _cluster_name(value: str) -> None:
+    """A cluster id, as Kubernetes and Istio name them (it becomes the intermediate's L=)."""
+    problem = check_dns1123_label(value)
+    if problem is not None:
+        raise typer.BadParameter(
+            f"{value!r} is not a DNS-1123 label ({problem})", param_hint="'--name'"
+        )
 
 
 def _root_trust_domain(cert: x509.Certificate) -> TrustDomain:

@@ -371,3 +371,29 @@ async def test_unexpected_failure_is_internal_unknown_counted_and_logged_with_tr
     assert "Traceback" in caplog.text
     assert "python-internal detail" in caplog.text
     assert ca.issued() == []
+
+
+async def test_ignored_csr_uris_are_logged_five_at_most(
+    ca: CaUnderTest, clusters: Clusters, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    uris = [f"spiffe://cluster.local/ns/n{i}/sa/s" for i in range(40)]
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+    with caplog.at_level(logging.INFO, logger="meshsec.ca.service"):
+        result = await call(ca, csr, token=token_for(clusters.cluster1))
+    assert result.code is OK
+    [line] = [r.getMessage() for r in caplog.records if "; ignored" in r.getMessage()]
+    assert "ns/n4/sa/s and 35 more; ignored" in line
+    assert "ns/n5/" not in line

@@ -355,3 +355,20 @@ def test_inspect_bad_output_format(
     path.write_bytes(ca.root_pem)
     assert main(["cert", "inspect", str(path), "-o", "yaml"]) == 2
     assert "'yaml' is not table or json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["bad/name", "Cluster1", "-c", "c-", "a" * 64, "", "c 1", "c.1"],
+    ids=["slash", "upper", "leading-dash", "trailing-dash", "too-long", "empty", "space", "dot"],
+)
+def test_intermediate_name_must_be_a_dns1123_label(
+    root_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    out = tmp_path / "out"
+    rc = main(["certs", "intermediate", "--root", str(root_dir), "--name", name, "--out", str(out)])
+    assert rc == 2
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())  # rich wraps the box
+    assert "is not a DNS-1123 label" in err
+    assert "--name" in err
+    assert not out.exists()
