@@ -15,7 +15,11 @@ from meshsec.ca.material import CaMaterial
 from meshsec.core.identity import SpiffeId
 from meshsec.core.pki import ParsedCsr
 from meshsec.core.pki.issue import issue_server_certificate, issue_workload_certificate
-from meshsec.core.pki.templates import WorkloadCertRequest, random_serial
+from meshsec.core.pki.templates import (
+    WorkloadCertRequest,
+    compose_dual_use_common_name,
+    random_serial,
+)
 
 # istiod's own DNS names (istio-contracts §3.5) plus loopback for local use.
 SERVING_DNS_NAMES = (
@@ -66,7 +70,11 @@ class CertificateAuthority:
         self, csr: ParsedCsr, identity: SpiffeId, *, requested_seconds: int, now: datetime
     ) -> IssuedCertificate:
         ttl = self.resolve_ttl(requested_seconds)
-        req = WorkloadCertRequest(spiffe_id=identity, public_key=csr.public_key, ttl=ttl)
+        # Istio's dual-use rule: a CSR with a subject CN gets CN = the first SAN (the caller's ID).
+        common_name = compose_dual_use_common_name([identity]) if csr.subject_cn else None
+        req = WorkloadCertRequest(
+            spiffe_id=identity, public_key=csr.public_key, ttl=ttl, common_name=common_name
+        )
         serial = random_serial(self._entropy(16))
         cert = issue_workload_certificate(req, self.material.issuer, now=now, serial=serial)
         leaf = cert.public_bytes(serialization.Encoding.PEM).decode()

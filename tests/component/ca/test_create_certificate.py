@@ -397,3 +397,42 @@ async def test_ignored_csr_uris_are_logged_five_at_most(
     [line] = [r.getMessage() for r in caplog.records if "; ignored" in r.getMessage()]
     assert "ns/n4/sa/s and 35 more; ignored" in line
     assert "ns/n5/" not in line
+
+
+def _csr_with_cn(common_name: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+
+
+async def test_csr_with_subject_cn_gets_dual_use_cn_of_the_callers_id(
+    ca: CaUnderTest, clusters: Clusters
+) -> None:
+    """Istio's dual-use rule: CN = the first SAN (the caller's SPIFFE ID, not the CSR's CN)."""
+    from cryptography.x509.oid import NameOID
+
+    result = await call(ca, _csr_with_cn("admin.kube-system"), token=token_for(clusters.cluster1))
+    assert result.code is OK, result.details
+    cns = result.leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    assert [a.value for a in cns] == [SLEEP]
+    assert _san_uris(result.leaf) == [SLEEP]
+    plain = await call(ca, new_csr()[1], token=token_for(clusters.cluster1))
+    assert len(plain.leaf.subject) == 0  # no CN asked: the SPIFFE default, an empty subject
+
+
+async def test_dual_use_cn_longer_than_64_is_refused(ca: CaUnderTest, clusters: Clusters) -> None:
+    long_sa = "a" * 40  # spiffe://cluster.local/ns/default/sa/<40> = 77 characters
+    token = token_for(clusters.cluster1, "default", long_sa)
+    refused = await call(ca, _csr_with_cn("x"), token=token)
+    assert refused.code is grpc.StatusCode.INTERNAL
+    assert refused.details == "CSR signing error (CERT_GEN_ERROR)"
+    assert ca.counter("citadel_server_csr_sign_err_count:CERT_GEN_ERROR") == 1
+    assert (await call(ca, new_csr()[1], token=token)).code is OK  # without a CN it is fine

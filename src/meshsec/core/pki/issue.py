@@ -26,6 +26,7 @@ from meshsec.core.pki.templates import (
     Issuer,
     WorkloadCertRequest,
     build_san,
+    compose_dual_use_common_name,
 )
 
 _EMPTY_NAME = x509.Name([])
@@ -53,10 +54,14 @@ def issue_workload_certificate(
     _check_serial(serial)
     check_public_key(req.public_key)
     names: list[str | SpiffeId] = [req.spiffe_id, *req.dns_names]
+    subject = _EMPTY_NAME
+    if req.common_name is not None:
+        common_name = compose_dual_use_common_name([req.common_name])
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = (
         x509.CertificateBuilder(
             issuer_name=issuer.certificate.subject,
-            subject_name=_EMPTY_NAME,
+            subject_name=subject,
             public_key=req.public_key,
             serial_number=serial,
             not_valid_before=now - CLOCK_SKEW_GRACE,

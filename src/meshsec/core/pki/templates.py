@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from meshsec.core.identity import SpiffeId
+from meshsec.core.identity import InvalidSpiffeId, SpiffeId
 from meshsec.core.pki.errors import IssuanceError
 from meshsec.core.pki.keys import (
     PrivateKey,
@@ -132,6 +132,24 @@ class WorkloadCertRequest:
     public_key: PublicKey
     ttl: timedelta
     dns_names: tuple[str, ...] = ()
+    # Istio's dual-use rule: when the CSR's subject has a CN, the leaf's subject is CN=<first SAN>
+    # (see compose_dual_use_common_name); None keeps the SPIFFE default, an empty subject.
+    common_name: str | None = None
+
+
+MAX_COMMON_NAME = 64  # X.520 ub-common-name
+
+
+def compose_dual_use_common_name(names: Sequence[str | SpiffeId]) -> str:
+    """Istio's ``DualUseCommonName``: the first SAN, refused above 64 characters."""
+    if not names:
+        raise IssuanceError("dual-use common name needs at least one SAN")
+    first = str(names[0])
+    if len(first) > MAX_COMMON_NAME:
+        raise IssuanceError(
+            f"dual-use common name {first[:80]!r} is longer than {MAX_COMMON_NAME} characters"
+        )
+    return first
 
 
 def random_serial(entropy: bytes) -> int:
@@ -146,8 +164,14 @@ def build_san(names: Sequence[str | SpiffeId]) -> x509.SubjectAlternativeName:
     general: list[x509.GeneralName] = []
     for name in names:
         text = str(name)
-        if isinstance(name, SpiffeId) or text.lower().startswith("spiffe://"):
+        if isinstance(name, SpiffeId):
             general.append(x509.UniformResourceIdentifier(text))
+            continue
+        if text[: len("spiffe://")].lower() == "spiffe://":  # validated: SPIFFE:// is refused
+            try:
+                general.append(x509.UniformResourceIdentifier(str(SpiffeId.parse(text))))
+            except InvalidSpiffeId as exc:
+                raise IssuanceError(f"invalid SPIFFE ID {text[:64]!r}: {exc.reason}") from None
             continue
         try:
             general.append(x509.IPAddress(ipaddress.ip_address(text)))

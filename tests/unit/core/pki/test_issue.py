@@ -28,6 +28,7 @@ from meshsec.core.pki import (
     leaf_contract_problems,
     random_serial,
 )
+from meshsec.core.pki.templates import compose_dual_use_common_name
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TD = TrustDomain("cluster.local")
@@ -354,3 +355,46 @@ def test_random_serial() -> None:
     assert random_serial(b"\xff" * 16) == (1 << 128) - 1
     with pytest.raises(IssuanceError, match="16 bytes"):
         random_serial(b"short")
+
+
+# --- Istio's dual-use rule: CN = first SAN when the CSR had a subject CN -----------------------
+
+
+def test_dual_use_common_name_is_the_subject_cn(
+    issuer: Issuer, leaf_key: ec.EllipticCurvePrivateKey
+) -> None:
+    cn = compose_dual_use_common_name([SLEEP, "sleep.default"])
+    assert cn == str(SLEEP)
+    req = WorkloadCertRequest(SLEEP, leaf_key.public_key(), timedelta(hours=1), common_name=cn)
+    cert = issue_workload_certificate(req, issuer, now=NOW, serial=1)
+    assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == [cn]
+    assert len(cert.subject) == 1
+    check_issued(cert, SLEEP)  # still a valid SVID (URI SAN unchanged)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        pytest.param(["spiffe://cluster.local/ns/default/sa/" + "a" * 28], id="65-chars"),
+        pytest.param([], id="no-san"),
+    ],
+)
+def test_dual_use_common_name_refusals(names: list[str]) -> None:
+    with pytest.raises(IssuanceError, match="dual-use common name"):
+        compose_dual_use_common_name(names)
+
+
+def test_dual_use_common_name_exactly_64_is_accepted() -> None:
+    name = "spiffe://cluster.local/ns/default/sa/" + "a" * 27
+    assert len(name) == 64
+    assert compose_dual_use_common_name([name]) == name
+
+
+def test_issue_refuses_an_overlong_common_name(
+    issuer: Issuer, leaf_key: ec.EllipticCurvePrivateKey
+) -> None:
+    req = WorkloadCertRequest(
+        SLEEP, leaf_key.public_key(), timedelta(hours=1), common_name="x" * 65
+    )
+    with pytest.raises(IssuanceError, match="longer than 64 characters"):
+        issue_workload_certificate(req, issuer, now=NOW, serial=1)
