@@ -78,12 +78,12 @@ class Issuer:
     _aki: x509.AuthorityKeyIdentifier = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        basic = _basic_constraints(self.certificate)
+        basic = basic_constraints_of(self.certificate)
         if basic is None or not basic.ca:
             raise IssuanceError(
                 "signing certificate is not a CA (BasicConstraints CA=true missing)"
             )
-        key_usage = _key_usage(self.certificate)
+        key_usage = key_usage_of(self.certificate)
         if key_usage is not None and not key_usage.key_cert_sign:
             raise IssuanceError("signing certificate lacks the keyCertSign key usage")
         if not public_keys_equal(self.private_key.public_key(), _public_key(self.certificate)):
@@ -105,7 +105,7 @@ class Issuer:
 
     @cached_property
     def path_length(self) -> int | None:
-        basic = _basic_constraints(self.certificate)
+        basic = basic_constraints_of(self.certificate)
         return basic.path_length if basic is not None else None
 
     @cached_property
@@ -182,14 +182,16 @@ def build_san(names: Sequence[str | SpiffeId]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(general)
 
 
-def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
+def basic_constraints_of(cert: x509.Certificate) -> x509.BasicConstraints | None:
+    """The certificate's BasicConstraints, None when absent (issuing and verifying use this)."""
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         return None
 
 
-def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+def key_usage_of(cert: x509.Certificate) -> x509.KeyUsage | None:
+    """The certificate's KeyUsage, None when absent (issuing and verifying use this)."""
     try:
         return cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:

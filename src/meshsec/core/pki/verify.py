@@ -27,6 +27,7 @@ from meshsec.core.identity import SpiffeId, TrustDomain
 from meshsec.core.pki.bundle import TrustBundle
 from meshsec.core.pki.errors import ChainFailure, ChainVerificationError
 from meshsec.core.pki.svid import spiffe_id_of
+from meshsec.core.pki.templates import basic_constraints_of, key_usage_of
 
 MAX_INTERMEDIATES = 8
 
@@ -148,7 +149,7 @@ def verify_svid(
             f"leaf {describe_certificate(leaf)} is a CA certificate (BasicConstraints CA=true)",
             ChainFailure.LEAF_IS_CA,
         )
-    key_usage = _key_usage(leaf)
+    key_usage = key_usage_of(leaf)
     if key_usage is not None:
         if key_usage.key_cert_sign or key_usage.crl_sign:
             raise ChainVerificationError(
@@ -223,7 +224,7 @@ def _check_issuer_is_ca(issuer: x509.Certificate, child: x509.Certificate) -> No
             "(BasicConstraints CA=true missing)",
             ChainFailure.ISSUER_NOT_CA,
         )
-    key_usage = _key_usage(issuer)
+    key_usage = key_usage_of(issuer)
     if key_usage is not None and not key_usage.key_cert_sign:
         raise ChainVerificationError(
             f"issuer {describe_certificate(issuer)} lacks the keyCertSign key usage",
@@ -235,7 +236,7 @@ def _check_path_lengths(path: Sequence[x509.Certificate]) -> None:
     # path[i] for i ≥ 1 is a CA; the CA certificates strictly between it and the leaf are
     # path[1:i], of which the non-self-issued ones count against its pathLenConstraint.
     for i in range(1, len(path)):
-        basic = _basic_constraints(path[i])
+        basic = basic_constraints_of(path[i])
         if basic is None or basic.path_length is None:
             continue
         below = sum(1 for c in path[1:i] if c.issuer != c.subject)
@@ -247,20 +248,6 @@ def _check_path_lengths(path: Sequence[x509.Certificate]) -> None:
             )
 
 
-def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return None
-
-
-def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-
-
 def _is_ca(cert: x509.Certificate) -> bool:
-    basic = _basic_constraints(cert)
+    basic = basic_constraints_of(cert)
     return basic is not None and basic.ca

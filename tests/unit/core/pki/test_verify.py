@@ -408,3 +408,23 @@ def test_empty_inputs(ca: TestCA) -> None:
         verify_svid([], ca.bundle, now=NOW)
     with pytest.raises(ValueError, match="timezone-aware"):
         verify_chain(svid.leaf, (), ca.bundle, now=datetime(2026, 1, 1))
+
+
+def test_issuing_and_verifying_share_the_extension_lookups() -> None:
+    """One helper each for BasicConstraints / KeyUsage, used by templates and verify alike."""
+    from meshsec.core.pki import templates, verify
+    from tests.testca import TestCA
+
+    assert verify.basic_constraints_of is templates.basic_constraints_of
+    assert verify.key_usage_of is templates.key_usage_of
+    ca = TestCA()
+    leaf = ca.issue_svid("spiffe://cluster.local/ns/a/sa/b").leaf
+    root_bc = templates.basic_constraints_of(ca.root_cert)
+    leaf_bc = templates.basic_constraints_of(leaf)
+    assert root_bc is not None
+    assert root_bc.ca
+    assert leaf_bc is not None
+    assert not leaf_bc.ca
+    root_ku = templates.key_usage_of(ca.root_cert)
+    assert root_ku is not None
+    assert root_ku.key_cert_sign
