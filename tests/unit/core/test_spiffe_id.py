@@ -23,11 +23,10 @@ from meshsec.core.identity import (
     [
         ("spiffe://cluster.local/ns/default/sa/sleep", "cluster.local", "/ns/default/sa/sleep"),
         ("spiffe://example.org", "example.org", ""),
-        ("SPIFFE://example.org/a", "example.org", "/a"),
         ("spiffe://td_with-chars.0/A.b-c_d", "td_with-chars.0", "/A.b-c_d"),
         ("spiffe://1.2.3.4/x", "1.2.3.4", "/x"),
     ],
-    ids=["istio", "no-path", "scheme-case-insensitive", "allowed-chars", "ipv4-td"],
+    ids=["istio", "no-path", "allowed-chars", "ipv4-td"],
 )
 def test_parse_valid(text: str, td: str, path: str) -> None:
     parsed = SpiffeId.parse(text)
@@ -42,6 +41,9 @@ def test_parse_valid(text: str, td: str, path: str) -> None:
         ("", "empty"),
         ("cluster.local/ns/a", "missing 'spiffe://' scheme"),
         ("https://cluster.local/ns/a", "scheme must be 'spiffe'"),
+        ("SPIFFE://example.org/a", "scheme must be lower-case 'spiffe'"),
+        ("Spiffe://example.org/a", "scheme must be lower-case 'spiffe'"),
+        ("spiFFe://example.org", "scheme must be lower-case 'spiffe'"),
         ("spiffe:///ns/a", "trust domain is empty"),
         (
             "spiffe://Cluster.local/ns/a",
@@ -95,6 +97,21 @@ def test_trust_domain_parse_accepts_id_form_only_without_path() -> None:
         TrustDomain.parse("spiffe://example.org/x")
     with pytest.raises(InvalidTrustDomain, match="is empty"):
         TrustDomain("")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("SPIFFE://example.org", "scheme must be lower-case 'spiffe'"),
+        ("Spiffe://example.org", "scheme must be lower-case 'spiffe'"),
+        ("spiffe://Example.org", "character 'E' is not allowed (trust domains are lower-case)"),
+        ("https://example.org", "a port or scheme is not allowed in a trust domain"),
+    ],
+)
+def test_trust_domain_parse_is_strict_about_case(text: str, reason: str) -> None:
+    with pytest.raises(InvalidTrustDomain) as info:
+        TrustDomain.parse(text)
+    assert info.value.reason == reason
 
 
 def test_trust_domain_aliases_expand_and_canonicalise() -> None:

@@ -3,8 +3,8 @@
 * Trust domain: lower-case ``[a-z0-9._-]``, non-empty, at most 255 bytes, no port, userinfo or
   percent-encoding.
 * Path: segments of ``[a-zA-Z0-9._-]``; no empty, ``.`` or ``..`` segments; no trailing slash.
-* Whole ID: scheme ``spiffe`` (case-insensitive on input, always emitted lower-case), at most
-  2048 bytes, no query or fragment.
+* Whole ID: scheme exactly ``spiffe`` (lower-case: ``SPIFFE://`` is refused, as go-spiffe and
+  Envoy compare URI SANs byte for byte), at most 2048 bytes, no query or fragment.
 
 Istio workload identities are ``spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>``.
 """
@@ -37,9 +37,17 @@ class TrustDomain:
 
     @classmethod
     def parse(cls, value: str) -> TrustDomain:
-        """Accept a bare name (``cluster.local``) or an ID with no path (``spiffe://cluster.local``)."""
+        """Accept a bare name (``cluster.local``) or an ID with no path (``spiffe://cluster.local``).
+
+        ``SPIFFE://...`` goes to :meth:`SpiffeId.parse` too, whose error says the scheme must be
+        lower-case (a bare-name error would only complain about the ``:``). Always raises
+        :class:`InvalidTrustDomain`.
+        """
         if value[: len(_PREFIX)].lower() == _PREFIX:
-            spiffe_id = SpiffeId.parse(value)
+            try:
+                spiffe_id = SpiffeId.parse(value)
+            except InvalidSpiffeId as exc:
+                raise InvalidTrustDomain(value, exc.reason) from None
             if spiffe_id.path:
                 raise InvalidTrustDomain(value, "a trust domain ID must not have a path")
             return spiffe_id.trust_domain
@@ -93,7 +101,9 @@ class SpiffeId:
             raise InvalidSpiffeId(value, "empty")
         if len(value.encode()) > MAX_ID_BYTES:
             raise InvalidSpiffeId(value[:64] + "...", f"longer than {MAX_ID_BYTES} bytes")
-        if value[: len(_PREFIX)].lower() != _PREFIX:
+        if not value.startswith(_PREFIX):
+            if value[: len(_PREFIX)].lower() == _PREFIX:
+                raise InvalidSpiffeId(value, "scheme must be lower-case 'spiffe'")
             if "://" in value:
                 raise InvalidSpiffeId(value, "scheme must be 'spiffe'")
             raise InvalidSpiffeId(value, "missing 'spiffe://' scheme")

@@ -52,7 +52,7 @@ def summarize_certificate(
         is_ca, path_length = basic.ca, basic.path_length
     except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
         is_ca, path_length = False, None
-    spiffe = [u for u in uris if u.lower().startswith("spiffe://")]
+    spiffe = [u for u in uris if u.startswith("spiffe://")]  # the scheme is lower-case only
     try:
         key_type = describe_public_key(cert.public_key())
     except (ValueError, TypeError):
