@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,18 +88,37 @@ def test_unreadable_or_empty_input(tmp_path: Path, kind: str, code: str) -> None
     assert [d.code for d in snap.diagnostics] == [code]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
-def test_permission_denied_is_unreadable(tmp_path: Path) -> None:
+def test_permission_denied_is_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated (chmod 0 does not stop root, and CI runs as root): opening the file fails."""
     target = tmp_path / "secret.yaml"
     write(target, pa("a", "STRICT"))
-    target.chmod(0)
-    try:
-        snap = load_snapshot([tmp_path])
-    finally:
-        target.chmod(0o600)
+    write(tmp_path / "ok.yaml", pa("b", "STRICT"))
+    real_open = Path.open
+    opened: list[Path] = []
+
+    def open_or_deny(self: Path, *args: Any, **kwargs: Any) -> Any:
+        opened.append(self)
+        if self == target:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_or_deny)
+    snap = load_snapshot([tmp_path])
+    assert target in opened  # the source really went through the patched read
     (diag,) = snap.diagnostics
-    assert diag.code == "MS0006"
-    assert "cannot read" in diag.message
+    assert (diag.code, diag.file) == ("MS0006", str(target))
+    assert diag.message == "cannot read: Permission denied"
+    assert [p.name for p in snap.peer_authentications] == ["b"]  # neighbours still load
+
+
+def test_deeply_nested_file_is_a_diagnostic_and_neighbours_load(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", pa("a", "STRICT"))
+    write(tmp_path / "deep.yaml", "spec: " + "[" * 100_000 + "\n")
+    snap = load_snapshot([tmp_path])
+    (diag,) = snap.diagnostics
+    assert (diag.code, diag.file, diag.line) == ("MS0001", str(tmp_path / "deep.yaml"), 1)
+    assert "too deeply nested" in diag.message
+    assert [p.name for p in snap.peer_authentications] == ["a"]
 
 
 def _source(
