@@ -91,11 +91,11 @@ class Side(asyncio.Protocol):
         link.last_activity = link.loop.time()
         self.bytes_in += len(data)
         sink = self.on_data
-        if sink is not None:
+        if sink is not None:  # a filter (HTTP) decides what goes where
             sink(data)
             return
         other = link.other(self)
-        if other is not None and other.transport is not None and not other.closed:
+        if link.started and other is not None and other.transport is not None and not other.closed:
             other.transport.write(data)
             return
         if other is not None and other.closed:
@@ -171,6 +171,7 @@ class Link:
         "last_activity",
         "limits",
         "loop",
+        "started",
         "up",
     )
 
@@ -180,6 +181,7 @@ class Link:
         self.down = Side(self, "downstream")
         self.up: Side | None = None
         self.closed = False
+        self.started = False  # nothing is forwarded before start(): checks come first
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.last_activity = self.loop.time()
         self._closed_cb = on_closed
@@ -201,7 +203,8 @@ class Link:
         return self.up if side is self.down else self.down
 
     def start(self) -> None:
-        """Both sides exist: flush what arrived early and forward from now on."""
+        """Every check passed and both sides exist: flush early bytes, forward from now on."""
+        self.started = True
         for side in (self.down, self.up):
             if side is None:
                 continue
@@ -219,7 +222,7 @@ class Link:
     # events -----------------------------------------------------------------------------------
     def on_eof(self, side: Side) -> None:
         other = self.other(side)
-        if other is None or other.transport is None:
+        if not self.started or other is None or other.transport is None:
             return  # passed on in start()
         if side.pending:
             return  # start() forwards pending first, then the EOF

@@ -39,12 +39,13 @@ async def release_all() -> None:
         resource = RESOURCES.pop()
         if isinstance(resource, asyncio.StreamWriter):
             resource.transport.abort()
-        elif isinstance(resource, asyncio.Server):
-            resource.close()
         elif hasattr(resource, "drain"):
             await resource.drain(0)
         elif hasattr(resource, "stop"):
             await resource.stop()
+        elif hasattr(resource, "wait_closed"):  # asyncio.Server or uvloop's Server
+            resource.close()  # type: ignore[attr-defined]
+            await resource.wait_closed()
 
 
 SERVER_ID = "spiffe://cluster.local/ns/backend/sa/server"

@@ -238,3 +238,33 @@ async def test_chunked_request_body_is_relayed_and_next_request_parsed(ids: Iden
     await listener.drain(5)
     server.close()
     await server.wait_closed()
+
+
+@pytest.mark.parametrize("requests", [1, 20])
+async def test_bytes_sent_before_the_app_connection_exists_are_still_authorized(
+    ids: Identities, requests: int
+) -> None:
+    """The client writes at once; nothing may reach the app unparsed while the proxy connects."""
+    received = bytearray()
+
+    async def raw_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            received.extend(data)
+        writer.close()
+
+    server = track(await asyncio.start_server(raw_app, "127.0.0.1", 0))
+    authz = FakeAuthorizer(deny_paths={"/admin"})
+    listener = await start_inbound(
+        tls_contexts(ids.server, ids.ca.bundle),
+        server.sockets[0].getsockname()[1],
+        PortMode.DISABLE,
+        http=True,
+        authorizer=authz,
+    )
+    reader, writer = await open_plain(listener.bound_port)
+    writer.write(b"GET /admin HTTP/1.1\r\nhost: b\r\n\r\n" * requests)
+    status, body = await http_request(reader, writer, b"")
+    assert (status, body) == (403, b"RBAC: access denied")
+    await close(writer)
+    await listener.drain(5)
+    assert bytes(received) == b""
