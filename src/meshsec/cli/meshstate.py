@@ -12,7 +12,6 @@ Finding the file: ``--mesh DIR`` (or ``MESHSEC_MESH_DIR``) names the mesh direct
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 import typer
 
 from meshsec.errors import MeshsecError
+from meshsec.runtime.pids import process_alive
 
 STATE_DIR = ".meshsec"
 STATE_FILE = "state.json"
@@ -243,17 +243,6 @@ class _Reader:
             log_dir=self.optional_str(item, "log_dir", where),
             labels=dict(labels),
         )
-
-
-def process_alive(pid: int) -> bool:
-    """Is ``pid`` a live process (ours or another user's)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def require_running(state: MeshState) -> None:

@@ -1,21 +1,11 @@
-"""Small probes the runtime uses: is a pid alive, a one-shot HTTP GET, durations for people."""
+"""Small probes the runtime uses: a one-shot HTTP GET, durations for people (is a pid alive:
+:func:`meshsec.runtime.pids.process_alive`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from datetime import timedelta
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def format_duration(delta: timedelta) -> str:
@@ -51,4 +41,4 @@ async def http_get(host: str, port: int, path: str, wait: float = 5.0) -> tuple[
     return status, body.decode("utf-8", "replace")
 
 
-__all__ = ["alive", "format_duration", "http_get"]
+__all__ = ["format_duration", "http_get"]

@@ -50,12 +50,13 @@ from meshsec.mesh.launch import (
     build_sidecar_process,
 )
 from meshsec.mesh.manifests import MeshPlan
-from meshsec.mesh.probes import alive, format_duration, http_get
+from meshsec.mesh.probes import format_duration, http_get
 from meshsec.mesh.processes import ManagedProcess
 from meshsec.mesh.registry import LOOPBACK, MeshRegistry, PortBinding, WorkloadEntry
 from meshsec.mesh.sidecar import SidecarConfig
 from meshsec.runtime.clock import Clock, SystemClock
 from meshsec.runtime.files import PUBLIC_MODE, write_atomic
+from meshsec.runtime.pids import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class MeshRuntime:
         if state.exists():
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 pid = int(json.loads(state.read_text())["pid"])
-                if pid != os.getpid() and alive(pid):
+                if pid != os.getpid() and process_alive(pid):
                     raise MeshRunningError(
                         f"a mesh is already running from {self.mesh_dir} (pid {pid}); "
                         "stop it first (Ctrl-C in its terminal, or kill -TERM "
