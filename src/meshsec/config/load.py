@@ -130,6 +130,9 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+_MAX_INT_DIGITS = 19  # int64
+
+
 def _convert(value: Any, tp: Any, info: SettingInfo) -> Any:
     """Turn a raw value (string from env/flags, or YAML scalar/list) into the field's type."""
     base, optional = _unwrap_optional(tp)
@@ -146,6 +149,12 @@ def _convert(value: Any, tp: Any, info: SettingInfo) -> Any:
     if base is int:
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not an integer")
+        digits = sum(c.isdigit() for c in value) if isinstance(value, str) else 0
+        if digits > _MAX_INT_DIGITS:  # int() would refuse it with advice for Python programmers
+            raise ValueError(
+                f"the number has too many digits ({digits}): settings take ports, sizes and "
+                f"counts of at most {_MAX_INT_DIGITS} digits"
+            )
         return int(value)
     if base is float:
         return float(value)
@@ -270,17 +279,56 @@ def _describe(field: dataclasses.Field[Any]) -> str:
     return where
 
 
-def describe_settings(cls: type[Any]) -> list[tuple[str, str, str, str]]:
-    """(flag, env vars, default, help) for every field: for docs/configuration.md and --help."""
+class SettingDoc(typing.NamedTuple):
+    """One settings field for people: (flag, env vars, default, help) first, then the field
+    ``name`` and its settings-file key."""
+
+    flag: str
+    env: str
+    default: str
+    help: str
+    name: str
+    file_key: str
+
+
+def _show_default(value: Any) -> str:
+    """A default as a user would write it: ``24h``, ``true``, ``a,b``; "" for none."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Path) and not value.is_absolute():
+        return f"./{value}"  # as Istio writes relative paths (str() drops the ./)
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, tuple | list):
+        return ",".join(_show_default(v) for v in value)
+    return str(value)
+
+
+def describe_settings(cls: type[Any]) -> list[SettingDoc]:
+    """Every field of a settings class, for docs/configuration.md and --help.
+
+    ``flag`` is the field's name as a flag (``--field-name``); a command may spell its flag
+    differently or have none. ``env`` lists the variables in the order they are tried.
+    """
     rows = []
     for field in dataclasses.fields(cls):
         info = setting_info(field)
         if field.default is not dataclasses.MISSING:
-            default = field.default
-            shown = format_duration(default) if isinstance(default, timedelta) else str(default)
+            shown = _show_default(field.default)
         elif field.default_factory is not dataclasses.MISSING:
-            shown = str(field.default_factory())
+            shown = _show_default(field.default_factory())
         else:
             shown = "(required)"
-        rows.append((f"--{field.name.replace('_', '-')}", ", ".join(info.env), shown, info.help))
+        rows.append(
+            SettingDoc(
+                flag=f"--{field.name.replace('_', '-')}",
+                env=", ".join(info.env),
+                default=shown,
+                help=info.help,
+                name=field.name,
+                file_key=info.file_key or _camel(field.name),
+            )
+        )
     return rows
