@@ -44,7 +44,7 @@ from meshsec.proxy.http1 import (
 )
 from meshsec.proxy.listener import Acceptor
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
-from meshsec.proxy.pump import ConnectionTracker, Link, PumpLimits
+from meshsec.proxy.pump import ConnectionTracker, Link, PumpLimits, log_task_failure
 from meshsec.proxy.tls import PeerIdentity, TlsContexts, peer_identity_of, verify_inbound_peer
 
 log = logging.getLogger("meshsec.proxy.inbound")
@@ -151,6 +151,7 @@ class InboundListener:
         task = asyncio.ensure_future(self._serve(conn, address, tls=tls))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(log_task_failure)
 
     def _sniff(self, conn: socket.socket, address: str) -> None:
         loop = self._loop

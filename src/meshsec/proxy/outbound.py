@@ -58,7 +58,7 @@ from meshsec.proxy.http1 import (
 )
 from meshsec.proxy.listener import Acceptor
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
-from meshsec.proxy.pump import ConnectionTracker, Link, PumpLimits
+from meshsec.proxy.pump import ConnectionTracker, Link, PumpLimits, log_task_failure
 from meshsec.proxy.tls import (
     TlsContexts,
     build_file_client_context,
@@ -300,6 +300,7 @@ class _OutboundBase:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(log_task_failure)
 
     def _on_socket(self, conn: socket.socket, address: str) -> None:
         self._spawn(self._serve(conn, address))
@@ -418,6 +419,9 @@ class ProxyHttpSession:
             self.requests.feed(data)
         except HttpError as exc:
             self._fail(exc.status, exc.reason)
+            return
+        except ValueError as exc:  # urlsplit: bad port or IPv6 literal in the request target
+            self._fail(400, f"malformed request target: {exc}")
             return
         if self.requests.buffered > self.requests.max_head:
             self.link.down.pause()

@@ -323,5 +323,11 @@ class ConnectionTracker:
             return len(remaining)
 
 
+def log_task_failure(task: asyncio.Task[Any]) -> None:
+    """Done-callback for per-connection tasks: a bug in one connection is logged, not fatal."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("connection handler failed", exc_info=task.exception())
+
+
 def extra(transport: asyncio.BaseTransport | None, name: str) -> Any:
     return transport.get_extra_info(name) if transport is not None else None

@@ -373,3 +373,30 @@ async def test_simple_tls_with_file_ca_verifies_server_name(ids: Identities, tmp
     assert results == {"api.example.com": b"x\n", "wrong.example.com": b""}
     server.close()
     await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"GET http://svc:99999/ HTTP/1.1",
+        b"GET https://svc/ HTTP/1.1",
+        b"CONNECT svc HTTP/1.1",
+        b"GET * HTTP/1.1",
+    ],
+    ids=["port-out-of-range", "https-absolute-form", "connect-without-port", "asterisk"],
+)
+async def test_http_proxy_refuses_malformed_targets(ids: Identities, request_line: bytes) -> None:
+    proxy = HttpProxyListener(
+        "127.0.0.1",
+        0,
+        outbound_connector(
+            tls_contexts(ids.client, ids.ca.bundle), FakeResolver(), FakeClientTlsPolicy()
+        ),
+        None,
+    )
+    await proxy.start()
+    track(proxy)
+    reader, writer = await open_plain(proxy.bound_port)
+    status, _ = await http_request(reader, writer, request_line + b"\r\nhost: svc\r\n\r\n")
+    assert status == 400
+    await close(writer)
