@@ -27,6 +27,7 @@ import logging
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshsec.core.identity import TrustDomainSet
@@ -41,6 +42,9 @@ from meshsec.proxy.http1 import (
     parse_response_head,
     request_framing,
     response_framing,
+)
+from meshsec.proxy.http1 import (
+    header_value as head_value,
 )
 from meshsec.proxy.listener import Acceptor
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
@@ -108,6 +112,7 @@ class InboundListener:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.draining = False
 
     # lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,7 +127,10 @@ class InboundListener:
         self._acceptor.stop()
 
     async def drain(self, grace: float) -> int:
+        """Stop accepting; HTTP connections get ``connection: close`` on their next response
+        (Envoy's drain), TCP ones may finish; after ``grace`` seconds the rest are closed."""
         self.stop_accepting()
+        self.draining = True
         aborted = await self.connections.drain(grace)
         for task in list(self._tasks):
             task.cancel()
@@ -269,7 +277,15 @@ class InboundListener:
             return
         if self.port.http:
             InboundHttp(
-                link, peer, identity, own, self.port.app_port, self.authorizer, self.metrics, labels
+                link,
+                peer,
+                identity,
+                own,
+                self.port.app_port,
+                self.authorizer,
+                self.metrics,
+                labels,
+                draining=lambda: self.draining,
             )
         link.start()
 
@@ -291,8 +307,12 @@ class InboundHttp:
         authorizer: Authorizer,
         metrics: ProxyMetrics,
         labels: ConnectionLabels,
+        *,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.link = link
+        self.draining = draining
+        self.closing = False
         self.peer = peer
         self.port = port
         self.authorizer = authorizer
@@ -388,8 +408,13 @@ class InboundHttp:
     def _response_head(self, raw: bytes) -> BodyFramer | None:
         head = parse_response_head(raw)
         method = self.outstanding[0] if self.outstanding else None
-        self.link.down.write(raw)
         self._informational = 100 <= head.status < 200 and head.status != 101
+        if not self._informational and head.status != 101 and self.draining():
+            # draining: tell the client to reconnect (to another instance) after this response
+            self.closing = True
+            if b"close" not in (head_value(head.headers, b"connection") or b"").lower():
+                raw = raw[:-2] + b"connection: close\r\n\r\n"
+        self.link.down.write(raw)
         if self._informational:
             return BodyFramer(Framing.NONE)
         self.metrics.request(self.labels, head.status)
@@ -416,6 +441,8 @@ class InboundHttp:
             self.requests.release(BodyFramer(Framing.NONE))
         if self.local_reply is not None and not self.outstanding:
             self._send_local_reply()
+        elif self.closing and not self.outstanding:
+            self.link.close()
 
 
 def _nothing() -> None:

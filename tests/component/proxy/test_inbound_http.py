@@ -268,3 +268,21 @@ async def test_bytes_sent_before_the_app_connection_exists_are_still_authorized(
     await close(writer)
     await listener.drain(5)
     assert bytes(received) == b""
+
+
+async def test_drain_sends_connection_close_and_finishes_keepalive_connections(
+    ids: Identities,
+) -> None:
+    app = await HttpApp().start()
+    listener = await start_inbound(
+        tls_contexts(ids.server, ids.ca.bundle), app.port, PortMode.STRICT, http=True
+    )
+    reader, writer = await open_tls(listener.bound_port, client_context(ids.client, ids.ca.bundle))
+    status, _ = await http_request(reader, writer, b"GET /1 HTTP/1.1\r\nhost: b\r\n\r\n")
+    assert status == 200
+    drained = asyncio.ensure_future(listener.drain(30))
+    writer.write(b"GET /2 HTTP/1.1\r\nhost: b\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"connection: close" in head.lower()
+    assert await asyncio.wait_for(drained, 5) == 0  # nothing had to be cut
+    await close(writer)
