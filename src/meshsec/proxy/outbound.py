@@ -38,11 +38,14 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from cryptography import x509
+
 from meshsec.core.identity import SpiffeId, TrustDomainSet
 from meshsec.core.identity.errors import IdentityError
 from meshsec.proxy.errors import (
     HttpError,
     PeerRejected,
+    SecureNamingError,
     TlsMaterialError,
     UpstreamUnavailable,
 )
@@ -128,6 +131,23 @@ class Upstream:
     mtls: bool
 
 
+def verify_subject_alt_names(der: bytes | None, allowed: Sequence[str], destination: str) -> None:
+    """SIMPLE/MUTUAL with ``subjectAltNames``: one DNS or URI SAN must equal an allowed value."""
+    if not der:
+        raise PeerRejected("server presented no certificate")
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [
+            *san.get_values_for_type(x509.DNSName),
+            *san.get_values_for_type(x509.UniformResourceIdentifier),
+        ]
+    except (ValueError, x509.ExtensionNotFound):
+        names = []
+    if not any(name in allowed for name in names):
+        raise SecureNamingError(destination, allowed, ", ".join(names) or "(no SAN)")
+
+
 def istio_sni(host: str, port: int, subset: str = "") -> str:
     """Envoy's cluster SNI for ISTIO_MUTUAL: ``outbound_.<port>_.<subset>_.<host>``."""
     return f"outbound_.{port}_.{subset}_.{host}"
@@ -200,6 +220,14 @@ class UpstreamConnector:
         ssl_object = link.up.transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if settings.mode is not ClientTlsMode.ISTIO_MUTUAL:
+            verified = settings.ca_certificates is not None and not settings.insecure_skip_verify
+            if verified and settings.subject_alt_names:
+                try:
+                    verify_subject_alt_names(der, settings.subject_alt_names, destination)
+                except PeerRejected as exc:
+                    log.warning("outbound %s: %s", destination, exc)
+                    link.up.abort()
+                    raise
             return Upstream(destination, "", True)
         try:
             if not der:

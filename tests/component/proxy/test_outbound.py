@@ -400,3 +400,49 @@ async def test_http_proxy_refuses_malformed_targets(ids: Identities, request_lin
     status, _ = await http_request(reader, writer, request_line + b"\r\nhost: svc\r\n\r\n")
     assert status == 400
     await close(writer)
+
+
+@pytest.mark.parametrize(
+    ("sans", "reaches"),
+    [((SERVER_ID,), True), (("spiffe://cluster.local/ns/backend/sa/other",), False), ((), False)],
+    ids=["san-matches", "san-differs", "hostname-check-fails"],
+)
+async def test_mutual_with_file_certificates(
+    ids: Identities,
+    tmp_path,
+    sans: tuple[str, ...],
+    reaches: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    """DestinationRule MUTUAL: file client cert + CA; subjectAltNames replace the host check."""
+    app = await LineApp().start()
+    _inbound, resolver, authz = await _mesh(ids, app.port)
+    (tmp_path / "cert.pem").write_bytes(ids.client.cert_chain_pem())
+    (tmp_path / "key.pem").write_bytes(ids.client.private_key_pem())
+    (tmp_path / "ca.pem").write_bytes(ids.ca.bundle.to_pem())
+    mutual = ClientTlsSettings(
+        ClientTlsMode.MUTUAL,
+        client_certificate=tmp_path / "cert.pem",
+        private_key=tmp_path / "key.pem",
+        ca_certificates=tmp_path / "ca.pem",
+        subject_alt_names=sans,
+    )
+    out = TcpOutboundListener(
+        "127.0.0.1",
+        0,
+        HOST,
+        80,
+        outbound_connector(
+            tls_contexts(ids.client, ids.ca.bundle),
+            resolver,
+            FakeClientTlsPolicy(per_host={HOST: mutual}),
+        ),
+    )
+    await out.start()
+    track(out)
+    reader, writer = await open_plain(out.bound_port)
+    reply = await exchange(reader, writer, b"m\n")
+    await close(writer)
+    assert (reply == b"echo:m\n") is reaches
+    assert (app.lines == [b"m\n"]) is reaches
+    if reaches:
+        assert authz.calls[0][0].principal == CLIENT_ID  # the file cert was presented
