@@ -247,6 +247,7 @@ class ClusterApiServer:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.reviews = 0  # TokenReviews answered (any result)
+        self._reviews_lock = threading.Lock()
 
     def _tls_context(self) -> ssl.SSLContext:
         chain, key = build_serving_certificate(self._ca, self._sans, now=self._now())
@@ -390,7 +391,8 @@ class ClusterApiServer:
         wanted = spec.get("audiences") or list(self.policy.api_audiences)
         if not isinstance(wanted, list) or not all(isinstance(a, str) for a in wanted):
             return 400, build_status(400, "BadRequest", "spec.audiences must be a list of strings")
-        self.reviews += 1
+        with self._reviews_lock:
+            self.reviews += 1
         status: dict[str, Any]
         try:
             user = review_token(self.trust, token, audiences=wanted, now=now)
