@@ -92,6 +92,8 @@ def parse_kubeconfig(text: str, *, source: str, key: str) -> RemoteKubeconfig:
         raise RemoteSecretError(
             source, f"{key}: kubeconfig is not valid YAML: {_one_line(exc)}"
         ) from None
+    except RecursionError:  # PyYAML's composer recurses per nesting level
+        raise RemoteSecretError(source, f"{key}: kubeconfig is nested too deeply") from None
     if not isinstance(config, dict):
         raise RemoteSecretError(source, f"{key}: kubeconfig must be a mapping")
     if config.get("kind", "Config") != "Config":
@@ -157,6 +159,8 @@ def parse_remote_secret(text: str, *, source: str) -> RemoteSecret:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise RemoteSecretError(source, f"not valid YAML: {_one_line(exc)}") from None
+    except RecursionError:  # PyYAML's composer recurses per nesting level
+        raise RemoteSecretError(source, "not valid YAML: nested too deeply") from None
     if len(docs) != 1:
         raise RemoteSecretError(source, f"must hold exactly one Secret, found {len(docs)}")
     doc = docs[0]

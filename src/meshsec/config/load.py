@@ -192,6 +192,8 @@ def load_settings_file(path: Path) -> dict[str, Any]:
         raise ConfigError([f"settings file {path}: {exc.strerror or exc}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"settings file {path}: not valid YAML: {exc}"]) from None
+    except RecursionError:  # PyYAML's composer recurses per nesting level
+        raise ConfigError([f"settings file {path}: not valid YAML: nested too deeply"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
