@@ -31,7 +31,13 @@ from meshsec.config.sources.files import build_snapshot, read_files
 from meshsec.config.sources.yaml_lines import parse_yaml_text
 from meshsec.core.policy import diagnostics as dg
 from meshsec.core.policy.diagnostics import Diagnostic, Level
-from meshsec.core.policy.document import DocumentReader, SourceDocument
+from meshsec.core.policy.document import (
+    DocumentReader,
+    SourceDocument,
+    parse_port_text,
+    show_value,
+    too_many_port_digits,
+)
 from meshsec.core.policy.model import PolicySnapshot, Workload
 from meshsec.mesh.registry import split_service_host
 
@@ -264,15 +270,18 @@ def _parse_expectations(
         host, sep, port_text = target.rpartition(":")
         client_ns = source.partition(".")[2] if source != OUTSIDE else "default"
         split = split_service_host(host, client_ns) if sep else None
-        if split is None or not port_text.isascii() or not port_text.isdigit():
+        port = parse_port_text(port_text)  # never int() of a long digit string: it raises
+        if split is None or port is None:
+            too_long = too_many_port_digits(port_text)
             r.report(
                 dg.INVALID_VALUE,
-                f"to {target!r}: expected service[.namespace]:port",
+                f"to {show_value(target)}: {too_long}"
+                if too_long
+                else f"to {show_value(target)}: expected service[.namespace]:port (port 1-65535)",
                 (*path, "to"),
             )
             continue
         service_name, service_ns = split
-        port = int(port_text)
         service = snapshot.service(service_ns, service_name)
         if service is None:
             r.report(
