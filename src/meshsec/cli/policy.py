@@ -21,6 +21,7 @@ from meshsec.core.policy.explain import (
     Source,
     WorkloadExplanation,
     build_workload_explanation,
+    endpoint_client_tls_mode,
     explanation_to_dict,
 )
 from meshsec.core.policy.request import HttpAttributes
@@ -192,6 +193,11 @@ def render_text(explanation: WorkloadExplanation, source: Source | None) -> str:
                 lines.append(f"      SANs: {', '.join(s.tls.subject_alt_names)}")
             if s.conflict:
                 lines.append(f"      WARNING: {s.conflict}")
+            elif endpoint_client_tls_mode(s.tls, s.server_mode) is not s.tls.mode:
+                lines.append(
+                    "      this workload's port is DISABLE: auto mTLS sends it plaintext "
+                    "(Istio marks the endpoint tlsMode=disabled)"
+                )
     if source is not None:
         who = source.principal or "plaintext (no identity)"
         proto = "HTTP" if source.http else "TCP"

@@ -117,7 +117,10 @@ def test_seed_istio_mutual_destination_rules(capsys: pytest.CaptureFixture[str])
     assert service["conflict"] is None
 
 
-def test_seed_legacy_auto_mtls_conflict(capsys: pytest.CaptureFixture[str]) -> None:
+def test_seed_legacy_auto_mtls_sends_plaintext_to_the_disabled_port(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Istio's EDS marks legacy's DISABLE endpoint tlsMode=disabled: auto mTLS goes plaintext."""
     _, doc = explain_json(capsys, "--config", str(SEED), "-n", "sensitive", "-l", "app=legacy")
     (service,) = doc["services"]
     assert (service["tls_mode"], service["auto"], service["server_mode"]) == (
@@ -125,7 +128,7 @@ def test_seed_legacy_auto_mtls_conflict(capsys: pytest.CaptureFixture[str]) -> N
         True,
         "DISABLE",
     )
-    assert "DISABLE" in service["conflict"]
+    assert service["conflict"] is None
 
 
 def test_semantics_port_levels_ties_and_ignored(capsys: pytest.CaptureFixture[str]) -> None:
@@ -174,7 +177,9 @@ def test_semantics_port_level_dr_replacement(capsys: pytest.CaptureFixture[str])
     ]
     assert (by_port[9090]["auto"], by_port[9090]["source"]) == (True, "auto")
     assert "replaces" in by_port[9090]["reason"]
-    assert by_port[9090]["conflict"] is not None
+    # auto mTLS towards a DISABLE port: the endpoint is plaintext (Istio EDS), not a conflict
+    assert by_port[9090]["server_mode"] == "DISABLE"
+    assert by_port[9090]["conflict"] is None
 
 
 @pytest.mark.parametrize(

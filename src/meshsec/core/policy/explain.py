@@ -68,20 +68,33 @@ class ServicePortTls:
 
 
 def check_client_server(tls: ClientTls, server_mode: MtlsMode | None) -> str | None:
-    """Does the client TLS the workload receives fit its inbound mode? (None = it does.)"""
+    """Does the client TLS the workload receives fit its inbound mode? (None = it does.)
+
+    Auto mTLS is decided per endpoint, as Istio's EDS does (``mtlsChecker``): with no
+    DestinationRule TLS mode, an endpoint whose workload-level PeerAuthentication is DISABLE on
+    that port is marked ``tlsMode: disabled``, so clients send it plaintext and nothing fails.
+    Only an explicit ``ISTIO_MUTUAL`` towards a DISABLE port, or plaintext towards a STRICT one,
+    is a conflict.
+    """
     if server_mode is MtlsMode.STRICT and tls.mode is TlsMode.DISABLE:
         return "clients send plaintext but the workload port is STRICT: connections are rejected"
-    if server_mode is MtlsMode.DISABLE and tls.mode is TlsMode.ISTIO_MUTUAL:
+    if server_mode is MtlsMode.DISABLE and tls.mode is TlsMode.ISTIO_MUTUAL and not tls.auto:
         return (
-            "clients send ISTIO_MUTUAL but the workload port is DISABLE (no mTLS termination): "
-            "connections fail"
-            + (
-                "; auto mTLS follows the namespace mode and ignores workload-level policies"
-                if tls.auto
-                else ""
-            )
+            "clients send ISTIO_MUTUAL (set by a DestinationRule) but the workload port is "
+            "DISABLE (no mTLS termination): connections fail"
         )
     return None
+
+
+def endpoint_client_tls_mode(tls: ClientTls, server_mode: MtlsMode | None) -> TlsMode:
+    """What a client actually sends to one endpoint (Istio EDS ``mtlsChecker``).
+
+    An explicit DestinationRule mode is used as is; auto mTLS (``tls.auto``) sends plaintext to
+    an endpoint whose port is DISABLE and mTLS otherwise.
+    """
+    if tls.auto and server_mode is MtlsMode.DISABLE:
+        return TlsMode.DISABLE
+    return tls.mode
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from meshsec.core.policy.destination import ClientTls, TlsSource
-from meshsec.core.policy.explain import check_client_server, check_transport
+from meshsec.core.policy.explain import (
+    check_client_server,
+    check_transport,
+    endpoint_client_tls_mode,
+)
 from meshsec.core.policy.model import MtlsMode, TlsMode
 
 S, P, D = MtlsMode.STRICT, MtlsMode.PERMISSIVE, MtlsMode.DISABLE
@@ -50,10 +54,18 @@ def test_check_client_server(tls: TlsMode, server: MtlsMode | None, conflict: st
         assert conflict in found
 
 
-def test_auto_mtls_conflict_explains_why() -> None:
-    found = check_client_server(client(TlsMode.ISTIO_MUTUAL, auto=True), D)
+def test_auto_mtls_to_a_disabled_endpoint_is_plaintext_not_a_conflict() -> None:
+    """Istio's EDS marks a DISABLE endpoint tlsMode=disabled, so auto mTLS sends plaintext."""
+    auto = client(TlsMode.ISTIO_MUTUAL, auto=True)
+    assert check_client_server(auto, D) is None
+    assert endpoint_client_tls_mode(auto, D) is TlsMode.DISABLE
+    assert endpoint_client_tls_mode(auto, S) is TlsMode.ISTIO_MUTUAL
+    assert endpoint_client_tls_mode(auto, P) is TlsMode.ISTIO_MUTUAL
+    explicit = client(TlsMode.ISTIO_MUTUAL)
+    assert endpoint_client_tls_mode(explicit, D) is TlsMode.ISTIO_MUTUAL
+    found = check_client_server(explicit, D)
     assert found is not None
-    assert "ignores workload-level policies" in found
+    assert "set by a DestinationRule" in found
 
 
 @pytest.mark.parametrize(
