@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from meshsec.config.load import setting
+from meshsec.config.load import parse_port_number, setting
 from meshsec.core.identity import IdentityError, SpiffeId, TrustDomain
 
 ISTIOD_ROOT_CERT = Path("./var/run/secrets/istio/root-cert.pem")
@@ -202,6 +202,7 @@ def split_host_port(addr: str) -> tuple[str, int]:
         raise ValueError(f"{addr!r} is not HOST:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{addr!r}: port {port_text!r} is not a number from 0 to 65535")
-    return host, int(port_text)
+    port = parse_port_number(port_text)
+    if port is None:
+        raise ValueError(f"{addr[:80]!r}: port {port_text[:20]!r} is not a number from 0 to 65535")
+    return host, port

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from meshsec.config.load import setting
+from meshsec.config.load import parse_port_number, setting
 
 CA_KEY_TYPES = ("ec-p256", "ec-p384", "rsa")
 
@@ -20,11 +20,11 @@ CA_KEY_TYPES = ("ec-p256", "ec-p384", "rsa")
 def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT``; empty host = all interfaces) -> (host, port)."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ValueError(f"{what} {value!r} must be HOST:PORT (e.g. 127.0.0.1:15012)")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"{what} {value!r}: port {port} is out of range")
+    if not sep or not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"{what} {value[:80]!r} must be HOST:PORT (e.g. 127.0.0.1:15012)")
+    port = parse_port_number(port_text)
+    if port is None:
+        raise ValueError(f"{what} {value[:80]!r}: port {port_text[:20]!r} is out of range 0-65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return (host or "0.0.0.0", port)  # noqa: S104 - ":PORT" means every interface, as in Istio

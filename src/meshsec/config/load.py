@@ -133,6 +133,18 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 _MAX_INT_DIGITS = 19  # int64
 
 
+def parse_port_number(text: str, *, minimum: int = 0) -> int | None:
+    """The port ``text`` spells (ASCII digits, ``minimum``-65535), else None.
+
+    Checks the digit count before ``int()``, which raises on long strings (and ``'²'`` passes
+    ``str.isdigit``), so settings parsers can give their own message instead.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 5:
+        return None
+    port = int(text)
+    return port if minimum <= port <= 65535 else None
+
+
 def _convert(value: Any, tp: Any, info: SettingInfo) -> Any:
     """Turn a raw value (string from env/flags, or YAML scalar/list) into the field's type."""
     base, optional = _unwrap_optional(tp)

@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from meshsec.config.agent import parse_unix_socket_path
-from meshsec.config.load import setting
+from meshsec.config.load import parse_port_number, setting
 from meshsec.core.identity import IdentityError, SpiffeId, TrustDomain
 
 MODES = ("STRICT", "PERMISSIVE", "DISABLE")
@@ -51,9 +51,10 @@ class EndpointSpec:
 
 
 def _port(text: str, spec: str, what: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise ValueError(f"{spec!r}: {what} {text!r} is not a port number (0-65535)")
-    return int(text)
+    port = parse_port_number(text)
+    if port is None:
+        raise ValueError(f"{spec[:80]!r}: {what} {text[:20]!r} is not a port number (0-65535)")
+    return port
 
 
 def parse_inbound_spec(spec: str) -> InboundSpec:
@@ -220,8 +221,8 @@ class ProxySettings:
             problems.append("--cert-dir and --sds-socket: give one certificate source, not both")
         if self.admin_addr:
             _, sep, admin_port = self.admin_addr.rpartition(":")
-            if not sep or not admin_port.isdigit() or int(admin_port) > 65535:
-                problems.append(f"--admin-addr: {self.admin_addr!r} is not HOST:PORT")
+            if not sep or parse_port_number(admin_port) is None:
+                problems.append(f"--admin-addr: {self.admin_addr[:80]!r} is not HOST:PORT")
         if self.buffer_bytes < 4096:
             problems.append("--buffer-bytes: at least 4096")
         if problems:
