@@ -31,7 +31,7 @@ from meshsec.core.policy.destination import (
     resolve_client_tls,
 )
 from meshsec.core.policy.diagnostics import Level
-from meshsec.core.policy.explain import check_client_server
+from meshsec.core.policy.explain import check_client_server, endpoint_client_tls_mode
 from meshsec.core.policy.model import (
     AuthorizationPolicy,
     MeshConfig,
@@ -232,7 +232,7 @@ AUTO_PLAINTEXT_NOTE = (
 def compose_endpoint_tls(tls: ClientTls, server_mode: MtlsMode) -> ClientTls:
     """What reaches one endpoint: auto mTLS does not send TLS to an endpoint whose port is
     DISABLE (the sidecar's outbound does the same, see mesh/policy_view.py)."""
-    if tls.auto and tls.mode is TlsMode.ISTIO_MUTUAL and server_mode is MtlsMode.DISABLE:
+    if endpoint_client_tls_mode(tls, server_mode) is not tls.mode:
         return replace(
             tls, mode=TlsMode.DISABLE, subject_alt_names=(), sni=None, notes=(AUTO_PLAINTEXT_NOTE,)
         )
