@@ -7,6 +7,7 @@ is set it first calls that URL through ``$HTTP_PROXY`` (its sidecar) and reports
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
@@ -31,7 +32,7 @@ def call_next() -> dict[str, object]:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         answer: dict[str, object] = {
             "workload": WORKLOAD,
             "path": self.path,
@@ -46,17 +47,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         print(f"{WORKLOAD}: {format % args}", flush=True)
 
 
 def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
     print(f"{WORKLOAD} listening on 127.0.0.1:{server.server_address[1]}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
