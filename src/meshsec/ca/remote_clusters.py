@@ -141,6 +141,7 @@ class RemoteClusters:
         self._files: dict[str, _FileState] = {}
         self._active: dict[str, _Active] = {}
         self._refused: dict[str, str] = {}
+        self._warned: set[str] = set()
         self._failures: dict[str, str] = {}  # kubeconfig sha256 -> why no client could be built
         self._missing_reported = False
         if counters is not None and report:
@@ -255,8 +256,9 @@ class RemoteClusters:
             previous_owner={cid: a.source for cid, a in self._active.items()},
         )
         for warning in registration.warnings:
-            if warning not in self._refused.values():
+            if warning not in self._warned:  # once, not on every poll
                 self._log(logging.WARNING, "%s", warning)
+        self._warned = set(registration.warnings)
         refused = dict(registration.refused)
         wanted = registration.clusters
         # Build every new or changed client first, per secret: a secret is applied whole.

@@ -265,8 +265,12 @@ async def test_duplicate_cluster_ids_and_the_local_key(
     assert mesh.remote.sources() == {"cluster2": "b.yaml"}
     assert await mesh.fetch(mesh.cluster2, "cluster2") is grpc.StatusCode.OK
     mesh.add("local.yaml", remote_secret(mesh.cluster1))
-    assert "ignoring cluster 'cluster1' as it would overwrite the config cluster" in caplog.text
+    warning = "ignoring cluster 'cluster1' as it would overwrite the config cluster"
+    assert warning in caplog.text
     assert mesh.remote.sources() == {"cluster2": "b.yaml"}
+    mesh.remote.sync()
+    mesh.remote.sync()
+    assert caplog.text.count(warning) == 1  # reported once, not on every poll
 
 
 async def test_directory_is_polled_on_the_clock(mesh: Mesh) -> None:
