@@ -142,6 +142,7 @@ class RemoteClusters:
         self._active: dict[str, _Active] = {}
         self._refused: dict[str, str] = {}
         self._warned: set[str] = set()
+        self._unreadable: set[str] = set()
         self._failures: dict[str, str] = {}  # kubeconfig sha256 -> why no client could be built
         self._missing_reported = False
         if counters is not None and report:
@@ -212,8 +213,11 @@ class RemoteClusters:
                 return
             raw = path.read_bytes()
         except OSError as exc:
-            self._log(logging.WARNING, "remote secret %s: cannot read: %s", path, exc)
+            if name not in self._unreadable:  # once until it becomes readable
+                self._log(logging.WARNING, "remote secret %s: cannot read: %s", path, exc)
+            self._unreadable.add(name)
             return
+        self._unreadable.discard(name)
         digest = hashlib.sha256(raw).hexdigest()
         if previous is not None and previous.digest == digest:
             previous.stamp = stamp
