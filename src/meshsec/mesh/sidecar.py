@@ -36,6 +36,7 @@ from prometheus_client import generate_latest
 from meshsec.config.sources.files import DirectorySource
 from meshsec.core.identity import TrustDomainSet
 from meshsec.core.pki import PkiError, TrustBundle, X509Svid
+from meshsec.core.policy.diagnostics import Level
 from meshsec.core.policy.model import PolicySnapshot
 from meshsec.mesh.policy_view import LivePolicy, PolicyView
 from meshsec.mesh.registry import LOOPBACK, MeshRegistry, PortBinding, WorkloadEntry
@@ -94,13 +95,20 @@ class SidecarConfig:
 
 
 class PortAwarePolicy(LivePolicy):
-    """Authorization sees the workload's declared port, not the loopback port the app got."""
+    """Authorization sees the workload's declared port, not the loopback port the app got.
+
+    Fails closed while ``blocked`` (the configuration could not be read completely: a missing
+    AuthorizationPolicy must not mean "allow all").
+    """
 
     def __init__(self, view: PolicyView, bindings: tuple[PortBinding, ...]) -> None:
         super().__init__(view)
         self._declared = {b.app_port: b.port for b in bindings}
+        self.blocked = ""
 
     def authorize(self, peer: PeerInfo, port: int, request: HttpRequestInfo | None) -> Decision:
+        if self.blocked:
+            return Decision(False, f"configuration not loaded: {self.blocked}")
         return super().authorize(peer, self._declared.get(port, port), request)
 
 
@@ -113,7 +121,9 @@ class Sidecar:
         self.source = DirectorySource(
             [config.config_dir], clock=self.clock, interval=config.poll_interval
         )
-        self.policy = PortAwarePolicy(self._view(self.source.snapshot()), config.workload.ports)
+        first = self.source.snapshot()
+        self.policy = PortAwarePolicy(self._view(first), config.workload.ports)
+        self._check_complete(first)
         domains = TrustDomainSet.build(
             self.policy.view.mesh.trust_domain, self.policy.view.mesh.trust_domain_aliases
         )
@@ -179,9 +189,22 @@ class Sidecar:
         return True
 
     # policy -----------------------------------------------------------------------------------
+    def _check_complete(self, snapshot: PolicySnapshot) -> None:
+        """``meshsec up`` starts only from an error-free directory, so errors in the first
+        read mean it was incomplete (a file unreadable for a moment): deny and stay unready
+        until a complete read is accepted."""
+        errors = [d for d in snapshot.diagnostics if d.level is Level.ERROR]
+        if errors:
+            self.policy.blocked = f"{len(errors)} error(s), first: {errors[0]}"
+            log.error("configuration incomplete, denying all requests: %s", self.policy.blocked)
+        elif self.policy.blocked:
+            log.info("configuration complete again (version %s)", snapshot.version)
+            self.policy.blocked = ""
+
     def apply_policy(self, snapshot: PolicySnapshot) -> None:
         view = self._view(snapshot)
         self.policy.swap(view)
+        self._check_complete(snapshot)
         for binding, listener in self.inbound:
             mode = view.port_mode(binding.port)
             if listener.mode is not mode:
@@ -198,7 +221,7 @@ class Sidecar:
 
     @property
     def ready(self) -> bool:
-        return self.listening and self.tls.ready
+        return self.listening and self.tls.ready and not self.policy.blocked
 
     def config_dump(self) -> dict[str, Any]:
         svid = self.tls.current.svid if self.tls.ready else None
@@ -235,7 +258,8 @@ class Sidecar:
                 if self.ready:
                     status, body = 200, b"LIVE\n"
                 else:
-                    status, body = 503, (self._cert_error or "starting").encode() + b"\n"
+                    why = self._cert_error or self.policy.blocked or "starting"
+                    status, body = 503, why.encode() + b"\n"
             elif path == "/config_dump":
                 status, ctype = 200, "application/json"
                 body = json.dumps(self.config_dump(), indent=2).encode()

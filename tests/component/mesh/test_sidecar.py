@@ -9,6 +9,7 @@ import pytest
 
 from meshsec.mesh.registry import MeshRegistry, PortBinding, WorkloadEntry
 from meshsec.mesh.sidecar import Sidecar, SidecarConfig
+from meshsec.proxy.authz import PeerInfo
 from meshsec.proxy.inbound import PortMode
 from tests.testca import TestCA
 
@@ -88,3 +89,30 @@ def test_policy_edits_apply_live_and_broken_edits_are_rejected(tmp_path: Path) -
     assert sidecar.policy.view.version == version
     assert listener.mode is PortMode.PERMISSIVE
     assert any("STRIKT" in line for line in sidecar.config_dump()["rejected_edit"])
+
+
+def test_an_incomplete_first_read_fails_closed_until_the_directory_reads_cleanly(
+    tmp_path: Path, ca: TestCA
+) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "pa.yaml").write_text(PA.format(mode="STRIKT"))  # as if half-read
+    entry = WorkloadEntry("w", "ns1", "sa1", {"app": "w"}, (PortBinding(8080, 0, 0, "http"),))
+    sidecar = Sidecar(
+        SidecarConfig(
+            entry, MeshRegistry((entry,)), config_dir, tmp_path / "certs", 0, 0, "cluster.local"
+        )
+    )
+    _write_certs(tmp_path / "certs", ca)
+    assert sidecar.poll_certificates()
+    sidecar.listening = True
+    peer = PeerInfo("127.0.0.1", "spiffe://cluster.local/ns/x/sa/y")
+    decision = sidecar.policy.authorize(peer, 8080, None)
+    assert not decision.allowed  # no AuthorizationPolicy known must not mean allow-all
+    assert "configuration not loaded" in decision.reason
+    assert not sidecar.ready
+    (config_dir / "pa.yaml").write_text(PA.format(mode="STRICT"))
+    assert sidecar.source.poll()
+    sidecar.apply_policy(sidecar.source.snapshot())
+    assert sidecar.policy.authorize(peer, 8080, None).allowed
+    assert sidecar.ready
