@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from meshsec.config.sources.files import digest, read_files
 from tests.fakes.ca_process import MESHSEC, run_meshsec
 
 pytestmark = pytest.mark.e2e
@@ -70,6 +71,13 @@ def _diagnose(mesh_dir: Path, state: dict[str, Any]) -> str:
             if path.exists():
                 parts.append(f"--- {path}:\n" + "\n".join(path.read_text().splitlines()[-15:]))
     return "\n".join(parts)
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Replace a manifest atomically, as editors and config tools do (write, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _listening(addr: str) -> bool:
@@ -140,19 +148,21 @@ def test_policy_edit_applies_to_the_running_mesh_without_restart(mesh_dir: Path)
         assert "checking the mesh running from" in first.stdout
 
         before = json.loads(_get(datastore_admin, "/config_dump")[1])["policy_version"]
+        assert before == digest(read_files([mesh_dir])[0])  # the sidecar read every file
         policy = mesh_dir / "datastore-authz.yaml"
-        policy.write_text(
+        _replace_file(
+            policy,
             policy.read_text().replace(
                 "        - cluster.local/ns/photo-ns/sa/photo-backend\n",
                 "        - cluster.local/ns/photo-ns/sa/photo-backend\n"
                 "        - cluster.local/ns/photo-ns/sa/photo-frontend\n",
-            )
+            ),
         )
         # and the public namespace goes STRICT: plaintext clients are now refused there
         peer_authn = mesh_dir / "peer-authentication.yaml"
         text = peer_authn.read_text()
         assert text.count("mode: PERMISSIVE") == 1
-        peer_authn.write_text(text.replace("mode: PERMISSIVE", "mode: STRICT"))
+        _replace_file(peer_authn, text.replace("mode: PERMISSIVE", "mode: STRICT"))
         expectations = mesh_dir / "expectations.yaml"
         text = expectations.read_text()
         flipped = text.replace(
@@ -164,15 +174,16 @@ def test_policy_edit_applies_to_the_running_mesh_without_restart(mesh_dir: Path)
         )
         assert flipped.count("expect: denied") == 0
         assert flipped.count("expect: refused") == 3
-        expectations.write_text(flipped)
+        _replace_file(expectations, flipped)
+        expected_version = digest(read_files([mesh_dir])[0])
         gallery_admin = workloads["gallery.public-ns"]["proxy_admin"]
 
         def applied() -> bool:
-            status, body = _get(datastore_admin, "/config_dump")
-            if status != 200 or json.loads(body)["policy_version"] == before:
-                return False
-            status, body = _get(gallery_admin, "/config_dump")
-            return status == 200 and json.loads(body)["ports"][0]["mode"] == "STRICT"
+            for admin in (datastore_admin, gallery_admin):
+                status, body = _get(admin, "/config_dump")
+                if status != 200 or json.loads(body)["policy_version"] != expected_version:
+                    return False
+            return True
 
         _wait_for(applied, "the datastore sidecar to apply the edit", 30, proc)
         second = run_meshsec("up", str(mesh_dir), "--check", timeout=60)
