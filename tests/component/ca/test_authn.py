@@ -135,7 +135,7 @@ async def test_cluster_selection_and_messages(clusters: Clusters) -> None:
         ),
     }
     authn = KubeJwtAuthenticator(verifiers, "cluster1", TD)
-    t1, t2 = token_for(clusters.cluster1), token_for(clusters.cluster2)
+    t1, t2 = token_for(clusters.cluster1, now=NOW), token_for(clusters.cluster2, now=NOW)
     ok = await authn.authenticate(_request(authorization=f"Bearer {t2}", clusterid="cluster2"))
     assert ok.cluster == "cluster2"
     with pytest.raises(AuthFailure, match="no HTTP authorization header exists"):
