@@ -33,7 +33,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from meshsec.config.sources.files import DirectorySource
+from meshsec.config.sources.files import DirectorySource, digest, read_files
 from meshsec.core.identity import TrustDomainSet
 from meshsec.core.pki import PkiError, TrustBundle, X509Svid
 from meshsec.core.policy.diagnostics import Level
@@ -148,6 +148,7 @@ class Sidecar:
         )
         self.outbound = HttpProxyListener(LOOPBACK, config.http_proxy_port, connector, self.metrics)
         self._cert_signature: tuple[tuple[int, int], ...] | None = None
+        self._last_seen = first.version
         self._cert_error = ""
         self._admin: asyncio.Server | None = None
         self.listening = False
@@ -313,13 +314,30 @@ class Sidecar:
                 return_exceptions=True,
             )
 
+    def poll_policy(self) -> bool:
+        """Apply an edit once the directory reads the same on two consecutive polls.
+
+        An editor that truncates and rewrites a file leaves it empty for a moment; reading it
+        then would drop its policies (an AuthorizationPolicy gone = allow). A settled read is
+        the same twice in a row, one poll interval apart.
+        """
+        contents, _ = read_files([self.config.config_dir])
+        seen = digest(contents)
+        settled = seen == self._last_seen
+        self._last_seen = seen
+        if not settled or seen == self.policy.view.version:
+            return False
+        if self.source.poll():
+            self.apply_policy(self.source.snapshot())
+            return True
+        return False
+
     async def _watch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.clock.sleep(self.config.poll_interval)
             self.poll_certificates()
             try:
-                if self.source.poll():
-                    self.apply_policy(self.source.snapshot())
+                self.poll_policy()
             except Exception:  # a bug in one reload must not take the data plane down
                 log.exception("policy reload failed; keeping version %s", self.policy.view.version)
 

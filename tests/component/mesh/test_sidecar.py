@@ -116,3 +116,17 @@ def test_an_incomplete_first_read_fails_closed_until_the_directory_reads_cleanly
     sidecar.apply_policy(sidecar.source.snapshot())
     assert sidecar.policy.authorize(peer, 8080, None).allowed
     assert sidecar.ready
+
+
+def test_an_edit_applies_only_once_the_directory_reads_the_same_twice(tmp_path: Path) -> None:
+    sidecar = _sidecar(tmp_path)
+    (_binding, listener) = sidecar.inbound[0]
+    policy = tmp_path / "config" / "pa.yaml"
+    assert not sidecar.poll_policy()  # nothing changed
+    policy.write_text("")  # an editor truncated the file ...
+    assert not sidecar.poll_policy()  # ... first sighting: wait
+    policy.write_text(PA.format(mode="DISABLE"))  # ... and wrote it again
+    assert not sidecar.poll_policy()  # changed again: wait
+    assert listener.mode is PortMode.STRICT  # the empty file was never applied
+    assert sidecar.poll_policy()  # settled: applied
+    assert listener.mode is PortMode.DISABLE
