@@ -146,6 +146,10 @@ def test_policy_edit_applies_to_the_running_mesh_without_restart(mesh_dir: Path)
         first = run_meshsec("up", str(mesh_dir), "--check", timeout=60)
         assert first.returncode == 0, first.stdout + first.stderr + _diagnose(mesh_dir, state)
         assert "checking the mesh running from" in first.stdout
+        again = run_meshsec("up", str(mesh_dir), timeout=60)  # a second mesh on the same dir
+        assert again.returncode == 3, again.stdout + again.stderr
+        assert "already running" in again.stdout
+        assert state_path.exists()  # the running mesh's state is left alone
 
         before = json.loads(_get(datastore_admin, "/config_dump")[1])["policy_version"]
         assert before == digest(read_files([mesh_dir])[0])  # the sidecar read every file

@@ -92,6 +92,7 @@ class MeshRuntime:
         self.registry = MeshRegistry()
         self.short_sockets: Path | None = None
         self.ledger: Ledger | None = None
+        self.wrote_state = False
 
     # ------------------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -436,6 +437,7 @@ class MeshRuntime:
             self._fail(proc.failure(f"exited unexpectedly with code {proc.returncode}"))
 
     def write_state(self) -> None:
+        self.wrote_state = True
         write_atomic(
             self.state_dir / "state.json",
             json.dumps(self.state(), indent=2).encode(),
@@ -514,7 +516,8 @@ class MeshRuntime:
                 (run.sockets / name).unlink(missing_ok=True)
         if self.short_sockets is not None:
             shutil.rmtree(self.short_sockets, ignore_errors=True)
-        (self.state_dir / "state.json").unlink(missing_ok=True)
+        if self.wrote_state:  # never remove another running mesh's state file
+            (self.state_dir / "state.json").unlink(missing_ok=True)
 
 
 __all__ = ["CLUSTER_NAME", "STATE_DIR", "MeshRuntime", "UpOptions", "WorkloadRun", "http_get"]
