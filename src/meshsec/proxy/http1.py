@@ -298,7 +298,7 @@ class MessageReader:
     def __init__(
         self,
         on_head: Callable[[bytes], BodyFramer | None],
-        on_body: Callable[[memoryview], None],
+        on_body: Callable[[bytes | memoryview], None],
         on_end: Callable[[], None],
         *,
         max_head: int = MAX_HEAD,
@@ -317,20 +317,20 @@ class MessageReader:
 
     def feed(self, data: bytes) -> None:
         if self.state is ReaderState.TUNNEL:
-            self.on_body(memoryview(data))
+            self.on_body(data)
             return
         if self._buf or self.state is not ReaderState.BODY:
             self._buf += data
             self._run()
             return
-        self._run_body(memoryview(data))
+        self._run_body(data)
 
     def tunnel(self) -> None:
         """Everything from now on (including held bytes) is passed through as body bytes."""
         self.state = ReaderState.TUNNEL
         if self._buf:
             data, self._buf = bytes(self._buf), bytearray()
-            self.on_body(memoryview(data))
+            self.on_body(data)
 
     def release(self, framer: BodyFramer) -> None:
         """Continue after a held head, with the framer decided meanwhile."""
@@ -354,7 +354,7 @@ class MessageReader:
         while self._buf and self.state in (ReaderState.HEAD, ReaderState.BODY):
             if self.state is ReaderState.BODY:
                 data, self._buf = bytes(self._buf), bytearray()
-                self._run_body(memoryview(data))
+                self._run_body(data)
                 continue
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
@@ -373,11 +373,14 @@ class MessageReader:
                 return
             self._start_body(framer)
 
-    def _run_body(self, view: memoryview) -> None:
+    def _run_body(self, data: bytes) -> None:
         framer = self._framer
         assert framer is not None
+        view = memoryview(data)
         n = framer.consume(view)
-        if n:
+        if n == len(data):
+            self.on_body(data)  # the whole chunk: hand the bytes object on, no slice
+        elif n:
             self.on_body(view[:n])
         if framer.done:
             self._framer = None

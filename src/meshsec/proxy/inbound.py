@@ -378,7 +378,7 @@ class InboundHttp:
                 return None
         return framer
 
-    def _request_body(self, chunk: memoryview) -> None:
+    def _request_body(self, chunk: bytes | memoryview) -> None:
         self.link.up.write(chunk)  # type: ignore[union-attr]
 
     def _reply_and_close(self, status: int, body: bytes) -> None:
@@ -427,7 +427,7 @@ class InboundHttp:
             return BodyFramer(Framing.NONE)
         return response_framing(head, method)
 
-    def _response_body(self, chunk: memoryview) -> None:
+    def _response_body(self, chunk: bytes | memoryview) -> None:
         self.link.down.write(chunk)
 
     def _response_end(self) -> None:

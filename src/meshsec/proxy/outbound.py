@@ -499,7 +499,7 @@ class ProxyHttpSession:
         self.link.up.write(raw)
         self.outstanding.append(method)
 
-    def _request_body(self, chunk: memoryview) -> None:
+    def _request_body(self, chunk: bytes | memoryview) -> None:
         if self.link.up is not None:
             self.link.up.write(chunk)
 
@@ -592,7 +592,7 @@ class ProxyHttpSession:
             self.requests.tunnel()
         return response_framing(head, method)
 
-    def _response_body(self, chunk: memoryview) -> None:
+    def _response_body(self, chunk: bytes | memoryview) -> None:
         self.link.down.write(chunk)
 
     def _end(self) -> None:
