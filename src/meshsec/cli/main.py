@@ -7,6 +7,7 @@ a denied verdict); 2 bad input or configuration (the message says what and where
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -28,43 +29,36 @@ EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
 
 
-def _register() -> None:
-    """Attach every command group. Imports are local so ``meshsec --help`` stays cheap."""
-    # Each group module exposes `register(app)`; keep this list sorted.
-    from meshsec.cli import (
-        agent,
-        analyze,
-        ca,
-        certs,
-        cluster,
-        demo,
-        policy,
-        proxy,
-        remote_secret,
-        token,
-        up,
-        version,
-    )
+# Top-level command -> the module that registers it (each exposes `register(app)`).
+COMMAND_MODULES: dict[str, str] = {
+    "agent": "agent",
+    "analyze": "analyze",
+    "ca": "ca",
+    "cert": "certs",
+    "certs": "certs",
+    "check": "check",
+    "cluster": "cluster",
+    "create-remote-secret": "remote_secret",
+    "demo": "demo",
+    "describe": "describe",
+    "policy": "policy",
+    "proxy": "proxy",
+    "proxy-config": "proxy_config",
+    "status": "status",
+    "token": "token",
+    "up": "up",
+    "version": "version",
+}
 
-    for module in (
-        agent,
-        analyze,
-        ca,
-        certs,
-        cluster,
-        demo,
-        policy,
-        proxy,
-        remote_secret,
-        token,
-        up,
-        version,
-    ):
-        module.register(app)
-    from meshsec.cli import check, describe, proxy_config, status  # operator commands
 
-    for module in (check, describe, proxy_config, status):
-        module.register(app)
+def _register(argv: list[str] | None = None) -> None:
+    """Attach the command groups. When ``argv`` names a command, only its module is imported:
+    a long-running ``meshsec agent run`` then carries none of the other commands' imports (the
+    agent's memory budget is tight). Otherwise (``--help``, a typo) every group is attached."""
+    first = next((a for a in argv or () if not a.startswith("-")), None)
+    wanted = {COMMAND_MODULES[first]} if first in COMMAND_MODULES else set(COMMAND_MODULES.values())
+    for name in sorted(wanted):
+        importlib.import_module(f"meshsec.cli.{name}").register(app)
 
 
 @app.callback()
@@ -74,7 +68,7 @@ def _root() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (usage errors from the parser exit 2)."""
-    _register()
+    _register(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
