@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from meshsec.proxy.outbound import ClientTlsMode, ClientTlsSettings, Endpoint
+from meshsec.proxy.upstream import ClientTlsMode, ClientTlsSettings, Endpoint
 
 
 @dataclass

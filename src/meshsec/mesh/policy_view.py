@@ -22,7 +22,7 @@ from meshsec.core.policy.request import AuthzRequest, HttpAttributes
 from meshsec.mesh.registry import LOOPBACK, MeshRegistry, WorkloadEntry, resolve_service
 from meshsec.proxy.authz import Decision, HttpRequestInfo, PeerInfo
 from meshsec.proxy.inbound import PortMode
-from meshsec.proxy.outbound import ClientTlsMode, ClientTlsSettings, Endpoint
+from meshsec.proxy.upstream import ClientTlsMode, ClientTlsSettings, Endpoint
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,9 @@ from meshsec.proxy.authz import Decision, HttpRequestInfo, PeerInfo
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort
 from meshsec.proxy.metrics import ProxyMetrics
-from meshsec.proxy.outbound import HttpProxyListener, OutboundOptions, UpstreamConnector
+from meshsec.proxy.outbound import HttpProxyListener
 from meshsec.proxy.tls import TlsContexts
+from meshsec.proxy.upstream import OutboundOptions, UpstreamConnector
 from meshsec.runtime.clock import SystemClock
 from meshsec.runtime.log import setup_logging
 

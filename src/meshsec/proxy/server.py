@@ -28,20 +28,19 @@ from meshsec.proxy.certdir import load_cert_dir, stamp_cert_dir, watch_cert_dir
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
 from meshsec.proxy.metrics import ProxyMetrics
-from meshsec.proxy.outbound import (
+from meshsec.proxy.outbound import HttpProxyListener, TcpOutboundListener
+from meshsec.proxy.pump import PumpLimits
+from meshsec.proxy.sds import SdsSecretSource
+from meshsec.proxy.tls import TlsContexts, TlsParams
+from meshsec.proxy.upstream import (
     ClientTlsMode,
     ClientTlsPolicy,
     ClientTlsSettings,
     Endpoint,
-    HttpProxyListener,
     OutboundOptions,
     ServiceResolver,
-    TcpOutboundListener,
     UpstreamConnector,
 )
-from meshsec.proxy.pump import PumpLimits
-from meshsec.proxy.sds import SdsSecretSource
-from meshsec.proxy.tls import TlsContexts, TlsParams
 from meshsec.runtime.clock import Clock, SystemClock
 
 log = logging.getLogger("meshsec.proxy")

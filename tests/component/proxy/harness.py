@@ -16,9 +16,9 @@ from meshsec.core.pki import TrustBundle, X509Svid
 from meshsec.proxy.authz import Authorizer
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
 from meshsec.proxy.metrics import ProxyMetrics
-from meshsec.proxy.outbound import OutboundOptions, UpstreamConnector
 from meshsec.proxy.pump import PumpLimits
 from meshsec.proxy.tls import ALPN_CLIENT_ISTIO, TlsContexts, build_client_context
+from meshsec.proxy.upstream import OutboundOptions, UpstreamConnector
 from tests.testca import TestCA
 
 TD = "cluster.local"

@@ -10,15 +10,9 @@ import pytest
 
 from meshsec.proxy.inbound import PortMode
 from meshsec.proxy.metrics import ProxyMetrics
-from meshsec.proxy.outbound import (
-    ClientTlsMode,
-    ClientTlsSettings,
-    Endpoint,
-    HttpProxyListener,
-    TcpOutboundListener,
-    istio_sni,
-)
+from meshsec.proxy.outbound import HttpProxyListener, TcpOutboundListener
 from meshsec.proxy.tls import build_server_context
+from meshsec.proxy.upstream import ClientTlsMode, ClientTlsSettings, Endpoint, istio_sni
 from tests.component.proxy.apps import HttpApp, LineApp
 from tests.component.proxy.harness import (
     CLIENT_ID,

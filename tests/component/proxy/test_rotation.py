@@ -15,7 +15,8 @@ import hashlib
 import os
 
 from meshsec.proxy.inbound import PortMode
-from meshsec.proxy.outbound import Endpoint, TcpOutboundListener
+from meshsec.proxy.outbound import TcpOutboundListener
+from meshsec.proxy.upstream import Endpoint
 from tests.component.proxy.apps import LineApp
 from tests.component.proxy.harness import (
     CLIENT_ID,

@@ -12,7 +12,7 @@ from meshsec.mesh.policy_view import PolicyView
 from meshsec.mesh.registry import MeshRegistry, PortBinding, WorkloadEntry, split_service_host
 from meshsec.proxy.authz import HttpRequestInfo, PeerInfo
 from meshsec.proxy.inbound import PortMode
-from meshsec.proxy.outbound import ClientTlsMode
+from meshsec.proxy.upstream import ClientTlsMode
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "photo-sharing"
 WORKLOADS = {
