@@ -20,7 +20,6 @@ from meshsec.core.policy.model import (
     ObjectMeta,
     Origin,
     PeerAuthentication,
-    PolicySnapshot,
     PortSelector,
     PortTrafficPolicy,
     Rule,
@@ -35,6 +34,7 @@ from meshsec.core.policy.model import (
     Workload,
     WorkloadSelector,
 )
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 NAMESPACES = ["a", "b", "istio-system"]
 PORTS = [80, 8080, 9090]

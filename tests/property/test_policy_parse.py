@@ -15,8 +15,8 @@ from meshsec.config.sources.yaml_lines import parse_yaml_text
 from meshsec.core.policy import diagnostics as dg
 from meshsec.core.policy.analyze import collect_diagnostics
 from meshsec.core.policy.document import SourceDocument
-from meshsec.core.policy.model import PolicySnapshot
 from meshsec.core.policy.parse import parse_documents
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 KNOWN_CODES = {c.code for c in dg.CATALOG}
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,7 +20,7 @@ from meshsec.config.sources.files import FileContent, build_snapshot, read_files
 from meshsec.core.policy import diagnostics as dg
 from meshsec.core.policy.analyze import collect_diagnostics, count_levels
 from meshsec.core.policy.diagnostics import Diagnostic, Level
-from meshsec.core.policy.model import PolicySnapshot
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 EXIT_OK = 0
 EXIT_ERRORS = 1

@@ -36,13 +36,13 @@ from meshsec.core.policy.model import (
     AuthorizationPolicy,
     MeshConfig,
     MtlsMode,
-    PolicySnapshot,
     Service,
     ServicePort,
     TlsMode,
 )
 from meshsec.core.policy.peer_authn import EffectiveMtls, PeerAuthenticationIndex
 from meshsec.core.policy.request import AuthzRequest, HttpAttributes
+from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.errors import MeshsecError
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from meshsec.core.policy.model import PolicySnapshot
+from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.mesh.manifests import OUTSIDE, Expectation
 from meshsec.mesh.registry import (
     LOOPBACK,

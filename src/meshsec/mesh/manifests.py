@@ -38,7 +38,8 @@ from meshsec.core.policy.document import (
     show_value,
     too_many_port_digits,
 )
-from meshsec.core.policy.model import PolicySnapshot, Workload
+from meshsec.core.policy.model import Workload
+from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.mesh.registry import split_service_host
 
 EXPECTATIONS_KIND = "Expectations"

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from meshsec.core.policy.authz import AuthorizationIndex, evaluate
 from meshsec.core.policy.destination import DestinationRuleIndex, resolve_client_tls
-from meshsec.core.policy.model import MtlsMode, PolicySnapshot, TlsMode
+from meshsec.core.policy.model import MtlsMode, TlsMode
 from meshsec.core.policy.peer_authn import EffectiveMtls, PeerAuthenticationIndex
 from meshsec.core.policy.request import AuthzRequest, HttpAttributes
+from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.mesh.registry import LOOPBACK, MeshRegistry, WorkloadEntry, resolve_service
 from meshsec.proxy.authz import Decision, HttpRequestInfo, PeerInfo
 from meshsec.proxy.inbound import PortMode

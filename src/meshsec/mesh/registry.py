@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshsec.core.policy.model import PolicySnapshot, Service, ServicePort
+from meshsec.core.policy.model import Service, ServicePort
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 CLUSTER_SUFFIX = "svc.cluster.local"
 LOOPBACK = "127.0.0.1"

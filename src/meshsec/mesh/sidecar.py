@@ -37,7 +37,7 @@ from meshsec.config.sources.files import DirectorySource, digest, read_files
 from meshsec.core.identity import TrustDomainSet
 from meshsec.core.pki import PkiError, TrustBundle, X509Svid
 from meshsec.core.policy.diagnostics import Level
-from meshsec.core.policy.model import PolicySnapshot
+from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.mesh.policy_view import LivePolicy, PolicyView
 from meshsec.mesh.registry import LOOPBACK, MeshRegistry, PortBinding, WorkloadEntry
 from meshsec.proxy.authz import Decision, HttpRequestInfo, PeerInfo

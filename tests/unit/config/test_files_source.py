@@ -13,7 +13,8 @@ import pytest
 from meshsec.config.sources.base import ConfigSource
 from meshsec.config.sources.files import DirectorySource, load_snapshot
 from meshsec.core.policy.diagnostics import Diagnostic
-from meshsec.core.policy.model import MtlsMode, PolicySnapshot
+from meshsec.core.policy.model import MtlsMode
+from meshsec.core.policy.snapshot import PolicySnapshot
 from tests.fakes.clock import FakeClock
 
 

@@ -1,6 +1,6 @@
 """The ConfigSource protocol: what a consumer of mesh policy needs from wherever it lives.
 
-A source hands out immutable :class:`~meshsec.core.policy.model.PolicySnapshot` values and,
+A source hands out immutable :class:`~meshsec.core.policy.snapshot.PolicySnapshot` values and,
 while watched, yields a new one each time the accepted configuration changes. Consumers swap
 snapshots atomically; they never see a half-applied edit. Implementations: the YAML directory
 source (``files.DirectorySource``); a Kubernetes list/watch source can follow.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from meshsec.core.policy.model import PolicySnapshot
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 
 class ConfigSource(Protocol):

@@ -24,8 +24,8 @@ from meshsec.config.sources.yaml_lines import parse_yaml_text
 from meshsec.core.policy import diagnostics as dg
 from meshsec.core.policy.diagnostics import Diagnostic, Level
 from meshsec.core.policy.document import SourceDocument
-from meshsec.core.policy.model import PolicySnapshot
 from meshsec.core.policy.parse import parse_documents
+from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.runtime.clock import Clock
 
 log = logging.getLogger(__name__)

@@ -29,13 +29,9 @@ from meshsec.core.policy.analyze_identity import analyze_identity_references
 from meshsec.core.policy.analyze_ports import analyze_port_spaces
 from meshsec.core.policy.analyze_tls import analyze_mtls_conflicts, analyze_server_verification
 from meshsec.core.policy.diagnostics import Diagnostic
-from meshsec.core.policy.model import (
-    AuthorizationPolicy,
-    PeerAuthentication,
-    PolicySnapshot,
-    WorkloadSelector,
-)
+from meshsec.core.policy.model import AuthorizationPolicy, PeerAuthentication, WorkloadSelector
 from meshsec.core.policy.peer_authn import build_peer_authentication_index
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 
 def _at(

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 
 from meshsec.core.policy import diagnostics as dg
 from meshsec.core.policy.diagnostics import Diagnostic
-from meshsec.core.policy.model import AuthorizationPolicy, PolicySnapshot
+from meshsec.core.policy.model import AuthorizationPolicy
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 _ALWAYS_EXPANDED = "cluster.local"
 

@@ -24,10 +24,10 @@ from meshsec.core.policy.model import (
     AuthorizationPolicy,
     DestinationRule,
     PeerAuthentication,
-    PolicySnapshot,
     Service,
     WorkloadSelector,
 )
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 
 def _label_sets(snapshot: PolicySnapshot, namespace: str) -> list[Mapping[str, str]]:

@@ -32,7 +32,6 @@ from meshsec.core.policy.model import (
     DestinationRule,
     FrozenMap,
     MtlsMode,
-    PolicySnapshot,
     Service,
     ServicePort,
     Subset,
@@ -41,6 +40,7 @@ from meshsec.core.policy.model import (
     Workload,
 )
 from meshsec.core.policy.peer_authn import NamespaceMtlsMode, PeerAuthenticationIndex
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 _UNVERIFIED_MODES = (TlsMode.SIMPLE, TlsMode.MUTUAL)
 

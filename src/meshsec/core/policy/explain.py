@@ -19,7 +19,7 @@ from meshsec.core.policy.destination import (
     compose_service_accounts,
     resolve_client_tls,
 )
-from meshsec.core.policy.model import FrozenMap, MtlsMode, PolicySnapshot, Service, TlsMode
+from meshsec.core.policy.model import FrozenMap, MtlsMode, Service, TlsMode
 from meshsec.core.policy.peer_authn import (
     EffectiveMtls,
     NamespaceMtls,
@@ -27,6 +27,7 @@ from meshsec.core.policy.peer_authn import (
     PortDecision,
 )
 from meshsec.core.policy.request import AuthzRequest, HttpAttributes
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,6 @@ from meshsec.core.policy.model import (
     ObjectMeta,
     Origin,
     PeerAuthentication,
-    PolicySnapshot,
     Resource,
     Service,
     ServiceAccount,
@@ -74,6 +73,7 @@ from meshsec.core.policy.parse_security import (
     parse_authorization_policy,
     parse_peer_authentication,
 )
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 DEFAULT_NAMESPACE = "default"
 SECURITY_VERSIONS = ("security.istio.io/v1", "security.istio.io/v1beta1")

@@ -6,8 +6,8 @@ import textwrap
 
 from meshsec.config.sources.yaml_lines import parse_yaml_text
 from meshsec.core.policy.diagnostics import Diagnostic, Level
-from meshsec.core.policy.model import PolicySnapshot
 from meshsec.core.policy.parse import parse_documents
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 
 def snapshot_of(text: str, file: str = "in.yaml") -> PolicySnapshot:

@@ -13,11 +13,11 @@ from meshsec.core.policy.model import (
     ObjectMeta,
     Origin,
     PeerAuthentication,
-    PolicySnapshot,
     Service,
     ServicePort,
     WorkloadSelector,
 )
+from meshsec.core.policy.snapshot import PolicySnapshot
 
 
 def test_frozen_map_is_an_immutable_hashable_mapping() -> None:
