@@ -435,10 +435,13 @@ class Workload(_ResourceBase):
     env: FrozenMap[str, str] = field(default_factory=_empty_labels)
     port_specs: tuple[WorkloadPort, ...] = ()
     mount_mtls_certs: bool = False
+    # meshsec ``Workload`` ``spec.cluster`` (``meshsec up`` clusters); "" = the mesh's only one.
+    cluster: str = ""
 
     @property
     def ref(self) -> str:
-        return f"{self.source_kind} {self.meta.key}"
+        where = f"@{self.cluster}" if self.cluster else ""
+        return f"{self.source_kind} {self.meta.key}{where}"
 
     def port_spec(self, port: int) -> WorkloadPort | None:
         """The declared port ``port`` (protocol, name), if this workload declared it."""

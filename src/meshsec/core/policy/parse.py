@@ -437,7 +437,9 @@ def _removed(
 
 
 def _identity(resource: Resource) -> tuple[str, str, str]:
-    kind = resource.source_kind if isinstance(resource, Workload) else resource.KIND
+    kind = resource.KIND
+    if isinstance(resource, Workload):  # one name may run in several clusters (meshsec up)
+        kind = f"{resource.source_kind}@{resource.cluster}"
     return (kind, resource.meta.namespace, resource.meta.name)
 
 

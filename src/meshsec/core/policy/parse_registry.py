@@ -33,7 +33,7 @@ from meshsec.core.policy.model import (
 
 SERVICE_PORT_FIELDS = ("name", "port", "targetPort", "protocol", "appProtocol", "nodePort")
 SERVICE_PROTOCOLS = ("TCP", "UDP", "SCTP")
-WORKLOAD_SPEC_FIELDS = ("serviceAccount", "ports", "command", "env", "mountMtlsCerts")
+WORKLOAD_SPEC_FIELDS = ("serviceAccount", "ports", "command", "env", "mountMtlsCerts", "cluster")
 WORKLOAD_PORT_FIELDS = ("port", "protocol", "name")
 WORKLOAD_PROTOCOLS = ("http", "tcp")
 ENV_VAR_FIELDS = ("name", "value")
@@ -147,7 +147,9 @@ def parse_meshsec_workload(
     """meshsec's ``Workload`` kind: labels in metadata; ``spec.serviceAccount``; ``spec.ports``
     (a number, or ``{port, protocol: http|tcp, name}``; a bare number is ``tcp``);
     ``spec.command`` (argv list, what ``meshsec up`` runs); ``spec.env`` (name → value, or a
-    Kubernetes ``[{name, value}]`` list); ``spec.mountMtlsCerts`` (the mounted-secret model)."""
+    Kubernetes ``[{name, value}]`` list); ``spec.mountMtlsCerts`` (the mounted-secret model);
+    ``spec.cluster`` (a DNS-1123 label: the ``kind: Cluster`` it runs in, checked by
+    ``meshsec up``)."""
     account = r.string(spec.get("serviceAccount"), ("spec", "serviceAccount")) or "default"
     specs: list[WorkloadPort] = []
     for i, raw in enumerate(r.sequence(spec.get("ports"), ("spec", "ports"), "ports")):
@@ -160,6 +162,11 @@ def parse_meshsec_workload(
         specs.append(parsed)
     command = r.strings(spec.get("command"), ("spec", "command"))
     mount = r.boolean(spec.get("mountMtlsCerts"), ("spec", "mountMtlsCerts"))
+    cluster = r.string(spec.get("cluster"), ("spec", "cluster")) or ""
+    problem = check_dns1123_label(cluster) if cluster else None
+    if problem:
+        r.report(dg.INVALID_VALUE, f"cluster {cluster!r}: {problem}", ("spec", "cluster"))
+        cluster = ""
     return Workload(
         meta=meta,
         origin=origin,
@@ -171,6 +178,7 @@ def parse_meshsec_workload(
         env=_workload_env(r, spec.get("env"), ("spec", "env")),
         port_specs=tuple(specs),
         mount_mtls_certs=bool(mount),
+        cluster=cluster,
     )
 
 
