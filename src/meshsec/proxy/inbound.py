@@ -50,6 +50,7 @@ from meshsec.proxy.listener import Acceptor
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
 from meshsec.proxy.pump import ConnectionTracker, Link, PumpLimits, log_task_failure
 from meshsec.proxy.tls import PeerIdentity, TlsContexts, peer_identity_of, verify_inbound_peer
+from meshsec.proxy.tls_transport import accept_tls
 
 log = logging.getLogger("meshsec.proxy.inbound")
 
@@ -200,11 +201,8 @@ class InboundListener:
             if tls:
                 snapshot = self.tls.current
                 ctx = snapshot.server_context(http=self.port.http)
-                transport, _ = await loop.connect_accepted_socket(
-                    lambda: link.down,
-                    conn,
-                    ssl=ctx,
-                    ssl_handshake_timeout=self.options.handshake_timeout,
+                transport = await accept_tls(
+                    conn, lambda: link.down, ctx, handshake_timeout=self.options.handshake_timeout
                 )
                 identity = peer_identity_of(transport.get_extra_info("ssl_object"))
                 verify_inbound_peer(identity, self.options.trust_domains)

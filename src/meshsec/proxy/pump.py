@@ -8,11 +8,10 @@ objects). Guarantees:
   when the destination is above the mark the source stops reading (``pause_reading``) until it
   drains. Bytes arriving before the other side exists are held up to ``max_pending`` and reading
   pauses beyond that.
-* **Half-close** — an EOF on one side is passed on with ``write_eof`` when the other transport can
-  (plain TCP); the link closes when both directions ended. TLS transports in asyncio/uvloop cannot
-  half-close (no ``close_notify`` without closing), so an EOF towards a TLS side closes the link
-  gracefully: bytes already buffered are delivered, later replies are not (a protocol that
-  half-closes and then waits for an answer needs a plaintext hop — a known limitation).
+* **Half-close** — an EOF on one side (TCP FIN, or a TLS ``close_notify``) is passed on with
+  ``write_eof`` (FIN on plain TCP, ``close_notify`` on TLS — see
+  :mod:`meshsec.proxy.tls_transport`); the link closes when both directions ended, so a client
+  that half-closes still receives the whole answer.
 * **Idle timeout** — no byte in either direction for ``idle_timeout`` seconds closes both sides
   (one timer per link, re-armed lazily).
 * **Errors stay per connection** — callbacks never raise; a broken side closes its link only.
@@ -232,14 +231,12 @@ class Link:
         if other.eof:
             self.close()
             return
-        if other.plain and other.transport.can_write_eof() and not other.transport.is_closing():
+        if other.transport.can_write_eof() and not other.transport.is_closing():
             try:
-                other.transport.write_eof()
+                other.transport.write_eof()  # TCP FIN, or close_notify on a TLS side
             except (OSError, RuntimeError):
                 self.close()
         else:
-            # TLS on the other side: asyncio/uvloop TLS transports cannot half-close, so the
-            # EOF becomes a graceful close of the link (buffered bytes are still delivered).
             self.close()
 
     def on_lost(self, side: Side, exc: Exception | None) -> None:

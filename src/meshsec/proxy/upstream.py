@@ -46,6 +46,7 @@ from meshsec.proxy.tls import (
     parse_peer_identity,
     verify_secure_naming,
 )
+from meshsec.proxy.tls_transport import connect_tls
 
 # Outbound connection events keep the logger name operators filter on.
 log = logging.getLogger("meshsec.proxy.outbound")
@@ -174,17 +175,23 @@ class UpstreamConnector:
         ctx, sni, sans = self._client_tls(settings, endpoint, host, port)
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    link.new_upstream,
-                    endpoint.address,
-                    endpoint.port,
-                    ssl=ctx,
-                    server_hostname=sni if ctx is not None else None,
-                    ssl_handshake_timeout=self.options.handshake_timeout if ctx else None,
-                ),
-                self.options.connect_timeout + self.options.handshake_timeout,
-            )
+            if ctx is None:
+                await asyncio.wait_for(
+                    loop.create_connection(link.new_upstream, endpoint.address, endpoint.port),
+                    self.options.connect_timeout,
+                )
+            else:
+                await asyncio.wait_for(
+                    connect_tls(
+                        endpoint.address,
+                        endpoint.port,
+                        link.new_upstream,
+                        ctx,
+                        server_hostname=sni,
+                        handshake_timeout=self.options.handshake_timeout,
+                    ),
+                    self.options.connect_timeout + self.options.handshake_timeout,
+                )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             reason = exc.reason if isinstance(exc, ssl.SSLError) else str(exc) or "timed out"
             raise UpstreamUnavailable(
