@@ -154,7 +154,9 @@ def route_to_dict(route: RouteCheck) -> dict[str, Any]:
 def check(
     from_workload: Annotated[
         str,
-        typer.Argument(help="Client: <workload>[.<namespace>], or outside (no sidecar)."),
+        typer.Argument(
+            help="Client: <workload>[.<namespace>][@<cluster>], or outside (no sidecar)."
+        ),
     ],
     service: Annotated[
         str, typer.Argument(help="Server: <service>[.<namespace>] or its FQDN, optionally :port")
@@ -176,7 +178,7 @@ def check(
         client = (
             OUTSIDE
             if from_workload == OUTSIDE.name and all(w.name != OUTSIDE.name for w in view.workloads)
-            else resolve_workload(from_workload, view.workloads)
+            else resolve_workload(from_workload, view.workloads, view.cluster_names)
         )
         target, port = resolve_service(service, view.snapshot)
         routes = build_route_checks(view, client, target, port=port, method=method, path=path)

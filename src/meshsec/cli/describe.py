@@ -1,22 +1,23 @@
-"""``meshsec describe <workload>[.<namespace>]`` — ``istioctl x describe pod`` for the mesh.
+"""``meshsec describe <workload>[.<namespace>][@<cluster>]`` — ``istioctl x describe pod``.
 
-Identity (SPIFFE ID, cluster, certificate model, the CA and the root it trusts; the live serial
-when the agent answers), the effective PeerAuthentication in istioctl's wording (workload mode,
-port-level modes, applied policies), the AuthorizationPolicies that apply, the Services exposing
-it, and for every Service it may call: the DestinationRule TLS mode, the auto-mTLS decision, the
-server SANs it accepts and whether that fits the server (the checks of ``meshsec check``).
+Identity (SPIFFE ID, certificate model; its cluster and role, the CA that signs for it and that
+CA's signing certificate, every root its agent trusts with its SHA-256 fingerprint, the live
+serial when the agent answers and the issuer chain of its certificate), the effective
+PeerAuthentication in istioctl's wording (workload mode, port-level modes, applied policies),
+the AuthorizationPolicies that apply, the Services exposing it, and for every Service it may
+call: the DestinationRule TLS mode, the auto-mTLS decision, the server SANs it accepts and
+whether that fits the server (the checks of ``meshsec check``).
 Exit 0, or 1 when a client/server TLS CONFLICT was found; 2 unknown workload; 3 no mesh found.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from meshsec.cli.admin_http import AdminUnavailable
 from meshsec.cli.check import ConfigOption, client_text, route_to_dict
@@ -28,7 +29,13 @@ from meshsec.cli.mesh_view import (
     compose_endpoint_tls,
     load_mesh_view,
 )
-from meshsec.cli.meshstate import STATE_DIR, MeshOption, WorkloadState, resolve_workload
+from meshsec.cli.meshstate import (
+    ClusterState,
+    MeshOption,
+    MeshState,
+    WorkloadState,
+    resolve_workload,
+)
 from meshsec.cli.operator_output import (
     EXIT_PROBLEM,
     OutputOption,
@@ -37,6 +44,13 @@ from meshsec.cli.operator_output import (
     operator_errors,
 )
 from meshsec.cli.proxy_config import SecretRow, fetch_secret_rows
+from meshsec.cli.workload_trust import (
+    WorkloadTrust,
+    cluster_text,
+    describe_issuers,
+    fetch_ca_signer,
+    load_workload_trust,
+)
 from meshsec.core.policy.authz import policy_scope
 from meshsec.core.policy.explain import (
     ServicePortTls,
@@ -50,33 +64,6 @@ CERT_MODELS = {
     "mounted": "mounted (istio.<sa> certificate files created and rotated by the CA; "
     "FILE_MOUNTED_CERTS, no CSR)",
 }
-
-
-@dataclass(frozen=True)
-class RootInfo:
-    subject: str
-    fingerprint: str
-    source: str
-
-
-def load_trusted_root(view: MeshView, workload: WorkloadState) -> RootInfo | None:
-    """The namespace's published root (istio-ca-root-cert), else the CA's root file."""
-    state = view.state
-    if state is None:
-        return None
-    candidates = [state.mesh_dir / STATE_DIR / "roots" / workload.namespace / "root-cert.pem"]
-    if state.ca.root_pem_path:
-        candidates.append(Path(state.ca.root_pem_path))
-    for path in candidates:
-        try:
-            certs = x509.load_pem_x509_certificates(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        first = certs[0]
-        return RootInfo(
-            first.subject.rfc4514_string(), first.fingerprint(hashes.SHA256()).hex(), str(path)
-        )
-    return None
 
 
 def fetch_live_secrets(workload: WorkloadState) -> tuple[list[SecretRow], str | None]:
@@ -109,15 +96,132 @@ def compose_inbound(
     ]
 
 
+@dataclass(frozen=True)
+class IdentityView:
+    """Where the workload runs and what it trusts: its cluster, the CA that signs for it (and
+    with which certificate), the roots its agent holds and the chain of its certificate."""
+
+    cluster: ClusterState | None
+    ca_cluster: ClusterState | None
+    ca_addr: str | None
+    ca_signer: str | None
+    trust: WorkloadTrust
+    current: SecretRow | None
+    live_error: str | None
+
+
+def build_identity_view(
+    workload: WorkloadState, state: MeshState, live: list[SecretRow], live_error: str | None
+) -> IdentityView:
+    trust = load_workload_trust(workload, live if live else None, state)
+    current = next((r for r in live if r.resource_name == "default" and r.serial_number), None)
+    ca_cluster = state.ca_cluster_of(workload)
+    ca_addr = workload.ca_addr or state.ca.addr
+    if trust.chain is not None:
+        signer: str | None = trust.chain.leaf.issuer.rfc4514_string()
+    else:  # no certificate yet (or refused): ask the CA which certificate it signs with
+        root = None
+        if ca_cluster is not None and ca_cluster.ca and ca_cluster.ca.root_pem_path:
+            with contextlib.suppress(OSError):
+                root = Path(ca_cluster.ca.root_pem_path).read_bytes()
+        signer = fetch_ca_signer(ca_addr, root) if ca_addr else None
+    return IdentityView(
+        cluster=state.cluster(workload.cluster),
+        ca_cluster=ca_cluster,
+        ca_addr=ca_addr,
+        ca_signer=signer,
+        trust=trust,
+        current=current,
+        live_error=live_error,
+    )
+
+
+def compose_remote_secret(cluster: ClusterState, ca_name: str) -> str:
+    if cluster.remote_secret is None:
+        return (
+            f"none: {ca_name}'s CA cannot verify {cluster.name}'s tokens, so workloads here get "
+            "no certificate"
+        )
+    present = "" if Path(cluster.remote_secret).exists() else " (MISSING: removed?)"
+    return f"{cluster.remote_secret}{present} ({ca_name}'s CA verifies {cluster.name}'s tokens)"
+
+
+def render_identity(workload: WorkloadState, state: MeshState, ident: IdentityView) -> list[str]:
+    ca_name = ident.ca_cluster.name if ident.ca_cluster else "?"
+    lines = [
+        f"   Cluster: {cluster_text(ident.cluster, workload.cluster)}",
+        f"   CA: {ident.ca_addr or '-'}, {ca_name}'s CA (trust domain {state.trust_domain})",
+    ]
+    if ident.ca_signer:
+        lines.append(f"      Signing certificate: {ident.ca_signer}")
+    if ident.cluster is not None and ident.cluster.is_remote:
+        lines.append(f"   Remote secret: {compose_remote_secret(ident.cluster, ca_name)}")
+    trust = ident.trust
+    for root in trust.roots:
+        lines.append(f"   Trusts root: {root.subject} sha256:{root.fingerprint} ({root.source})")
+    if not trust.roots:
+        lines.append(f"   Trusts root: <none> ({trust.problem})")
+    current = ident.current
+    if current is not None:
+        lines.append(
+            f"   Current certificate: serial {current.serial_number}, valid "
+            f"{current.not_before} .. {current.not_after}"
+            + (f", issued {current.created_at}" if current.created_at else "")
+        )
+        if workload.refused_expected:
+            lines.append(
+                f"   WARNING: {workload.cluster} has no remote secret, so its CA should have "
+                "refused this workload; it holds a certificate anyway"
+            )
+    elif workload.refused_expected:
+        lines.append(
+            f"   Current certificate: none (expected: {workload.cluster} has no remote secret "
+            f"in {ca_name}'s CA, which refuses its tokens)"
+        )
+    elif ident.live_error:
+        lines.append(f"   Current certificate: agent unreachable ({ident.live_error})")
+    chain = trust.chain
+    if chain is not None:
+        rotation = (
+            f"; the agent serves serial {current.serial_number}"
+            if current is not None and current.serial_number != chain.serial
+            else ""
+        )
+        lines.append(f"   Issuer chain ({chain.source}, serial {chain.serial}{rotation}):")
+        lines += [f"      {line}" for line in describe_issuers(chain, trust.roots)]
+    return lines
+
+
+def identity_to_dict(ident: IdentityView) -> dict[str, Any]:
+    trust, chain = ident.trust, ident.trust.chain
+    roots = [
+        {"subject": r.subject, "sha256": r.fingerprint, "source": r.source} for r in trust.roots
+    ]
+    return {
+        "cluster": None if ident.cluster is None else asdict(ident.cluster),
+        "ca_cluster": ident.ca_cluster.name if ident.ca_cluster else None,
+        "ca_signer": ident.ca_signer,
+        "trusted_roots": roots,
+        "trusted_root": roots[0] if roots else None,
+        "certificate_chain": None
+        if chain is None
+        else {
+            "source": chain.source,
+            "serial": chain.serial,
+            "not_after": chain.not_after,
+            "intermediate": chain.intermediate_label,
+            "issuers": [asdict(i) for i in chain.issuers],
+        },
+    }
+
+
 def render_describe(
     workload: WorkloadState,
     view: MeshView,
     explanation: WorkloadExplanation,
     inbound: list[tuple[ServicePortTls, str | None]],
     routes: list[RouteCheck],
-    root: RootInfo | None,
-    live: list[SecretRow],
-    live_error: str | None,
+    ident: IdentityView | None,
 ) -> str:
     state = view.state
     labels = ",".join(f"{k}={v}" for k, v in sorted(workload.labels.items())) or "<none>"
@@ -125,7 +229,6 @@ def render_describe(
         f"Workload: {workload.ref}",
         f"   SPIFFE ID: {workload.spiffe_id or '<unknown>'}",
         f"   Service account: {workload.service_account}",
-        f"   Cluster: {workload.cluster or '-'}",
         f"   Labels: {labels}",
     ]
     if workload.ports:
@@ -134,21 +237,10 @@ def render_describe(
     lines.append(
         f"   Certificate model: {CERT_MODELS.get(workload.cert_model, workload.cert_model)}"
     )
-    if state is not None:
-        lines.append(f"   CA: {state.ca.addr or '-'} (trust domain {state.trust_domain})")
-    if root is not None:
-        lines.append(
-            f"   Trusts root: {root.subject} sha256:{root.fingerprint[:16]}… ({root.source})"
-        )
-    default = next((r for r in live if r.resource_name == "default" and r.serial_number), None)
-    if default is not None:
-        lines.append(
-            f"   Current certificate: serial {default.serial_number}, valid "
-            f"{default.not_before} .. {default.not_after}"
-            + (f", issued {default.created_at}" if default.created_at else "")
-        )
-    elif live_error:
-        lines.append(f"   Current certificate: agent unreachable ({live_error})")
+    if state is not None and ident is not None:
+        lines += render_identity(workload, state, ident)
+    else:
+        lines.append(f"   Cluster: {workload.cluster or '-'} (no mesh running)")
 
     eff = explanation.effective
     lines += ["Effective PeerAuthentication:", f"   Workload mTLS mode: {eff.mode.value}"]
@@ -217,7 +309,7 @@ def render_describe(
 
 
 def describe(
-    workload: Annotated[str, typer.Argument(help="<workload>[.<namespace>]")],
+    workload: Annotated[str, typer.Argument(help="<workload>[.<namespace>][@<cluster>]")],
     mesh: MeshOption = None,
     config: ConfigOption = None,
     output: OutputOption = "table",
@@ -226,7 +318,7 @@ def describe(
     fmt = check_format(output)
     with operator_errors():
         view = load_mesh_view(mesh, config, cwd=Path.cwd())
-        target = resolve_workload(workload, view.workloads)
+        target = resolve_workload(workload, view.workloads, view.cluster_names)
     explanation = build_workload_explanation(
         view.snapshot,
         target.namespace,
@@ -239,17 +331,17 @@ def describe(
         for service in callees(view, target)
         for route in build_route_checks(view, target, service)
     ]
-    root = load_trusted_root(view, target)
-    live, live_error = fetch_live_secrets(target) if view.state is not None else ([], None)
-    current = next((r for r in live if r.resource_name == "default" and r.serial_number), None)
+    ident: IdentityView | None = None
+    if view.state is not None:
+        live, live_error = fetch_live_secrets(target)
+        ident = build_identity_view(target, view.state, live, live_error)
+    current = ident.current if ident is not None else None
     inbound = compose_inbound(explanation, target)
     peer_authn = explanation_to_dict(explanation)
     for service_doc, (_, conflict) in zip(peer_authn["services"], inbound, strict=True):
         service_doc["conflict"] = conflict
     if fmt == "table":
-        typer.echo(
-            render_describe(target, view, explanation, inbound, routes, root, live, live_error)
-        )
+        typer.echo(render_describe(target, view, explanation, inbound, routes, ident))
     else:
         emit_document(
             {
@@ -261,15 +353,10 @@ def describe(
                     "cluster": target.cluster,
                     "labels": dict(target.labels),
                     "cert_model": target.cert_model,
-                    "ca": view.state.ca.addr if view.state else None,
-                    "trusted_root": None
-                    if root is None
-                    else {
-                        "subject": root.subject,
-                        "sha256": root.fingerprint,
-                        "source": root.source,
-                    },
+                    "ca": ident.ca_addr if ident else None,
+                    **(identity_to_dict(ident) if ident else {}),
                     "certificate": None if current is None else asdict(current),
+                    "certificate_expected": not target.refused_expected,
                 },
                 "peer_authentication": peer_authn,
                 "authorization_policies": [

@@ -78,6 +78,10 @@ class MeshView:
         return AuthorizationIndex(self.snapshot.authorization_policies, self.mesh)
 
     @property
+    def cluster_names(self) -> list[str]:
+        return [c.name for c in self.state.clusters] if self.state is not None else []
+
+    @property
     def config_errors(self) -> int:
         return sum(1 for d in self.snapshot.diagnostics if d.level is Level.ERROR)
 

@@ -2,7 +2,12 @@
 
 The mesh runtime writes the file (see the contract in docs/cli.md, "Operator commands"); the
 operator commands (``proxy-config``, ``describe``, ``check``, ``status``) read it to find the
-workloads and the admin/status ports of their agents and proxies.
+workloads, the clusters they run in, and the admin/status ports of their agents and proxies.
+
+A state file without a ``clusters`` list (single-cluster meshes, older writers) reads as one
+primary ``cluster1`` whose CA is the top-level ``ca``. Workload references are
+``<name>[.<namespace>][@<cluster>]`` (the syntax of ``meshsec up`` expectations, see
+docs/cli.md "Workload references").
 
 Finding the file: ``--mesh DIR`` (or ``MESHSEC_MESH_DIR``) names the mesh directory (or the
 ``.meshsec`` directory, or the state file itself); without it the nearest
@@ -13,12 +18,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 
+from meshsec.core.policy.document import check_dns1123_label
 from meshsec.errors import MeshsecError
 from meshsec.runtime.pids import process_alive
 
@@ -42,14 +48,22 @@ class MeshStateError(MeshsecError):
     """state.json is missing or unusable (exit 3: the mesh is not running or not found)."""
 
 
+DEFAULT_CLUSTER = "cluster1"
+DEFAULT_NETWORK = "network1"
+PRIMARY, REMOTE = "primary", "remote"
+CERT_EXPECTED, CERT_REFUSED_EXPECTED = "expected", "refused-expected"
+
+
 class UnknownWorkload(MeshsecError):
     """A workload reference names nothing (or several things); lists what is known (exit 2)."""
 
-    def __init__(self, ref: str, reason: str, known: Sequence[str]) -> None:
+    def __init__(
+        self, ref: str, reason: str, known: Sequence[str], *, what: str = "known workloads"
+    ) -> None:
         self.ref = ref
         self.known = tuple(known)
         listing = ", ".join(known) if known else "<none>"
-        super().__init__(f"{reason}; known workloads: {listing}")
+        super().__init__(f"{reason}; {what}: {listing}")
 
 
 @dataclass(frozen=True)
@@ -75,10 +89,24 @@ class WorkloadState:
     cert_dir: str | None = None
     log_dir: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    ca_addr: str | None = None  # the CA its agent talks to
+    root_pem_path: str | None = None  # the root bundle its agent was given
+    certificate: str = CERT_EXPECTED  # "refused-expected": its cluster has no remote secret
+    mounted_dir: str | None = None
+    show_cluster: bool = field(default=False, compare=False)  # the mesh has several clusters
 
     @property
     def ref(self) -> str:
-        return f"{self.name}.{self.namespace}"
+        """How output names it: ``name.ns``, plus ``@cluster`` in a multi-cluster mesh."""
+        return self.qualified_ref if self.show_cluster else f"{self.name}.{self.namespace}"
+
+    @property
+    def qualified_ref(self) -> str:
+        return f"{self.name}.{self.namespace}@{self.cluster}"
+
+    @property
+    def refused_expected(self) -> bool:
+        return self.certificate == CERT_REFUSED_EXPECTED
 
 
 @dataclass(frozen=True)
@@ -87,6 +115,33 @@ class CaState:
     monitoring: str | None = None
     data_dir: str | None = None
     root_pem_path: str | None = None
+    mtls_addr: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """One cluster of the mesh (a ``kind: Cluster`` manifest, or the implicit ``cluster1``)."""
+
+    name: str
+    role: str = PRIMARY
+    network: str = DEFAULT_NETWORK
+    ca_cluster: str = ""  # whose CA its workloads use (itself for a primary)
+    ca: CaState | None = None  # primaries only
+    api_server: str | None = None
+    cluster_dir: str | None = None
+    remote_secret: str | None = None  # its secret in the primary CA's --remote-secrets dir
+    root_pem_path: str | None = None  # the root bundle published to its namespaces
+
+    @property
+    def is_remote(self) -> bool:
+        return self.role == REMOTE
+
+    @property
+    def role_text(self) -> str:
+        """``primary`` or ``remote of cluster1`` (the cluster whose CA it uses)."""
+        if self.is_remote:
+            return f"remote of {self.ca_cluster or '<unknown primary>'}"
+        return self.role
 
 
 @dataclass(frozen=True)
@@ -99,6 +154,21 @@ class MeshState:
     trust_domain: str
     ca: CaState
     workloads: tuple[WorkloadState, ...]
+    clusters: tuple[ClusterState, ...] = ()
+
+    @property
+    def multi_cluster(self) -> bool:
+        return len(self.clusters) > 1
+
+    def cluster(self, name: str) -> ClusterState | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
+    def ca_cluster_of(self, workload: WorkloadState) -> ClusterState | None:
+        """The primary whose CA signs for ``workload`` (its own cluster for a primary)."""
+        own = self.cluster(workload.cluster)
+        if own is None:
+            return None
+        return self.cluster(own.ca_cluster or own.name) or own
 
 
 def find_state_file(mesh: Path | None, *, cwd: Path) -> Path:
@@ -149,17 +219,19 @@ def parse_mesh_state(data: Any, *, path: Path) -> MeshState:
             f"{path}: state version {version} is not supported (this meshsec reads version "
             f"{SUPPORTED_VERSION}); use the meshsec that started the mesh"
         )
-    ca_raw = reader.mapping(top.get("ca", {}), "ca")
-    ca = CaState(
-        addr=reader.optional_str(ca_raw, "addr", "ca."),
-        monitoring=reader.optional_str(ca_raw, "monitoring", "ca."),
-        data_dir=reader.optional_str(ca_raw, "data_dir", "ca."),
-        root_pem_path=reader.optional_str(ca_raw, "root_pem_path", "ca."),
-    )
+    ca = reader.ca(top.get("ca") or {}, "ca")
     workloads_raw = top.get("workloads", [])
     if not isinstance(workloads_raw, list):
         raise MeshStateError(f"{path}: workloads: expected a list")
     workloads = tuple(reader.workload(item, i) for i, item in enumerate(workloads_raw))
+    clusters_raw = top.get("clusters")
+    if clusters_raw is not None and not isinstance(clusters_raw, list):
+        raise MeshStateError(f"{path}: clusters: expected a list")
+    if clusters_raw:
+        clusters = tuple(reader.cluster(item, i) for i, item in enumerate(clusters_raw))
+    else:
+        clusters = build_implicit_clusters(workloads, ca)
+    workloads = reader.place_workloads(workloads, clusters, ca)
     pid = top.get("pid")
     return MeshState(
         path=path,
@@ -170,6 +242,18 @@ def parse_mesh_state(data: Any, *, path: Path) -> MeshState:
         trust_domain=reader.optional_str(top, "trust_domain", "") or "cluster.local",
         ca=ca,
         workloads=workloads,
+        clusters=clusters,
+    )
+
+
+def build_implicit_clusters(
+    workloads: Sequence[WorkloadState], ca: CaState
+) -> tuple[ClusterState, ...]:
+    """No ``clusters`` list: one primary per cluster name the workloads use (``cluster1`` when
+    they name none), each with the top-level CA — what single-cluster writers mean."""
+    names = list(dict.fromkeys(w.cluster for w in workloads if w.cluster)) or [DEFAULT_CLUSTER]
+    return tuple(
+        ClusterState(name=n, ca_cluster=n, ca=ca, root_pem_path=ca.root_pem_path) for n in names
     )
 
 
@@ -204,6 +288,72 @@ class _Reader:
         if not isinstance(value, str):
             raise self.fail(prefix + key, f"expected a string, got {value!r}")
         return value
+
+    def ca(self, value: Any, where: str) -> CaState:
+        raw = self.mapping(value, where)
+        prefix = where + "."
+        return CaState(
+            addr=self.optional_str(raw, "addr", prefix),
+            monitoring=self.optional_str(raw, "monitoring", prefix),
+            data_dir=self.optional_str(raw, "data_dir", prefix),
+            root_pem_path=self.optional_str(raw, "root_pem_path", prefix),
+            mtls_addr=self.optional_str(raw, "mtls_addr", prefix),
+        )
+
+    def cluster(self, value: Any, index: int) -> ClusterState:
+        where = f"clusters[{index}]."
+        item = self.mapping(value, where.rstrip("."))
+        name = self.string(item, "name", where)
+        role = self.optional_str(item, "role", where) or PRIMARY
+        if role not in (PRIMARY, REMOTE):
+            raise self.fail(where + "role", f"expected {PRIMARY!r} or {REMOTE!r}, got {role!r}")
+        ca_raw = item.get("ca")
+        return ClusterState(
+            name=name,
+            role=role,
+            network=self.optional_str(item, "network", where) or DEFAULT_NETWORK,
+            ca_cluster=self.optional_str(item, "ca_cluster", where) or name,
+            ca=None if ca_raw is None else self.ca(ca_raw, where + "ca"),
+            api_server=self.optional_str(item, "api_server", where),
+            cluster_dir=self.optional_str(item, "cluster_dir", where),
+            remote_secret=self.optional_str(item, "remote_secret", where),
+            root_pem_path=self.optional_str(item, "root_pem_path", where),
+        )
+
+    def place_workloads(
+        self,
+        workloads: tuple[WorkloadState, ...],
+        clusters: tuple[ClusterState, ...],
+        ca: CaState,
+    ) -> tuple[WorkloadState, ...]:
+        """Fill each workload's cluster, CA address and root from its cluster when the writer
+        left them out; a workload in a cluster the file does not list is refused."""
+        by_name = {c.name: c for c in clusters}
+        if len(by_name) != len(clusters):
+            raise self.fail("clusters", "a cluster name appears twice")
+        known = ", ".join(by_name) or "<none>"
+        placed: list[WorkloadState] = []
+        for index, w in enumerate(workloads):
+            name = w.cluster or clusters[0].name
+            own = by_name.get(name)
+            if own is None:
+                raise self.fail(
+                    f"workloads[{index}].cluster", f"{name!r} is not in clusters ({known})"
+                )
+            signer = by_name.get(own.ca_cluster, own)
+            signer_ca = signer.ca or (ca if signer is clusters[0] else None)
+            placed.append(
+                replace(
+                    w,
+                    cluster=name,
+                    ca_addr=w.ca_addr or (signer_ca.addr if signer_ca else None),
+                    root_pem_path=w.root_pem_path
+                    or own.root_pem_path
+                    or (signer_ca.root_pem_path if signer_ca else None),
+                    show_cluster=len(clusters) > 1,
+                )
+            )
+        return tuple(placed)
 
     def workload(self, value: Any, index: int) -> WorkloadState:
         where = f"workloads[{index}]."
@@ -242,6 +392,10 @@ class _Reader:
             cert_dir=self.optional_str(item, "cert_dir", where),
             log_dir=self.optional_str(item, "log_dir", where),
             labels=dict(labels),
+            ca_addr=self.optional_str(item, "ca_addr", where),
+            root_pem_path=self.optional_str(item, "root_pem_path", where),
+            certificate=self.optional_str(item, "certificate", where) or CERT_EXPECTED,
+            mounted_dir=self.optional_str(item, "mounted_dir", where),
         )
 
 
@@ -262,27 +416,83 @@ class Named(Protocol):
     @property
     def namespace(self) -> str: ...
 
+    @property
+    def cluster(self) -> str: ...
+
 
 N = TypeVar("N", bound=Named)
 
 
-def resolve_workload(ref: str, workloads: Iterable[N]) -> N:
-    """``name`` or ``name.namespace`` (istioctl style; the last dot splits) → the workload."""
-    items = list(workloads)
-    known = sorted(f"{w.name}.{w.namespace}" for w in items)
-    exact = [w for w in items if w.name == ref]
-    if len(exact) == 1:
-        return exact[0]
-    name, dot, namespace = ref.rpartition(".")
-    if dot and name:
-        qualified = [w for w in items if w.name == name and w.namespace == namespace]
-        if qualified:
-            return qualified[0]
-    if len(exact) > 1:
+@dataclass(frozen=True)
+class WorkloadRef:
+    """``<name>[.<namespace>][@<cluster>]`` split (the namespace split happens while resolving:
+    a workload name may itself contain dots, istioctl style)."""
+
+    text: str
+    base: str  # name or name.namespace
+    cluster: str | None
+
+
+def parse_workload_ref(text: str) -> WorkloadRef:
+    """Split at the LAST ``@`` (cluster names are DNS-1123 labels: no ``@``, ``.`` or ``:``)."""
+    base, at, cluster = text.rpartition("@")
+    if not at:
+        return WorkloadRef(text, text, None)
+    problem = check_dns1123_label(cluster) if cluster else "is empty"
+    if problem or not base:
+        why = f"the cluster after '@' {problem}" if problem else "nothing before '@'"
         raise UnknownWorkload(
-            ref,
-            f"workload {ref!r} exists in several namespaces "
-            f"({', '.join(sorted(w.namespace for w in exact))}); say which with {ref}.<namespace>",
-            known,
+            text,
+            f"{text!r} is not a workload reference ({why})",
+            ("name", "name.namespace", "name.namespace@cluster"),
+            what="expected",
         )
-    raise UnknownWorkload(ref, f"no workload {ref!r} in the mesh", known)
+    return WorkloadRef(text, base, cluster)
+
+
+def _display(item: Named, qualify: bool) -> str:
+    plain = f"{item.name}.{item.namespace}"
+    return f"{plain}@{item.cluster}" if qualify and item.cluster else plain
+
+
+def resolve_workload(ref: str, workloads: Iterable[N], clusters: Iterable[str] = ()) -> N:
+    """``name``, ``name.namespace`` (istioctl style; the last dot splits), either with
+    ``@cluster`` → the workload. Without ``@cluster`` the reference must match exactly one
+    workload across all clusters; the error lists the candidates in qualified form."""
+    items = list(workloads)
+    cluster_names = list(dict.fromkeys([*clusters, *(w.cluster for w in items if w.cluster)]))
+    qualify = len(cluster_names) > 1
+    known = sorted(_display(w, qualify) for w in items)
+    parsed = parse_workload_ref(ref)
+    if parsed.cluster is not None:
+        if parsed.cluster not in cluster_names:
+            raise UnknownWorkload(
+                ref, f"no cluster {parsed.cluster!r} in the mesh", cluster_names, what="clusters"
+            )
+        items = [w for w in items if w.cluster == parsed.cluster]
+    text = parsed.base
+    matches = [w for w in items if w.name == text]
+    if not matches:
+        name, dot, namespace = text.rpartition(".")
+        if dot and name:
+            matches = [w for w in items if w.name == name and w.namespace == namespace]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        where = f" in cluster {parsed.cluster}" if parsed.cluster else ""
+        raise UnknownWorkload(ref, f"no workload {text!r}{where}", known)
+    candidates = sorted(_display(w, qualify) for w in matches)
+    namespaces = sorted({w.namespace for w in matches})
+    in_clusters = sorted({w.cluster for w in matches})
+    if len(namespaces) > 1:
+        reason = (
+            f"workload {ref!r} exists in several namespaces ({', '.join(namespaces)}); "
+            f"say which with {text}.<namespace>"
+        )
+    else:
+        qualified = text if text != matches[0].name else f"{text}.{namespaces[0]}"
+        reason = (
+            f"workload {qualified!r} exists in clusters {', '.join(in_clusters)}; "
+            f"say which with {qualified}@<cluster>"
+        )
+    raise UnknownWorkload(ref, reason, candidates, what="candidates")

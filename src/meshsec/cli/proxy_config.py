@@ -36,6 +36,11 @@ from meshsec.cli.operator_output import (
     parse_time,
     print_table,
 )
+from meshsec.cli.workload_trust import (
+    TrustRelation,
+    compose_trust_relation,
+    load_workload_trust,
+)
 
 SECRET_COLUMNS = (
     "RESOURCE NAME",
@@ -265,7 +270,7 @@ def _running_mesh(mesh: Any) -> MeshState:
 
 @proxy_config_app.command("secret")
 def secret(
-    workload: Annotated[str, typer.Argument(help="<workload>[.<namespace>]")],
+    workload: Annotated[str, typer.Argument(help="<workload>[.<namespace>][@<cluster>]")],
     mesh: MeshOption = None,
     output: OutputOption = "table",
 ) -> None:
@@ -273,7 +278,7 @@ def secret(
     fmt = check_format(output)
     with operator_errors():
         state = _running_mesh(mesh)
-        target = resolve_workload(workload, state.workloads)
+        target = resolve_workload(workload, state.workloads, [c.name for c in state.clusters])
         agent_rows = fetch_secret_rows(target)
     proxy_problem: str | None = None
     try:
@@ -327,45 +332,69 @@ def compose_rootca_report(a: str, roots_a: frozenset[str], b: str, roots_b: froz
     )
 
 
+def compose_cluster_report(
+    state: MeshState,
+    a: WorkloadState,
+    b: WorkloadState,
+    rows_a: list[SecretRow],
+    rows_b: list[SecretRow],
+    now: datetime,
+) -> TrustRelation:
+    """The cross-cluster situation of two workloads (shared root and intermediates, or a
+    different root), with each chain verified against the other's roots where the files are."""
+    return compose_trust_relation(
+        load_workload_trust(a, rows_a, state), load_workload_trust(b, rows_b, state), now
+    )
+
+
 @proxy_config_app.command("rootca-compare")
 def rootca_compare(
-    first: Annotated[str, typer.Argument(help="<workload>[.<namespace>]")],
-    second: Annotated[str, typer.Argument(help="<workload>[.<namespace>]")],
+    first: Annotated[str, typer.Argument(help="<workload>[.<namespace>][@<cluster>]")],
+    second: Annotated[str, typer.Argument(help="<workload>[.<namespace>][@<cluster>]")],
     mesh: MeshOption = None,
     output: OutputOption = "table",
 ) -> None:
-    """Compare the ROOTCA two workloads trust; exit 1 when they differ."""
+    """Compare the ROOTCA two workloads trust (in any clusters); exit 1 when they cannot talk."""
     fmt = check_format(output)
     with operator_errors():
         state = _running_mesh(mesh)
-        a = resolve_workload(first, state.workloads)
-        b = resolve_workload(second, state.workloads)
-        roots_a = root_identity(fetch_secret_rows(a))
-        roots_b = root_identity(fetch_secret_rows(b))
+        clusters = [c.name for c in state.clusters]
+        a = resolve_workload(first, state.workloads, clusters)
+        b = resolve_workload(second, state.workloads, clusters)
+        rows_a, rows_b = fetch_secret_rows(a), fetch_secret_rows(b)
+    roots_a, roots_b = root_identity(rows_a), root_identity(rows_b)
     identical = bool(roots_a) and roots_a == roots_b
     report = compose_rootca_report(a.ref, roots_a, b.ref, roots_b)
     shared = sorted(roots_a & roots_b)
+    relation = compose_cluster_report(state, a, b, rows_a, rows_b, datetime.now(UTC))
+    show_relation = state.multi_cluster or bool(relation.problems)
     if fmt == "table":
         typer.echo(report)
+        if show_relation:
+            for line in relation.lines:
+                typer.echo(line)
         if not identical and shared:
             typer.echo(
                 f"note: they share {len(shared)} root(s) (a root rotation in progress?); "
                 "peers verify each other only through a root both trust"
             )
-        if not roots_a or not roots_b:
+        if (not roots_a or not roots_b) and not show_relation:
             empty = a.ref if not roots_a else b.ref
             typer.echo(f"note: {empty} holds no ROOTCA yet (its agent is still warming)")
     else:
         emit_document(
             {
                 "identical": identical,
+                "can_talk": identical and relation.can_talk,
                 "report": report,
+                "clusters": {a.ref: a.cluster, b.ref: b.cluster},
+                "explanation": list(relation.lines),
                 "workloads": {a.ref: sorted(roots_a), b.ref: sorted(roots_b)},
                 "shared": shared,
             },
             fmt,
         )
-    if not identical:
+    if not identical or not relation.can_talk:
         raise typer.Exit(EXIT_PROBLEM)
 
 

@@ -125,13 +125,19 @@ def test_resolve_workload(state_path: Path, ref: str, expected: str) -> None:
     [
         pytest.param("nope", "no workload 'nope'", id="unknown"),
         pytest.param("photo-frontend.wrong-ns", "no workload", id="wrong-namespace"),
-        pytest.param("db", "several namespaces", id="ambiguous"),
     ],
 )
 def test_resolve_workload_errors_list_known(state_path: Path, ref: str, message: str) -> None:
     with pytest.raises(UnknownWorkload, match=message) as info:
         resolve_workload(ref, load_mesh_state(state_path).workloads)
     assert "photo-frontend.photo-ns" in str(info.value)
+
+
+def test_ambiguous_name_lists_the_candidates(state_path: Path) -> None:
+    with pytest.raises(UnknownWorkload, match="several namespaces") as info:
+        resolve_workload("db", load_mesh_state(state_path).workloads)
+    assert info.value.known == ("db.datastore-ns", "db.other-ns")
+    assert "say which with db.<namespace>" in str(info.value)
 
 
 @pytest.mark.parametrize(
