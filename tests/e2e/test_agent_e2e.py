@@ -143,6 +143,11 @@ def test_ca_agent_pyspiffe_openssl(ca: tuple[Proc, str, str], workdir: Path) -> 
     _, ca_addr, mtls_addr = ca
     agent, status = _start_agent(workdir, ca_addr, mtls_addr)
     try:
+        # `meshsec agent run` re-execs into the lean entry point: same PID, no CLI framework
+        pid = agent.popen.pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:4] == [b"-m", b"meshsec.agent", b"run"], cmdline
+        assert b"_pydantic_core" not in Path(f"/proc/{pid}/maps").read_bytes()
         with WorkloadApiClient(socket_path=f"unix://{workdir / 'wl.sock'}") as client:
             svid = client.fetch_x509_svid()
             assert str(svid.spiffe_id) == "spiffe://cluster.local/ns/shop/sa/cart"
