@@ -273,8 +273,8 @@ def describe_issuers(chain: CertificateChain, roots: Sequence[TrustedRoot]) -> l
         None,
     )
     if not any(i.self_signed for i in chain.issuers):
-        where = f" ({anchor.short}, trusted)" if anchor else " (not in its trusted roots)"
-        lines.append(f"{top.issuer.rfc4514_string()} (root){where}")
+        where = f"{anchor.short}, trusted" if anchor else "not in its trusted roots"
+        lines.append(f"{top.issuer.rfc4514_string()} (root, {where})")
     return lines
 
 
