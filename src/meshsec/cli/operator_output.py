@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,3 +155,33 @@ def format_duration(delta: timedelta) -> str:
     if hours:
         return f"{sign}{hours}h{minutes}m"
     return f"{sign}{minutes}m{secs}s"
+
+
+def compose_cli_command(*, on_path: str | None, executable: str, cwd: Path) -> str:
+    """How to spell ``meshsec`` in hints a user will paste: ``meshsec`` when that name on PATH
+    is this installation, else this installation's script (``.venv/bin/meshsec``, relative to
+    ``cwd`` when below it), else ``<python> -m meshsec``."""
+    bin_dir = Path(executable).parent
+    script = bin_dir / "meshsec"
+    if on_path is not None and (
+        not script.exists() or os.path.realpath(on_path) == os.path.realpath(script)
+    ):
+        return "meshsec"
+    if script.exists():
+        return _relative(script, cwd)
+    return f"{_relative(Path(executable), cwd)} -m meshsec"
+
+
+def _relative(path: Path, cwd: Path) -> str:
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(cwd))
+    except ValueError:
+        return str(absolute)
+
+
+def cli_command() -> str:
+    """``compose_cli_command`` for this process (for the hints ``meshsec up`` prints)."""
+    return compose_cli_command(
+        on_path=shutil.which("meshsec"), executable=sys.executable, cwd=Path.cwd()
+    )

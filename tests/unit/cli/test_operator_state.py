@@ -18,6 +18,7 @@ from meshsec.cli.meshstate import (
     resolve_workload,
 )
 from meshsec.cli.operator_output import (
+    compose_cli_command,
     exit_code_for,
     format_duration,
     format_rfc3339,
@@ -191,3 +192,35 @@ def test_loopback_addresses_are_accepted(addr: str) -> None:
 def test_table_cells_are_not_rich_markup(capsys: pytest.CaptureFixture[str]) -> None:
     print_table(("A",), [("[red]x[/red] [link=http://e]y",)])
     assert "[red]x[/red] [link=http://e]y" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("on_path", "cwd", "expected"),
+    [
+        pytest.param("same", "root", "meshsec", id="on-path-is-this-install"),
+        pytest.param(None, "root", ".venv/bin/meshsec", id="not-on-path"),
+        pytest.param("other", "root", ".venv/bin/meshsec", id="path-has-another-meshsec"),
+        pytest.param(None, "elsewhere", "{root}/.venv/bin/meshsec", id="outside-cwd-absolute"),
+    ],
+)
+def test_cli_command_for_hints(
+    tmp_path: Path, on_path: str | None, cwd: str, expected: str
+) -> None:
+    root = tmp_path / "repo"
+    bin_dir = root / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "meshsec").write_text("#!/bin/sh\n")
+    other = tmp_path / "other-meshsec"
+    other.write_text("#!/bin/sh\n")
+    path = {"same": str(bin_dir / "meshsec"), "other": str(other), None: None}[on_path]
+    got = compose_cli_command(
+        on_path=path,
+        executable=str(bin_dir / "python"),
+        cwd=root if cwd == "root" else tmp_path / "elsewhere",
+    )
+    assert got == expected.format(root=root)
+
+
+def test_cli_command_without_a_script_uses_python_m(tmp_path: Path) -> None:
+    got = compose_cli_command(on_path=None, executable="/usr/bin/python3", cwd=tmp_path)
+    assert got == "/usr/bin/python3 -m meshsec"
