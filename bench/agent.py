@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import signal
@@ -47,9 +48,26 @@ MESHSEC = [sys.executable, "-m", "meshsec"]
 LOG_SERIAL = re.compile(
     r"^(\S+)Z INFO\s+meshsec\.agent\.rotation workload certificate \S+ serial=([0-9a-f]+)"
 )
-FLOOR_SCRIPT = (  # the stack any Python gRPC agent with real crypto needs, doing nothing
-    "import signal, grpc, cryptography.x509, google.protobuf; "
-    "print('ready', flush=True); signal.pause()"
+FLOORS = {  # reference processes measured in the same run; each imports a stack and does nothing
+    # what any Python gRPC agent with real crypto must load
+    "grpc": "import grpc, cryptography.x509, google.protobuf",
+    # what an agent without grpcio (its own HTTP/2 + gRPC framing on asyncio) would start from
+    "no_grpc": (
+        "import asyncio, ssl, cryptography.x509, google.protobuf, "
+        "envoy.service.secret.v3.sds_pb2, envoy.extensions.transport_sockets.tls.v3.secret_pb2"
+    ),
+}
+FLOOR_TAIL = "; import signal; print('ready', flush=True); signal.pause()"
+DOCS = ROOT / "docs" / "benchmarks.md"
+RECORD_BEGIN = "<!-- bench/agent.py --record: begin -->"
+RECORD_END = "<!-- bench/agent.py --record: end -->"
+# RSS by what is mapped: shared objects by file name, the rest is anonymous memory
+MAPPING_GROUPS = (
+    ("grpc_core", ("cygrpc",)),  # grpc core + its statically linked BoringSSL
+    ("cryptography", ("_rust.abi3",)),  # cryptography's Rust bindings + static OpenSSL
+    ("libpython", ("libpython",)),
+    ("protobuf_upb", ("_message.abi3",)),
+    ("pydantic_core", ("_pydantic_core",)),
 )
 
 
@@ -61,6 +79,24 @@ def memory_mb(pid: int) -> dict[str, float]:
         if key in ("Rss", "Pss", "Anonymous"):
             values[key.lower()] = round(int(rest.split()[0]) / 1024.0, 1)
     return values
+
+
+def rss_by_mapping(pid: int) -> dict[str, float]:
+    """RSS in MB grouped: anonymous (Python objects, malloc heap, stacks), the big shared
+    objects by name (``MAPPING_GROUPS``), and every other shared library together."""
+    totals: dict[str, int] = {}
+    group = "anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            name = fields[5] if len(fields) > 5 else ""
+            group = "anon" if not name or name.startswith("[") else "other_libs"
+            for label, needles in MAPPING_GROUPS:
+                if any(needle in name for needle in needles):
+                    group = label
+        elif fields and fields[0] == "Rss:":
+            totals[group] = totals.get(group, 0) + int(fields[1])
+    return {key: round(value / 1024.0, 1) for key, value in sorted(totals.items())}
 
 
 def rss_mb(pid: int) -> float:
@@ -165,14 +201,14 @@ def stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(5)
 
 
-def floor_rss() -> float:
+def measure_floor(imports: str) -> dict[str, object]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", FLOOR_SCRIPT], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, "-c", imports + FLOOR_TAIL], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
     assert proc.stdout is not None
     proc.stdout.readline()
     try:
-        return rss_mb(proc.pid)
+        return {"rss_mb": round(rss_mb(proc.pid), 1), "by_mapping": rss_by_mapping(proc.pid)}
     finally:
         proc.kill()
         proc.wait()
@@ -219,6 +255,7 @@ async def one_round(workdir: Path, ca_addr: str, streams: int, rotations: int) -
         await asyncio.sleep(1.0)  # settle after start-up imports and the first CSR
         rss_one = rss_mb(agent.pid)
         mem_one = memory_mb(agent.pid)
+        by_mapping = rss_by_mapping(agent.pid)
         client, single = await open_streams(workdir / "sds.sock", 1)
         lat_one = await push_latencies(logs, single, rotations)
         await client.close()
@@ -233,6 +270,7 @@ async def one_round(workdir: Path, ca_addr: str, streams: int, rotations: int) -
         "rss_mb_one_identity": round(rss_one, 1),
         "pss_mb_one_identity": mem_one["pss"],
         "anon_mb_one_identity": mem_one["anonymous"],
+        "rss_by_mapping_one_identity": by_mapping,
         f"rss_mb_{streams}_streams": round(rss_many, 1),
         "push_ms_1_stream": {
             "median": round(statistics.median(lat_one), 2),
@@ -247,53 +285,147 @@ async def one_round(workdir: Path, ca_addr: str, streams: int, rotations: int) -
     }
 
 
+def median_of(rows: list[dict[str, object]], *path: str) -> float:
+    values = []
+    for row in rows:
+        value: object = row
+        for key in path:
+            value = value[key]  # type: ignore[index]
+        values.append(float(value))  # type: ignore[arg-type]
+    return round(statistics.median(values), 2)
+
+
+def build_summary(results: list[dict[str, object]], streams: int) -> dict[str, object]:
+    many = f"push_ms_{streams}_streams"
+    rss_one = median_of(results, "rss_mb_one_identity")
+    floor = median_of(results, "floor_grpc", "rss_mb")
+    groups = sorted({g for r in results for g in r["rss_by_mapping_one_identity"]})  # type: ignore[attr-defined]
+    floor_groups = sorted({g for r in results for g in r["floor_grpc"]["by_mapping"]})  # type: ignore[index]
+    return {
+        "bench": "agent",
+        "summary": True,
+        "rounds": len(results),
+        "rss_mb_one_identity": rss_one,
+        f"rss_mb_{streams}_streams": median_of(results, f"rss_mb_{streams}_streams"),
+        "floor_grpc_rss_mb": floor,
+        "floor_no_grpc_rss_mb": median_of(results, "floor_no_grpc", "rss_mb"),
+        "rss_over_floor_mb": round(rss_one - floor, 1),
+        "rss_over_floor_ratio": round(rss_one / floor, 2),
+        "pss_mb_one_identity": median_of(results, "pss_mb_one_identity"),
+        "anon_mb_one_identity": median_of(results, "anon_mb_one_identity"),
+        "rss_by_mapping_one_identity": {
+            g: median_of(results, "rss_by_mapping_one_identity", g) for g in groups
+        },
+        "rss_by_mapping_floor_grpc": {
+            g: median_of(results, "floor_grpc", "by_mapping", g) for g in floor_groups
+        },
+        "push_ms_1_stream_median": median_of(results, "push_ms_1_stream", "median"),
+        "push_ms_1_stream_p99": median_of(results, "push_ms_1_stream", "p99"),
+        f"{many}_median": median_of(results, many, "median"),
+        f"{many}_p99": median_of(results, many, "p99"),
+        "loadavg_1m_start_end": results[0]["loadavg_1m_start_end"],
+        "targets": {"rss_mb": 40, "push_ms": 50},
+    }
+
+
+def render_record(summary: dict[str, object], command: str, streams: int) -> str:
+    """The measured block of the docs' Agent section (the prose around it is kept)."""
+    s = summary
+
+    def met(key: str, target: float) -> str:
+        return "met" if float(str(s[key])) <= target else "**not met**"
+
+    agent_map: dict[str, float] = s["rss_by_mapping_one_identity"]  # type: ignore[assignment]
+    floor_map: dict[str, float] = s["rss_by_mapping_floor_grpc"]  # type: ignore[assignment]
+    load: list[float] = s["loadavg_1m_start_end"]  # type: ignore[assignment]
+    rows = "\n".join(
+        f"| {g} | {agent_map.get(g, 0.0)} | {floor_map.get(g, 0.0)} | "
+        f"{round(agent_map.get(g, 0.0) - floor_map.get(g, 0.0), 1):+} |"
+        for g in sorted(set(agent_map) | set(floor_map))
+    )
+    return f"""{RECORD_BEGIN}
+Command ({time.strftime("%Y-%m-%d", time.gmtime())}, {os.cpu_count()} CPUs, Python \
+{sys.version.split()[0]}; 1-minute load average {load[0]} at start, {load[1]} at the end):
+
+```sh
+{command}
+```
+
+| metric | result | target | |
+|---|---|---|---|
+| RSS, one identity | **{s["rss_mb_one_identity"]} MB** | ≤ 40 MB | \
+{met("rss_mb_one_identity", 40)} |
+| RSS, {streams} SDS streams | {s[f"rss_mb_{streams}_streams"]} MB | — | |
+| floor, same run: `python -c "import grpc, cryptography.x509, google.protobuf"` | \
+{s["floor_grpc_rss_mb"]} MB | — | agent = {s["rss_over_floor_ratio"]}× floor \
+(+{s["rss_over_floor_mb"]} MB) |
+| floor without grpcio: asyncio, ssl, cryptography, protobuf, the Envoy Secret/SDS messages \
+| {s["floor_no_grpc_rss_mb"]} MB | — | same run |
+| PSS / anonymous, one identity | {s["pss_mb_one_identity"]} / {s["anon_mb_one_identity"]} MB \
+| — | |
+| rotation → SDS push, 1 stream, median / p99 | **{s["push_ms_1_stream_median"]} ms / \
+{s["push_ms_1_stream_p99"]} ms** | ≤ 50 ms | {met("push_ms_1_stream_p99", 50)} |
+| rotation → SDS push, {streams} streams, median / p99 | \
+**{s[f"push_ms_{streams}_streams_median"]} ms / {s[f"push_ms_{streams}_streams_p99"]} ms** \
+| ≤ 50 ms | {met(f"push_ms_{streams}_streams_p99", 50)} |
+
+RSS by mapping (MB, medians; `anon` = Python objects, malloc heap and stacks; `grpc_core` =
+grpcio's `cygrpc` with its BoringSSL; `cryptography` = its Rust/OpenSSL module):
+
+| mapping | agent, one identity | grpc floor | agent − floor |
+|---|---|---|---|
+{rows}
+
+Summary line:
+
+```json
+{json.dumps(s)}
+```
+{RECORD_END}"""
+
+
+def record(block: str) -> None:
+    text = DOCS.read_text()
+    begin, end = text.find(RECORD_BEGIN), text.find(RECORD_END)
+    if begin < 0 or end < begin:
+        raise SystemExit(f"{DOCS}: the Agent section has no {RECORD_BEGIN} ... {RECORD_END} block")
+    DOCS.write_text(text[:begin] + block + text[end + len(RECORD_END) :])
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rotations", type=int, default=5)
     parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument(
+        "--record", action="store_true", help="write the results into docs/benchmarks.md (Agent)"
+    )
     args = parser.parse_args()
+    load_start = round(os.getloadavg()[0], 2)
     workdir = Path(tempfile.mkdtemp(prefix="msb-", dir="/tmp"))
     ca, ca_addr = start_ca(workdir)
+    results: list[dict[str, object]] = []
     try:
-        floor = floor_rss()
-        results = []
         for index in range(args.rounds):
-            result: dict[str, object] = {
-                "bench": "agent",
-                "round": index + 1,
-                "python_floor_rss_mb": round(floor, 1),
-            }
+            result: dict[str, object] = {"bench": "agent", "round": index + 1}
+            for name, imports in FLOORS.items():
+                result[f"floor_{name}"] = measure_floor(imports)
             result.update(await one_round(workdir, ca_addr, args.streams, args.rotations))
             print(json.dumps(result), flush=True)
             results.append(result)
     finally:
         stop(ca)
         shutil.rmtree(workdir, ignore_errors=True)
-    many = f"push_ms_{args.streams}_streams"
-    rss_many = f"rss_mb_{args.streams}_streams"
-
-    def med(key: str, sub: str | None = None) -> float:
-        values = [float(r[key][sub] if sub else r[key]) for r in results]  # type: ignore[index]
-        return round(statistics.median(values), 2)
-
-    summary = {
-        "bench": "agent",
-        "summary": True,
-        "rounds": len(results),
-        "python_floor_rss_mb": round(floor, 1),
-        "rss_mb_one_identity": med("rss_mb_one_identity"),
-        rss_many: med(rss_many),
-        "rss_over_floor_mb": round(med("rss_mb_one_identity") - floor, 1),
-        "pss_mb_one_identity": med("pss_mb_one_identity"),
-        "anon_mb_one_identity": med("anon_mb_one_identity"),
-        "push_ms_1_stream_median": med("push_ms_1_stream", "median"),
-        "push_ms_1_stream_p99": med("push_ms_1_stream", "p99"),
-        f"{many}_median": med(many, "median"),
-        f"{many}_p99": med(many, "p99"),
-        "targets": {"rss_mb": 40, "push_ms": 50},
-    }
+    for result in results:
+        result["loadavg_1m_start_end"] = [load_start, round(os.getloadavg()[0], 2)]
+    summary = build_summary(results, args.streams)
     print(json.dumps(summary), flush=True)
+    if args.record:
+        command = ".venv/bin/python bench/agent.py " + " ".join(
+            f"--{k} {getattr(args, k)}" for k in ("rounds", "rotations", "streams")
+        )
+        record(render_record(summary, command + " --record", args.streams))
+        print(f"recorded in {DOCS}", flush=True)
     return 0
 
 
