@@ -228,27 +228,49 @@ def _print_failure(exc: Any, console: Console) -> None:
 async def _print_status(runtime: Any, console: Console) -> None:
     from meshsec.mesh.status import collect_status
 
+    if runtime.plan.declared_clusters:
+        _print_clusters(runtime, console)
     rows = await collect_status(runtime, datetime.now(UTC))
     table = Table(title="workloads")
-    for col in (
-        "workload",
-        "SPIFFE ID",
-        "certs",
-        "cert serial",
-        "expires in",
-        "mTLS mode per port",
-    ):
+    columns = ["workload", "SPIFFE ID", "certs", "cert serial", "expires in", "mTLS mode per port"]
+    for col in columns:
         table.add_column(col, no_wrap=col != "mTLS mode per port")
     for row in rows:
-        table.add_row(
-            row.workload, row.spiffe_id, row.cert_model, row.serial, row.expires_in, row.modes
-        )
+        serial, modes = row.serial, row.modes
+        if row.reason:
+            serial = f"[red]{row.serial}[/]"
+            modes = f"not ready: the CA answers {row.reason}"
+        table.add_row(row.workload, row.spiffe_id, row.cert_model, serial, row.expires_in, modes)
+    console.print(table)
+
+
+def _print_clusters(runtime: Any, console: Console) -> None:
+    table = Table(title="clusters")
+    for col in ("cluster", "role", "network", "certificates from", "API server", "remote secret"):
+        table.add_column(col, no_wrap=True)
+    for c in runtime.control.clusters.values():
+        issuing = c.issuing
+        root = "shared root" if issuing.cacerts is not None else "own root"
+        ca = f"{issuing.name}'s CA {issuing.ca_addr} ({root})"
+        if c.spec.is_primary:
+            attached = "-"
+        elif c.remote_secret is not None:
+            attached = f"in {issuing.name}'s CA: {c.remote_secret.name}"
+        else:
+            attached = "[yellow]none (create-remote-secret not run)[/]"
+        table.add_row(c.name, c.spec.role, c.spec.network, ca, c.api_url or "-", attached)
     console.print(table)
 
 
 def _print_next(runtime: Any, directory: Path, console: Console) -> None:
+    from meshsec.mesh.refs import format_ref
+
     mesh = f"--mesh {directory}"
-    refs = [f"{r.entry.name}.{r.entry.namespace}" for r in runtime.runs]
+    qualified = runtime.plan.qualified
+    refs = [
+        format_ref(r.entry.name, r.entry.namespace, r.cluster, qualified=qualified)
+        for r in runtime.runs
+    ]
     first = runtime.runs[0] if runtime.runs else None
     mounted = next((r for r in runtime.runs if r.cert_model == "mounted"), None)
     lines = ["", "[bold]Try next[/] (in another shell; Ctrl-C here stops the mesh)"]
@@ -258,7 +280,7 @@ def _print_next(runtime: Any, directory: Path, console: Console) -> None:
         lines.append(f"  meshsec proxy-config secret {refs[0]} {mesh}")
         lines.append(f"  openssl x509 -noout -serial -enddate -in {first.cert_dir}/cert-chain.pem")
         target = mounted or first
-        lines.append(f"  meshsec describe {target.entry.name}.{target.entry.namespace} {mesh}")
+        lines.append(f"  meshsec describe {refs[runtime.runs.index(target)]} {mesh}")
         services = runtime.plan.snapshot.services
         if len(refs) > 1 and services and services[-1].ports:
             svc = services[-1]

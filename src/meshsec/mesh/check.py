@@ -7,6 +7,9 @@
 * from ``outside``: a plaintext GET straight to an endpoint of the service (what a client
   without a sidecar does when it dials the pod IP).
 
+* a ``certificate`` expectation: :mod:`meshsec.mesh.cert_probe` (the agent's certificate, the
+  CA ledgers, a fresh CSR with the workload's token).
+
 Outcome: the application answered → ``allowed``; ``403 RBAC: access denied`` → ``denied``;
 the connection was refused, reset or closed before any response (a plaintext client into
 STRICT, a failed handshake or secure-naming check — the sidecar answers ``503 upstream connect
@@ -19,11 +22,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from meshsec.core.policy.snapshot import PolicySnapshot
-from meshsec.mesh.manifests import OUTSIDE, Expectation
+from meshsec.mesh.cert_probe import CertificateSubject, check_certificate
+from meshsec.mesh.expectations import CERTIFICATE, OUTSIDE, Expectation, workload_key
+from meshsec.mesh.refs import format_ref
 from meshsec.mesh.registry import (
     LOOPBACK,
     MeshRegistry,
@@ -32,6 +38,8 @@ from meshsec.mesh.registry import (
     resolve_service,
 )
 from meshsec.mesh.runtime import MeshRuntime
+from meshsec.mesh.state import REFUSED_EXPECTED
+from meshsec.mesh.topology import DEFAULT_CLUSTER
 
 RBAC_DENIED = "RBAC: access denied"
 
@@ -93,41 +101,53 @@ async def _request(host: str, port: int, raw: bytes, wait: float) -> tuple[int, 
 @dataclass(frozen=True)
 class MeshEndpoints:
     """What the checks need from a running mesh: the registry, the live snapshot (Services),
-    and each workload's sidecar HTTP proxy port (``name.namespace`` → port)."""
+    each workload's sidecar HTTP proxy port and what its certificate probe needs — both keyed
+    ``name.namespace@cluster`` (:func:`meshsec.mesh.expectations.workload_key`)."""
 
     snapshot: PolicySnapshot
     registry: MeshRegistry
     http_proxies: Mapping[str, int]
+    certificates: Mapping[str, CertificateSubject] = field(default_factory=dict)
 
     @classmethod
     def from_runtime(cls, runtime: MeshRuntime) -> MeshEndpoints:
-        return cls(
-            runtime.plan.snapshot,
-            runtime.registry,
-            {f"{r.entry.name}.{r.entry.namespace}": r.http_proxy_port for r in runtime.runs},
-        )
+        return cls.from_state(runtime.state(), runtime.plan.snapshot)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], snapshot: PolicySnapshot) -> MeshEndpoints:
         """From a running mesh's ``state.json`` (see MESH_STATE.md)."""
         entries = []
         proxies: dict[str, int] = {}
+        subjects: dict[str, CertificateSubject] = {}
+        qualified = len(state.get("clusters") or ()) > 1
         for w in state["workloads"]:
-            entries.append(
-                WorkloadEntry(
-                    w["name"],
-                    w["namespace"],
-                    w["service_account"],
-                    dict(w.get("labels") or {}),
-                    tuple(PortBinding.from_json(p) for p in w["ports"]),
-                    state.get("trust_domain", "cluster.local"),
+            cluster = str(w.get("cluster") or DEFAULT_CLUSTER)
+            key = workload_key(w["name"], w["namespace"], cluster)
+            if w.get("certificate") != REFUSED_EXPECTED:  # never ready: no endpoint
+                entries.append(
+                    WorkloadEntry(
+                        w["name"],
+                        w["namespace"],
+                        w["service_account"],
+                        dict(w.get("labels") or {}),
+                        tuple(PortBinding.from_json(p) for p in w["ports"]),
+                        state.get("trust_domain", "cluster.local"),
+                        cluster if qualified else "",
+                    )
                 )
-            )
-            proxies[f"{w['name']}.{w['namespace']}"] = int(w["http_proxy"].rpartition(":")[2])
-        return cls(snapshot, MeshRegistry(tuple(entries)), proxies)
+            proxies[key] = int(w["http_proxy"].rpartition(":")[2])
+            shown = format_ref(w["name"], w["namespace"], cluster, qualified=qualified)
+            subjects[key] = CertificateSubject.from_state(w, state, shown)
+        return cls(snapshot, MeshRegistry(tuple(entries)), proxies, subjects)
 
 
 async def run_expectation(mesh: MeshEndpoints, exp: Expectation, wait: float = 10.0) -> CheckResult:
+    if exp.kind == CERTIFICATE:
+        subject = mesh.certificates.get(exp.source_key)
+        if subject is None:
+            return CheckResult(exp, "refused", f"workload {exp.source} is not running")
+        got, detail = await check_certificate(subject, exp.expect, datetime.now(UTC))
+        return CheckResult(exp, got, detail)
     if exp.source == OUTSIDE:
         target = resolve_service(
             mesh.snapshot, mesh.registry, exp.host, exp.port, client_namespace=exp.namespace
@@ -141,7 +161,7 @@ async def run_expectation(mesh: MeshEndpoints, exp: Expectation, wait: float = 1
         status, body, error = await _request(LOOPBACK, binding.inbound, raw, wait)
         got, detail = classify(status, body, error)
         return CheckResult(exp, got, f"plaintext to {LOOPBACK}:{binding.inbound}: {detail}")
-    proxy = mesh.http_proxies.get(exp.source)
+    proxy = mesh.http_proxies.get(exp.source_key)
     if proxy is None:
         return CheckResult(exp, "refused", f"workload {exp.source} is not running")
     raw = (

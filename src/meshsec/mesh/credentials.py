@@ -98,6 +98,7 @@ class MountedSecret:
     ttl: timedelta
     clock: Clock
     on_issued: Callable[[IssuedRecord], object] | None = None  # e.g. the CA's ledger
+    cluster: str = ""  # the ledger's cluster column (where the workload runs)
     rand: Callable[[], float] = random.random
     entropy: Callable[[int], bytes] = os.urandom
     serial_hex: str = ""
@@ -145,7 +146,7 @@ class MountedSecret:
                     cert.not_valid_before_utc,
                     self.not_after,
                     SECRET_CONTROLLER,
-                    "",
+                    self.cluster,
                     now,
                 )
             )

@@ -77,6 +77,9 @@ class WorkloadRun:
     http_proxy_port: int
     cert_model: str  # "csr" | "mounted"
     mounted_dir: Path | None = None
+    cluster: str = "cluster1"
+    # its cluster is a remote without a remote secret: the CA will refuse it (not waited on)
+    refused_expected: bool = False
     agent: ManagedProcess | None = None
     sidecar: ManagedProcess | None = None
     app: ManagedProcess | None = None

@@ -3,22 +3,11 @@
 Everything the policy engine reads (Namespace, ServiceAccount, Service, PeerAuthentication,
 DestinationRule, AuthorizationPolicy, the ``istio`` ConfigMap) and meshsec's ``Workload`` kind
 (``meshsec.io/v1alpha1``: ``spec.serviceAccount``, ``spec.command`` argv, ``spec.env``,
-``spec.ports`` with ``protocol: http|tcp``, ``spec.mountMtlsCerts``) are parsed by the policy
-parser, with its diagnostics. On top, :func:`build_mesh_plan` checks what running the mesh needs
-(every Workload has a command, its namespace and service account exist, ...) and parses the
-``Expectations`` documents::
-
-    apiVersion: meshsec.io/v1alpha1
-    kind: Expectations
-    metadata: {name: photo-sharing}
-    spec:
-      expectations:
-      - from: photo-frontend.photo-ns        # a Workload (name.namespace), or "outside"
-        to: photo-backend.photo-ns:8080      # service[.namespace]:port (namespace: the caller's)
-        path: /                              # optional
-        expect: allowed                      # allowed | denied | refused
-
-``outside`` is a plaintext client outside the mesh dialing the service's endpoint directly.
+``spec.ports`` with ``protocol: http|tcp``, ``spec.mountMtlsCerts``, ``spec.cluster``) are parsed
+by the policy parser, with its diagnostics. On top, :func:`build_mesh_plan` checks what running
+the mesh needs (every Workload has a command, its namespace and service account exist, its
+cluster is declared, ...), reads the clusters (``kind: Cluster``, :mod:`meshsec.mesh.topology`)
+and the ``Expectations`` documents (:mod:`meshsec.mesh.expectations`).
 """
 
 from __future__ import annotations
@@ -31,53 +20,50 @@ from meshsec.config.sources.files import build_snapshot, read_files
 from meshsec.config.sources.yaml_lines import parse_yaml_text
 from meshsec.core.policy import diagnostics as dg
 from meshsec.core.policy.diagnostics import Diagnostic, Level
-from meshsec.core.policy.document import (
-    DocumentReader,
-    SourceDocument,
-    parse_port_text,
-    show_value,
-    too_many_port_digits,
-)
+from meshsec.core.policy.document import SourceDocument
 from meshsec.core.policy.model import Workload
 from meshsec.core.policy.snapshot import PolicySnapshot
-from meshsec.mesh.registry import split_service_host
+from meshsec.mesh.expectations import (
+    EXPECTATIONS_KIND,
+    OUTSIDE,
+    VERDICTS,
+    Expectation,
+    is_expectations_document,
+    parse_expectations,
+)
+from meshsec.mesh.refs import parse_workload_ref, resolve_workload_ref
+from meshsec.mesh.topology import (
+    CLUSTER_KIND,
+    DEFAULT_CLUSTER,
+    IMPLICIT_CLUSTER,
+    ClusterSpec,
+    parse_clusters,
+)
 
-EXPECTATIONS_KIND = "Expectations"
-MESHSEC_API = "meshsec.io/v1alpha1"
-OUTSIDE = "outside"
-VERDICTS = ("allowed", "denied", "refused")
-EXPECTATION_FIELDS = ("from", "to", "expect", "path")
+_OWN_KINDS = (EXPECTATIONS_KIND, CLUSTER_KIND)
 
 
 @dataclass(frozen=True)
-class Expectation:
-    source: str  # "name.namespace" or "outside"
-    service: str
+class PlacedWorkload:
+    """A workload with the cluster it runs in (its ``spec.cluster`` or the default)."""
+
+    name: str
     namespace: str
-    port: int
-    expect: str
-    path: str = "/"
-    file: str = ""
-    line: int = 0
-
-    @property
-    def target(self) -> str:
-        return f"{self.service}.{self.namespace}:{self.port}"
-
-    @property
-    def host(self) -> str:
-        return f"{self.service}.{self.namespace}.svc.cluster.local"
+    cluster: str
+    workload: Workload
 
 
 @dataclass(frozen=True)
 class MeshPlan:
-    """What ``meshsec up`` runs: the snapshot, the workloads to start, the expectations."""
+    """What ``meshsec up`` runs: the snapshot, the clusters, the workloads, the expectations."""
 
     directory: Path
     snapshot: PolicySnapshot
     workloads: tuple[Workload, ...]
     expectations: tuple[Expectation, ...]
     diagnostics: tuple[Diagnostic, ...]
+    clusters: tuple[ClusterSpec, ...] = (IMPLICIT_CLUSTER,)
+    declared_clusters: bool = False  # the directory has kind: Cluster documents
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -88,11 +74,35 @@ class MeshPlan:
         names = {w.namespace for w in self.workloads} | set(self.snapshot.namespace_names)
         return tuple(sorted(names))
 
-    def workload(self, ref: str) -> Workload | None:
-        name, _, namespace = ref.partition(".")
-        return next(
-            (w for w in self.workloads if w.name == name and w.namespace == namespace), None
+    @property
+    def default_cluster(self) -> str:
+        """Where a Workload without ``spec.cluster`` runs: the first primary."""
+        return next((c.name for c in self.clusters if c.is_primary), DEFAULT_CLUSTER)
+
+    @property
+    def qualified(self) -> bool:
+        """Workloads are shown ``name.ns@cluster`` (the mesh has several clusters)."""
+        return len(self.clusters) > 1
+
+    def cluster(self, name: str) -> ClusterSpec | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
+    def cluster_of(self, workload: Workload) -> str:
+        return workload.cluster or self.default_cluster
+
+    @property
+    def placed(self) -> tuple[PlacedWorkload, ...]:
+        return tuple(
+            PlacedWorkload(w.name, w.namespace, self.cluster_of(w), w) for w in self.workloads
         )
+
+    def workload(self, ref: str) -> Workload | None:
+        """``name.namespace[@cluster]`` → the workload (None if unknown or ambiguous)."""
+        parsed = parse_workload_ref(ref)
+        if isinstance(parsed, str):
+            return None
+        found = resolve_workload_ref(parsed, self.placed)
+        return None if isinstance(found, str) else found.workload
 
 
 def load_mesh_plan(directory: Path) -> MeshPlan:
@@ -111,28 +121,40 @@ def load_mesh_plan(directory: Path) -> MeshPlan:
     return build_mesh_plan(directory, snapshot, documents)
 
 
-def _is_expectations(doc: SourceDocument) -> bool:
-    data = doc.data
-    return isinstance(data, dict) and data.get("kind") == EXPECTATIONS_KIND
-
-
 def build_mesh_plan(
     directory: Path, snapshot: PolicySnapshot, documents: Sequence[SourceDocument]
 ) -> MeshPlan:
-    """Check the snapshot for running and parse the expectations (pure)."""
+    """Check the snapshot for running, read the clusters and the expectations (pure)."""
     diags: list[Diagnostic] = [
         d
         for d in snapshot.diagnostics
-        if not (d.code == dg.UNKNOWN_KIND.code and EXPECTATIONS_KIND in d.message)
+        if not (d.code == dg.UNKNOWN_KIND.code and any(k in d.message for k in _OWN_KINDS))
     ]
+    declared, cluster_diags = parse_clusters(documents)
+    diags.extend(cluster_diags)
     workloads = tuple(w for w in snapshot.workloads if w.source_kind == "Workload")
-    diags.extend(_check_workloads(snapshot, workloads))
+    plan = MeshPlan(
+        directory,
+        snapshot,
+        workloads,
+        (),
+        (),
+        declared or (IMPLICIT_CLUSTER,),
+        bool(declared),
+    )
+    diags.extend(_check_workloads(snapshot, plan))
     expectations: list[Expectation] = []
     for doc in documents:
-        if _is_expectations(doc):
-            expectations.extend(_parse_expectations(doc, snapshot, workloads, diags))
+        if is_expectations_document(doc):
+            expectations.extend(parse_expectations(doc, snapshot, plan.placed, diags))
     return MeshPlan(
-        directory, snapshot, workloads, tuple(expectations), tuple(dg.sort_diagnostics(diags))
+        directory,
+        snapshot,
+        workloads,
+        tuple(expectations),
+        tuple(dg.sort_diagnostics(diags)),
+        plan.clusters,
+        plan.declared_clusters,
     )
 
 
@@ -147,9 +169,8 @@ def _at(info: dg.CodeInfo, message: str, workload: Workload, path: str) -> Diagn
     )
 
 
-def _check_workloads(
-    snapshot: PolicySnapshot, workloads: Sequence[Workload]
-) -> Iterable[Diagnostic]:
+def _check_workloads(snapshot: PolicySnapshot, plan: MeshPlan) -> Iterable[Diagnostic]:
+    workloads = plan.workloads
     if not workloads:
         yield dg.make(
             dg.MISSING_FIELD, "no meshsec.io/v1alpha1 Workload in the directory: nothing to run"
@@ -205,116 +226,40 @@ def _check_workloads(
                     w,
                     f"spec.env.{key}",
                 )
+    yield from _check_clusters(plan)
     seen: dict[str, Workload] = {}
     for w in workloads:
-        key = f"{w.name}.{w.namespace}"
+        key = f"{w.name}.{w.namespace}@{plan.cluster_of(w)}"
         if key in seen:
+            where = f" in cluster {plan.cluster_of(w)}" if plan.declared_clusters else ""
             yield _at(
                 dg.DUPLICATE_RESOURCE,
-                f"Workload {w.namespace}/{w.name} is defined twice",
+                f"Workload {w.namespace}/{w.name} is defined twice{where}",
                 w,
                 "metadata.name",
             )
         seen[key] = w
 
 
-def _parse_expectations(
-    doc: SourceDocument,
-    snapshot: PolicySnapshot,
-    workloads: Sequence[Workload],
-    diags: list[Diagnostic],
-) -> list[Expectation]:
-    r = DocumentReader(doc, resource=f"{EXPECTATIONS_KIND} {doc.file}")
-    body = r.mapping(doc.data, (), ("apiVersion", "kind", "metadata", "spec"), EXPECTATIONS_KIND)
-    out: list[Expectation] = []
-    if body is not None and body.get("apiVersion") != MESHSEC_API:
-        r.report(
-            dg.UNKNOWN_API_VERSION,
-            f"apiVersion {body.get('apiVersion')!r} is not served for {EXPECTATIONS_KIND}; "
-            f"use {MESHSEC_API}",
-            ("apiVersion",),
-        )
-    spec = r.mapping((body or {}).get("spec"), ("spec",), ("expectations",), "spec") or {}
-    names = {f"{w.name}.{w.namespace}" for w in workloads}
-    items = r.sequence(spec.get("expectations"), ("spec", "expectations"), "expectations")
-    for i, raw in enumerate(items):
-        path = ("spec", "expectations", i)
-        before = len(r.diagnostics)
-        item = r.mapping(raw, path, EXPECTATION_FIELDS, "expectation")
-        if item is None:
+def _check_clusters(plan: MeshPlan) -> Iterable[Diagnostic]:
+    names = [c.name for c in plan.clusters]
+    for w in plan.workloads:
+        if not w.cluster or w.cluster in names:
             continue
-        source = r.string(item.get("from"), (*path, "from"), required=True)
-        target = r.string(item.get("to"), (*path, "to"), required=True)
-        expect = r.string(item.get("expect"), (*path, "expect"), required=True)
-        req_path = r.string(item.get("path"), (*path, "path")) or "/"
-        if source is None or target is None or expect is None:
-            continue
-        ok = True
-        if source != OUTSIDE and source not in names:
-            r.report(
-                dg.INVALID_VALUE,
-                f"from {source!r}: no Workload by that name.namespace; known: "
-                f"{', '.join(sorted(names)) or '(none)'}, or {OUTSIDE!r}",
-                (*path, "from"),
+        if plan.declared_clusters:
+            message = (
+                f"spec.cluster {w.cluster!r}: no kind: Cluster by that name; clusters: "
+                f"{', '.join(names)}"
             )
-            ok = False
-        if expect not in VERDICTS:
-            r.report(
-                dg.INVALID_ENUM,
-                f"invalid expect {expect!r}; valid values: {', '.join(VERDICTS)}",
-                (*path, "expect"),
+        else:
+            if w.cluster == DEFAULT_CLUSTER:
+                continue
+            message = (
+                f"spec.cluster {w.cluster!r}: the directory declares no kind: Cluster, so the "
+                f"mesh is the single cluster {DEFAULT_CLUSTER!r}; declare a Cluster named "
+                f"{w.cluster!r} (meshsec.io/v1alpha1)"
             )
-            ok = False
-        if not req_path.startswith("/"):
-            r.report(dg.INVALID_VALUE, f"path {req_path!r} must start with /", (*path, "path"))
-            ok = False
-        host, sep, port_text = target.rpartition(":")
-        client_ns = source.partition(".")[2] if source != OUTSIDE else "default"
-        split = split_service_host(host, client_ns) if sep else None
-        port = parse_port_text(port_text)  # never int() of a long digit string: it raises
-        if split is None or port is None:
-            too_long = too_many_port_digits(port_text)
-            r.report(
-                dg.INVALID_VALUE,
-                f"to {show_value(target)}: {too_long}"
-                if too_long
-                else f"to {show_value(target)}: expected service[.namespace]:port (port 1-65535)",
-                (*path, "to"),
-            )
-            continue
-        service_name, service_ns = split
-        service = snapshot.service(service_ns, service_name)
-        if service is None:
-            r.report(
-                dg.INVALID_VALUE,
-                f"to {target!r}: no Service {service_ns}/{service_name} in the directory",
-                (*path, "to"),
-            )
-            continue
-        if not any(p.port == port for p in service.ports):
-            ports = ", ".join(str(p.port) for p in service.ports)
-            r.report(
-                dg.INVALID_VALUE,
-                f"to {target!r}: Service {service_ns}/{service_name} has no port {port} "
-                f"(ports: {ports or 'none'})",
-                (*path, "to"),
-            )
-            continue
-        if ok and not any(d.level is Level.ERROR for d in r.diagnostics[before:]):
-            out.append(
-                Expectation(
-                    source,
-                    service_name,
-                    service_ns,
-                    port,
-                    expect,
-                    req_path,
-                    doc.file,
-                    doc.line_of(path),
-                )
-            )
-    diags.extend(r.diagnostics)
-    return out
+        yield _at(dg.INVALID_VALUE, message, w, "spec.cluster")
 
 
 __all__ = [
@@ -322,6 +267,7 @@ __all__ = [
     "VERDICTS",
     "Expectation",
     "MeshPlan",
+    "PlacedWorkload",
     "build_mesh_plan",
     "load_mesh_plan",
 ]

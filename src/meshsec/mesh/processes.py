@@ -93,6 +93,25 @@ class ManagedProcess:
         line = await asyncio.wait_for(self.process.stdout.readline(), wait)
         return line.decode("utf-8", "replace")
 
+    async def wait_for_line(self, prefix: str, *, within: float) -> str:
+        """Read stdout until a line starting with ``prefix`` (returned without it); a failure
+        naming this process if it exits or ``within`` seconds pass first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise self.failure(f"not ready after {within:.0f}s")
+            try:
+                line = await self.read_line(remaining)
+            except TimeoutError:
+                continue
+            if not line:
+                await self.exited.wait()
+                raise self.failure(f"exited with code {self.returncode} while starting")
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+
     async def forward_stdout(self) -> None:
         """Copy the rest of stdout to the log (after a ready line was read)."""
         assert self.process is not None

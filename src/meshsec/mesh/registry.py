@@ -2,9 +2,11 @@
 
 ``meshsec up`` assigns every workload port two loopback ports — the application's (``app_port``)
 and the sidecar's inbound listener in front of it (``inbound``, the "pod IP:port" peers dial) —
-and records them in a :class:`MeshRegistry`. Services come from the policy snapshot (they may be
-edited live); a Service selects workloads in its namespace by labels, and each selected
-workload that has the Service's target port becomes an endpoint at ``127.0.0.1:<inbound>``.
+and records them in a :class:`MeshRegistry` (one for the whole mesh: the endpoints of every
+cluster, each with its service account for secure naming). Services come from the policy
+snapshot (they may be edited live); a Service selects workloads in its namespace by labels,
+and each selected workload that has the Service's target port becomes an endpoint at
+``127.0.0.1:<inbound>``.
 
 Host names are resolved the way a pod's resolver does it: ``name`` (the caller's namespace),
 ``name.ns``, ``name.ns.svc``, ``name.ns.svc.cluster.local``.
@@ -63,10 +65,12 @@ class WorkloadEntry:
     labels: Mapping[str, str]
     ports: tuple[PortBinding, ...]
     trust_domain: str = "cluster.local"
+    cluster: str = ""  # set when the mesh declares clusters (one name may run in several)
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        where = f"@{self.cluster}" if self.cluster else ""
+        return f"{self.namespace}/{self.name}{where}"
 
     @property
     def spiffe_id(self) -> str:
@@ -86,6 +90,7 @@ class WorkloadEntry:
             "labels": dict(self.labels),
             "ports": [p.to_json() for p in self.ports],
             "trust_domain": self.trust_domain,
+            **({"cluster": self.cluster} if self.cluster else {}),
         }
 
     @classmethod
@@ -97,6 +102,7 @@ class WorkloadEntry:
             {str(k): str(v) for k, v in dict(data.get("labels") or {}).items()},
             tuple(PortBinding.from_json(p) for p in data.get("ports") or ()),
             str(data.get("trust_domain", "cluster.local")),
+            str(data.get("cluster", "")),
         )
 
 
@@ -113,9 +119,13 @@ class ServiceTarget:
 class MeshRegistry:
     workloads: tuple[WorkloadEntry, ...] = field(default=())
 
-    def workload(self, namespace: str, name: str) -> WorkloadEntry | None:
+    def workload(self, namespace: str, name: str, cluster: str = "") -> WorkloadEntry | None:
         for w in self.workloads:
-            if w.namespace == namespace and w.name == name:
+            if (
+                w.namespace == namespace
+                and w.name == name
+                and (not cluster or w.cluster == cluster)
+            ):
                 return w
         return None
 

@@ -2,20 +2,26 @@
 
 Start order (each step waits on readiness, with a timeout, before the next):
 
-1. the cluster's token issuer (``.meshsec/clusters/cluster1``, ``meshsec cluster init``);
-2. the CA (``meshsec ca serve``, TLS; ready line on stdout); its root is published per namespace
-   in ``roots/<ns>/root-cert.pem`` (Istio's ``istio-ca-root-cert`` ConfigMap);
+1. per cluster its token issuer (``.meshsec/clusters/<name>``, ``meshsec cluster init``), and
+   for primaries sharing the mesh root an intermediate (:mod:`meshsec.mesh.control_plane`);
+2. the remote clusters' API servers (``meshsec cluster serve``) and their remote secrets in
+   their primary CA's watched directory; then per primary its CA (``meshsec ca serve``, TLS;
+   ready line on stdout); each cluster's root bundle is published per namespace
+   (Istio's ``istio-ca-root-cert`` ConfigMap);
 3. credentials: a projected token per CSR-model workload (refreshed at 80% of its life);
    for ``mountMtlsCerts`` workloads the ``istio.<sa>`` secret directory (rotated at half-life);
-4. per workload its agent (``meshsec agent run``: CSR flow with ``--ca-root roots/<ns>/...``,
-   or ``--file-mounted-certs``), waited on ``/healthz/ready``;
-5. per workload its sidecar (``python -m meshsec.mesh.sidecar``), waited on ``/ready``;
+4. per workload its agent (``meshsec agent run``: CSR flow to its cluster's CA with its own
+   cluster's token and ``--cluster-id``, or ``--file-mounted-certs``), waited on
+   ``/healthz/ready`` — except in a remote cluster without a remote secret, whose CA refuses it
+   (started, like a pod stuck not ready, never waited on, and not an endpoint of any Service);
+5. per workload its sidecar (``python -m meshsec.mesh.sidecar``), waited on ``/ready`` (same
+   exception);
 6. per workload the application, with ``PORT`` (and ``PORT_<n>`` for every declared port) and
    ``HTTP_PROXY`` = its sidecar; waited until its ports accept connections.
 
 ``state.json`` (see /work/notes/MESH_STATE.md) is written once everything runs and removed on a
-clean stop. :meth:`MeshRuntime.stop` stops applications, sidecars, agents, then the CA, each
-process group with SIGTERM then SIGKILL, and removes any socket left behind.
+clean stop. :meth:`MeshRuntime.stop` stops applications, sidecars, agents, then the CAs and API
+servers, each process group with SIGTERM then SIGKILL, and removes any socket left behind.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from meshsec.ca.ledger import LEDGER_FILE, Ledger
-from meshsec.ca.material import load_or_create_self_signed
-from meshsec.cluster import init_cluster_dir, load_cluster_signer
+from meshsec.ca.material import CaMaterial, load_or_create_self_signed, load_plugged_in_material
 from meshsec.core.identity import TrustDomain
+from meshsec.mesh.control_plane import ClusterRuntime, ControlPlane
 from meshsec.mesh.credentials import MountedSecret, ProjectedToken
 from meshsec.mesh.errors import MeshRunningError, StartupError
 from meshsec.mesh.launch import (
@@ -46,7 +51,6 @@ from meshsec.mesh.launch import (
     WorkloadRun,
     build_agent_process,
     build_app_process,
-    build_child_env,
     build_sidecar_process,
 )
 from meshsec.mesh.manifests import MeshPlan
@@ -54,6 +58,8 @@ from meshsec.mesh.probes import format_duration, http_get
 from meshsec.mesh.processes import ManagedProcess
 from meshsec.mesh.registry import LOOPBACK, MeshRegistry, PortBinding, WorkloadEntry
 from meshsec.mesh.sidecar import SidecarConfig
+from meshsec.mesh.state import compose_state
+from meshsec.mesh.topology import DEFAULT_CLUSTER
 from meshsec.runtime.clock import Clock, SystemClock
 from meshsec.runtime.files import PUBLIC_MODE, write_atomic
 from meshsec.runtime.pids import process_alive
@@ -61,9 +67,8 @@ from meshsec.runtime.pids import process_alive
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".meshsec"
-CLUSTER_NAME = "cluster1"
+CLUSTER_NAME = DEFAULT_CLUSTER
 MAX_SOCKET_PATH = 100
-CA_READY_PREFIX = "meshsec ca ready: listening on "
 
 
 @dataclass
@@ -78,12 +83,7 @@ class MeshRuntime:
     def __post_init__(self) -> None:
         self.mesh_dir = self.mesh_dir.resolve()
         self.state_dir = self.mesh_dir / STATE_DIR
-        self.ca_dir = self.state_dir / "ca"
-        self.cluster_dir = self.state_dir / "clusters" / CLUSTER_NAME
         self.runs: list[WorkloadRun] = []
-        self.ca: ManagedProcess | None = None
-        self.ca_addr = ""
-        self.ca_monitoring = ""
         self.tokens: list[ProjectedToken] = []
         self.secrets: dict[str, MountedSecret] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,17 +91,42 @@ class MeshRuntime:
         self.started_at = datetime.now(UTC)
         self.registry = MeshRegistry()
         self.short_sockets: Path | None = None
-        self.ledger: Ledger | None = None
+        self.ledgers: dict[str, Ledger] = {}
         self.wrote_state = False
+        self.control = ControlPlane(
+            self.plan,
+            self.state_dir,
+            self.options,
+            self.clock,
+            self.environ,
+            self.progress,
+            self._spawn,
+        )
+
+    # the first primary's CA (what single-cluster readers know as "the CA")
+    @property
+    def ca_dir(self) -> Path:
+        data_dir = self.control.first_primary.ca_data_dir
+        assert data_dir is not None
+        return data_dir
+
+    @property
+    def ca_addr(self) -> str:
+        return self.control.first_primary.ca_addr
+
+    def cluster(self, name: str) -> ClusterRuntime:
+        return self.control.clusters[name]
 
     # ------------------------------------------------------------------------------ start
     async def start(self) -> None:
         self.failed = asyncio.get_running_loop().create_future()
         self._prepare_state_dir()
-        self._init_cluster()
-        self._allocate()
-        await self._start_ca()
-        self._publish_roots()
+        self.control.init_clusters()
+        monitoring = self._allocate()
+        await self.control.start_api_servers()
+        self.control.write_remote_secrets()
+        await self.control.start_cas(monitoring)
+        self.control.publish_roots(self.plan.namespaces)
         self._start_credentials()
         self._write_sidecar_configs()
         await self._start_all("agent", self._agent_process, self._wait_agent)
@@ -112,8 +137,8 @@ class MeshRuntime:
             for proc in (run.agent, run.sidecar, run.app):
                 if proc is not None:
                     self._spawn(self._watch_exit(proc))
-        if self.ca is not None:
-            self._spawn(self._watch_exit(self.ca))
+        for proc in self.control.processes():
+            self._spawn(self._watch_exit(proc))
 
     def _prepare_state_dir(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -132,26 +157,18 @@ class MeshRuntime:
                     )
             state.unlink(missing_ok=True)
 
-    def _init_cluster(self) -> None:
-        if not (self.cluster_dir / "cluster.yaml").exists():
-            init_cluster_dir(self.cluster_dir, name=CLUSTER_NAME, now=self.clock.now())
-        self.signer = load_cluster_signer(self.cluster_dir)
-        self.progress(f"cluster token issuer [cyan]{CLUSTER_NAME}[/] ({self.cluster_dir})")
-
-    def _allocate(self) -> None:
+    def _allocate(self) -> dict[str, int]:
+        """Ports for every workload (and each CA's monitoring); returns the CA ones."""
         ports = PortAllocator()
+        declared = self.plan.declared_clusters
         try:
-            self.ca_monitoring = f"{LOOPBACK}:{ports.take()}"
+            monitoring = {c.name: ports.take() for c in self.control.primaries}
             entries: list[WorkloadEntry] = []
-            for w in self.plan.workloads:
+            for placed in self.plan.placed:
+                w = placed.workload
+                cluster = self.cluster(placed.cluster)
                 bindings = tuple(
-                    PortBinding(
-                        p.port,
-                        ports.take(),
-                        ports.take(),
-                        p.protocol,
-                        p.name,
-                    )
+                    PortBinding(p.port, ports.take(), ports.take(), p.protocol, p.name)
                     for p in w.port_specs
                 )
                 entry = WorkloadEntry(
@@ -161,10 +178,17 @@ class MeshRuntime:
                     dict(w.labels),
                     bindings,
                     self.options.trust_domain,
+                    placed.cluster if declared else "",
                 )
-                entries.append(entry)
+                refused = not cluster.spec.attached
+                if not refused:  # a pod that can never be ready is no endpoint
+                    entries.append(entry)
+                base = self.state_dir / "workloads"
+                mounted_base = self.state_dir / "mounted"
+                if declared:
+                    base, mounted_base = base / placed.cluster, mounted_base / placed.cluster
                 mounted = (
-                    self.state_dir / "mounted" / w.namespace / f"istio.{w.service_account}"
+                    mounted_base / w.namespace / f"istio.{w.service_account}"
                     if w.mount_mtls_certs
                     else None
                 )
@@ -172,12 +196,14 @@ class MeshRuntime:
                     WorkloadRun(
                         w,
                         entry,
-                        self.state_dir / "workloads" / w.namespace / w.name,
+                        base / w.namespace / w.name,
                         ports.take(),
                         ports.take(),
                         ports.take(),
                         "mounted" if w.mount_mtls_certs else "csr",
                         mounted,
+                        placed.cluster,
+                        refused,
                     )
                 )
             self.registry = MeshRegistry(tuple(entries))
@@ -187,86 +213,29 @@ class MeshRuntime:
             if len(str(run.directory / "workload.sock")) > MAX_SOCKET_PATH:
                 # AF_UNIX paths are limited to 107 bytes: deep mesh directories get their
                 # sockets in a short private directory instead (removed on stop)
+                where = f"@{run.cluster}" if declared else ""
                 run.socket_dir = (
-                    self._short_socket_root() / f"{run.entry.namespace}.{run.entry.name}"
+                    self._short_socket_root() / f"{run.entry.namespace}.{run.entry.name}{where}"
                 )
                 run.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    # ------------------------------------------------------------------------------ CA
-    async def _start_ca(self) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "meshsec",
-            "ca",
-            "serve",
-            "--data-dir",
-            str(self.ca_dir),
-            "--cluster",
-            str(self.cluster_dir),
-            "--listen",
-            f"{LOOPBACK}:0",
-            "--mtls-listen",
-            f"{LOOPBACK}:0",
-            "--monitoring",
-            self.ca_monitoring,
-            "--trust-domain",
-            self.options.trust_domain,
-            "--workers",
-            str(self.options.ca_workers),
-        ]
-        self.ca = ManagedProcess(
-            "CA",
-            argv,
-            self.state_dir / "ca.log",
-            self._env({"MESHSEC_LOG_LEVEL": self.options.log_level}),
-            capture_stdout=True,
-        )
-        await self.ca.start()
-        deadline = self.clock.monotonic() + self.options.ready_timeout
-        while True:
-            remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                raise self.ca.failure(f"not ready after {self.options.ready_timeout:.0f}s")
-            try:
-                line = await self.ca.read_line(remaining)
-            except TimeoutError:
-                continue
-            if not line:
-                await self.ca.exited.wait()
-                raise self.ca.failure(f"exited with code {self.ca.returncode} while starting")
-            if line.startswith(CA_READY_PREFIX):
-                self.ca_addr = line[len(CA_READY_PREFIX) :].split()[0]
-                break
-        self._spawn(self.ca.forward_stdout())
-        self.progress(f"CA ready on [cyan]{self.ca_addr}[/] (TLS), data in {self.ca_dir}")
+        return monitoring
 
     def _short_socket_root(self) -> Path:
         if self.short_sockets is None:
             self.short_sockets = Path(tempfile.mkdtemp(prefix="meshsec-up-"))
         return self.short_sockets
 
-    def _publish_roots(self) -> None:
-        root = (self.ca_dir / "root-cert.pem").read_bytes()
-        for ns in self.plan.namespaces:
-            path = self.root_path(ns)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, root, PUBLIC_MODE)
-        self.progress(
-            f"root published to {len(self.plan.namespaces)} namespace(s) "
-            f"({self.state_dir / 'roots'}/<ns>/root-cert.pem)"
-        )
-
-    def root_path(self, namespace: str) -> Path:
-        return self.state_dir / "roots" / namespace / "root-cert.pem"
+    def root_path(self, namespace: str, cluster: str = CLUSTER_NAME) -> Path:
+        return self.cluster(cluster).root_path(namespace)
 
     # ------------------------------------------------------------------------------ credentials
     def _start_credentials(self) -> None:
-        material = None
         for run in self.runs:
+            cluster = self.cluster(run.cluster)
             if run.cert_model == "csr":
+                assert cluster.signer is not None
                 token = ProjectedToken(
-                    self.signer,
+                    cluster.signer,
                     run.token_path,
                     run.entry.namespace,
                     run.entry.service_account,
@@ -282,24 +251,17 @@ class MeshRuntime:
             key = str(run.mounted_dir)
             if key in self.secrets:
                 continue
-            if material is None:
-                material = load_or_create_self_signed(
-                    self.ca_dir,
-                    trust_domain=TrustDomain.parse(self.options.trust_domain),
-                    now=self.clock.now(),
-                    ttl=timedelta(days=3650),
-                )
-            if self.ledger is None:
-                self.ledger = Ledger(self.ca_dir / LEDGER_FILE)
+            issuing = cluster.issuing
             secret = MountedSecret(
-                material,
+                self._material(issuing),
                 run.mounted_dir,
                 run.entry.namespace,
                 run.entry.service_account,
                 self.options.trust_domain,
                 self.options.mounted_cert_ttl,
                 self.clock,
-                on_issued=self.ledger.record,
+                on_issued=self._ledger(issuing).record,
+                cluster=run.cluster,
             )
             secret.issue()
             self.secrets[key] = secret
@@ -314,6 +276,26 @@ class MeshRuntime:
                 f"{len(self.secrets)} mounted istio.<sa> secret(s) (mountMtlsCerts), rotated at "
                 f"half of {format_duration(self.options.mounted_cert_ttl)}"
             )
+
+    def _material(self, primary: ClusterRuntime) -> CaMaterial:
+        """The signing material of ``primary``'s CA (Citadel's secret controller ran next to
+        its key): the plug-in directory, or the self-signed root in its data dir."""
+        if primary.cacerts is not None:
+            return load_plugged_in_material(primary.cacerts, now=self.clock.now())
+        assert primary.ca_data_dir is not None
+        return load_or_create_self_signed(
+            primary.ca_data_dir,
+            trust_domain=TrustDomain.parse(self.options.trust_domain),
+            now=self.clock.now(),
+            ttl=timedelta(days=3650),
+        )
+
+    def _ledger(self, primary: ClusterRuntime) -> Ledger:
+        found = self.ledgers.get(primary.name)
+        if found is None:
+            assert primary.ca_data_dir is not None
+            found = self.ledgers[primary.name] = Ledger(primary.ca_data_dir / LEDGER_FILE)
+        return found
 
     def _write_sidecar_configs(self) -> None:
         for run in self.runs:
@@ -347,18 +329,23 @@ class MeshRuntime:
             setattr(run, kind, proc)
             await proc.start()
             procs.append((run, proc))
-        await asyncio.gather(*(wait(run, proc) for run, proc in procs))
+        # a workload its CA refuses never gets ready (its app still runs)
+        waited = [(r, p) for r, p in procs if kind == "app" or not r.refused_expected]
+        await asyncio.gather(*(wait(run, proc) for run, proc in waited))
         took = self.clock.monotonic() - started
-        self.progress(f"{len(procs)} {kind}(s) ready ({took:.1f}s)")
+        skipped = len(procs) - len(waited)
+        note = f"; {skipped} not waited on (no remote secret: refused by the CA)" if skipped else ""
+        self.progress(f"{len(waited)} {kind}(s) ready ({took:.1f}s){note}")
 
     def _agent_process(self, run: WorkloadRun) -> ManagedProcess:
+        cluster = self.cluster(run.cluster)
         return build_agent_process(
             run,
             self.options,
             self.environ,
-            ca_addr=self.ca_addr,
-            ca_root=self.root_path(run.entry.namespace),
-            cluster=CLUSTER_NAME,
+            ca_addr=cluster.issuing.ca_addr,
+            ca_root=cluster.root_path(run.entry.namespace),
+            cluster=run.cluster,
         )
 
     def _sidecar_process(self, run: WorkloadRun) -> ManagedProcess:
@@ -366,9 +353,6 @@ class MeshRuntime:
 
     def _app_process(self, run: WorkloadRun) -> ManagedProcess:
         return build_app_process(run, self.environ, cwd=self.plan.directory.resolve())
-
-    def _env(self, extra: Mapping[str, str]) -> dict[str, str]:
-        return build_child_env(self.environ, extra)
 
     async def _wait_http(self, proc: ManagedProcess, port: int, path: str, what: str) -> None:
         deadline = self.clock.monotonic() + self.options.ready_timeout
@@ -445,55 +429,26 @@ class MeshRuntime:
         )
 
     def state(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "mesh_dir": str(self.mesh_dir),
-            "pid": os.getpid(),
-            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
-            "trust_domain": self.options.trust_domain,
-            "ca": {
-                "addr": self.ca_addr,
-                "monitoring": self.ca_monitoring,
-                "data_dir": str(self.ca_dir),
-                "root_pem_path": str(self.ca_dir / "root-cert.pem"),
-            },
-            "workloads": [
-                {
-                    "name": run.entry.name,
-                    "namespace": run.entry.namespace,
-                    "service_account": run.entry.service_account,
-                    "spiffe_id": run.entry.spiffe_id,
-                    "cluster": CLUSTER_NAME,
-                    "cert_model": run.cert_model,
-                    "agent_status": f"{LOOPBACK}:{run.agent_status_port}",
-                    "proxy_admin": f"{LOOPBACK}:{run.admin_port}",
-                    "http_proxy": f"{LOOPBACK}:{run.http_proxy_port}",
-                    "ports": [
-                        {
-                            "port": b.port,
-                            "app_port": b.app_port,
-                            "inbound": b.inbound,
-                            "protocol": b.protocol,
-                        }
-                        for b in run.entry.ports
-                    ],
-                    "cert_dir": str(run.cert_dir),
-                    "log_dir": str(run.directory),
-                    "labels": dict(run.entry.labels),
-                    **(
-                        {"mounted_dir": str(run.mounted_dir)} if run.mounted_dir is not None else {}
-                    ),
-                }
-                for run in self.runs
-            ],
-        }
+        return compose_state(
+            mesh_dir=self.mesh_dir,
+            started_at=self.started_at,
+            trust_domain=self.options.trust_domain,
+            control=self.control,
+            runs=self.runs,
+        )
 
     def run_for(self, ref: str) -> WorkloadRun | None:
-        name, _, namespace = ref.partition(".")
-        return next(
-            (r for r in self.runs if r.entry.name == name and r.entry.namespace == namespace),
-            None,
-        )
+        """``name.namespace[@cluster]`` → its run (None if unknown or ambiguous)."""
+        name, _, cluster = ref.partition("@")
+        name, _, namespace = name.rpartition(".")
+        found = [
+            r
+            for r in self.runs
+            if r.entry.name == name
+            and r.entry.namespace == namespace
+            and (not cluster or r.cluster == cluster)
+        ]
+        return found[0] if len(found) == 1 else None
 
     # ------------------------------------------------------------------------------ stop
     async def stop(self) -> None:
@@ -506,11 +461,10 @@ class MeshRuntime:
                 *(proc.stop() for run in self.runs if (proc := getattr(run, kind)) is not None),
                 return_exceptions=True,
             )
-        if self.ledger is not None:
-            await asyncio.to_thread(self.ledger.close)
-            self.ledger = None
-        if self.ca is not None:
-            await self.ca.stop()
+        for ledger in self.ledgers.values():
+            await asyncio.to_thread(ledger.close)
+        self.ledgers.clear()
+        await self.control.stop()
         for run in self.runs:
             for name in ("sds.sock", "workload.sock"):
                 (run.sockets / name).unlink(missing_ok=True)

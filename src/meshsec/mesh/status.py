@@ -2,6 +2,8 @@
 
 The certificate is read from the agent's output files (what the sidecar serves); the modes are
 the ones the sidecar enforces right now (its ``/config_dump``), so the table shows the live state.
+A workload without a certificate (its cluster has no remote secret: a pod stuck not ready) shows
+"no certificate" and the CA's reason, from a fresh CSR made with the workload's own token.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from meshsec.core.pki import PkiError, format_remaining, parse_certificates_pem
+from meshsec.mesh.cert_probe import CertificateSubject, request_certificate
+from meshsec.mesh.refs import format_ref
 from meshsec.mesh.registry import LOOPBACK
 from meshsec.mesh.runtime import MeshRuntime, WorkloadRun, http_get
+
+NO_CERTIFICATE = "no certificate"
 
 
 @dataclass(frozen=True)
@@ -23,33 +29,49 @@ class StatusRow:
     serial: str
     expires_in: str
     modes: str  # "8080 STRICT http, 9000 DISABLE tcp"
+    cluster: str = ""
+    reason: str = ""  # why there is no certificate (the CA's answer)
 
 
 async def collect_status(runtime: MeshRuntime, now: datetime) -> list[StatusRow]:
-    return [await _row(run, now) for run in runtime.runs]
+    state = runtime.state()
+    by_dir = {w["cert_dir"]: w for w in state["workloads"]}
+    rows = []
+    for run in runtime.runs:
+        shown = format_ref(
+            run.entry.name, run.entry.namespace, run.cluster, qualified=runtime.plan.qualified
+        )
+        subject = CertificateSubject.from_state(by_dir[str(run.cert_dir)], state, shown)
+        rows.append(await _row(run, subject, now))
+    return rows
 
 
-async def _row(run: WorkloadRun, now: datetime) -> StatusRow:
-    serial, expires = "-", "-"
+async def _row(run: WorkloadRun, subject: CertificateSubject, now: datetime) -> StatusRow:
+    serial, expires, reason = NO_CERTIFICATE, "-", ""
     try:
         leaf = parse_certificates_pem((run.cert_dir / "cert-chain.pem").read_bytes())[0]
         serial = f"{leaf.serial_number:032x}"
         expires = format_remaining(leaf.not_valid_after_utc - now)
     except (OSError, PkiError):
-        pass
+        signed, answer = await request_certificate(subject)
+        reason = "a fresh CSR is signed now; the agent retries" if signed else answer
     modes = "-"
     status, body = await http_get(LOOPBACK, run.admin_port, "/config_dump")
     if status == 200:
         ports = json.loads(body).get("ports", [])
         modes = ", ".join(f"{p['port']} {p['mode']} {p['protocol']}" for p in ports) or "(none)"
+    elif reason:
+        modes = "(not ready: no certificate)"
     return StatusRow(
-        f"{run.entry.name}.{run.entry.namespace}",
+        subject.ref,
         run.entry.spiffe_id,
         run.cert_model,
         serial,
         expires,
         modes,
+        run.cluster,
+        reason,
     )
 
 
-__all__ = ["StatusRow", "collect_status"]
+__all__ = ["NO_CERTIFICATE", "StatusRow", "collect_status"]

@@ -112,7 +112,7 @@ def _expectations(*items: str) -> str:
     [
         ("{from: a.ns1, to: svc:80, expect: allowed}", ""),
         ("{from: outside, to: svc.ns1:80, expect: refused, path: /x}", ""),
-        ("{from: b.ns1, to: svc:80, expect: allowed}", "no Workload by that name"),
+        ("{from: b.ns1, to: svc:80, expect: allowed}", "no workload 'b.ns1'; known: a.ns1"),
         ("{from: a.ns1, to: nope:80, expect: allowed}", "no Service ns1/nope"),
         ("{from: a.ns1, to: svc:81, expect: allowed}", "has no port 81"),
         ("{from: a.ns1, to: svc, expect: allowed}", "expected service[.namespace]:port"),
