@@ -84,6 +84,7 @@ class InboundOptions:
     connect_timeout: float = 10.0
     limits: PumpLimits = field(default_factory=PumpLimits)
     backlog: int = 1024
+    reuse_port: bool = False  # SO_REUSEPORT: worker processes share the listen port
 
 
 def detect_tls(peeked: bytes) -> bool:
@@ -109,7 +110,11 @@ class InboundListener:
         self.metrics = metrics or ProxyMetrics()
         self.connections = ConnectionTracker()
         self._acceptor = Acceptor(
-            port.listen_host, port.listen_port, self._on_socket, backlog=options.backlog
+            port.listen_host,
+            port.listen_port,
+            self._on_socket,
+            backlog=options.backlog,
+            reuse_port=options.reuse_port,
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -25,18 +25,24 @@ class Acceptor:
         on_socket: Callable[[socket.socket, str], None],
         *,
         backlog: int = 1024,
+        reuse_port: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.on_socket = on_socket
         self.backlog = backlog
+        self.reuse_port = reuse_port
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bound_port = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        sock = socket.create_server((self.host, self.port), backlog=self.backlog)
+        # reuse_port: several worker processes bind the same port and the kernel spreads new
+        # connections over them (``meshsec proxy run --concurrency N``)
+        sock = socket.create_server(
+            (self.host, self.port), backlog=self.backlog, reuse_port=self.reuse_port
+        )
         sock.setblocking(False)
         self._sock = sock
         self.bound_port = sock.getsockname()[1]

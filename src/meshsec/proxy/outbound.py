@@ -63,7 +63,11 @@ class _OutboundBase:
         self.metrics = metrics or ProxyMetrics()
         self.connections = ConnectionTracker()
         self._acceptor = Acceptor(
-            listen_host, listen_port, self._on_socket, backlog=self.options.backlog
+            listen_host,
+            listen_port,
+            self._on_socket,
+            backlog=self.options.backlog,
+            reuse_port=self.options.reuse_port,
         )
         self._tasks: set[asyncio.Task[None]] = set()
 

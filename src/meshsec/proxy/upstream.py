@@ -98,6 +98,7 @@ class OutboundOptions:
     connect_timeout: float = 10.0
     limits: PumpLimits = field(default_factory=PumpLimits)
     backlog: int = 1024
+    reuse_port: bool = False  # SO_REUSEPORT: worker processes share the listen port
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,9 @@ async def test_half_close_is_passed_on_between_plain_sides() -> None:
     assert down.closed
 
 
-async def test_eof_towards_a_tls_side_closes_the_link_after_buffered_bytes() -> None:
+async def test_eof_towards_a_side_that_cannot_half_close_closes_the_link_after_buffered_bytes() -> (
+    None
+):
     link = Link(PumpLimits())
     down, up = FakeTransport(), FakeTransport(tls=True)
     link.down.connection_made(down)
