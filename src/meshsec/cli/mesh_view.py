@@ -9,7 +9,7 @@ joins it with the running workloads' identities.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from meshsec.cli.meshstate import (
     load_mesh_state,
 )
 from meshsec.config.sources.files import load_snapshot
+from meshsec.core.pki import PkiError, parse_certificates_pem
+from meshsec.core.pki.bundle import certificate_fingerprint
 from meshsec.core.policy.authz import AuthorizationIndex, Decision, evaluate
 from meshsec.core.policy.destination import (
     ClientTls,
@@ -60,6 +62,7 @@ class MeshView:
     workloads: tuple[WorkloadState, ...]
     config_dir: Path
     state: MeshState | None = None
+    _roots: dict[str, frozenset[str] | None] = field(default_factory=dict, repr=False)
 
     @property
     def mesh(self) -> MeshConfig:
@@ -84,6 +87,40 @@ class MeshView:
     @property
     def config_errors(self) -> int:
         return sum(1 for d in self.snapshot.diagnostics if d.level is Level.ERROR)
+
+    def root_fingerprints(self, workload: WorkloadState) -> frozenset[str] | None:
+        """SHA-256 fingerprints of the root bundle ``workload`` was given (None: unknown)."""
+        if not workload.root_pem_path:
+            return None
+        path = workload.root_pem_path
+        if path not in self._roots:
+            try:
+                certs = parse_certificates_pem(Path(path).read_bytes(), what="root bundle")
+                self._roots[path] = frozenset(certificate_fingerprint(c) for c in certs)
+            except (OSError, PkiError):
+                self._roots[path] = None
+        return self._roots[path]
+
+    def trust_conflict(
+        self, client: WorkloadState, server: WorkloadState, tls: ClientTls, server_mode: MtlsMode
+    ) -> str | None:
+        """Across clusters: mTLS needs a certificate on both sides and a root both trust."""
+        if compose_endpoint_tls(tls, server_mode).mode is not TlsMode.ISTIO_MUTUAL:
+            return None
+        for side in (client, server):
+            if side.refused_expected:
+                return (
+                    f"{side.ref} has no certificate ({side.cluster} has no remote secret): the "
+                    "mTLS handshake fails"
+                )
+        a, b = self.root_fingerprints(client), self.root_fingerprints(server)
+        if a is None or b is None or a & b:
+            return None
+        return (
+            f"trust: {server.cluster or server.ref} trusts a different root than "
+            f"{client.cluster or client.ref}: the mTLS handshake fails (neither side accepts the "
+            "other's certificate)"
+        )
 
     def effective_mtls(self, workload: WorkloadState) -> EffectiveMtls:
         return self.peer_authn.compose(workload.namespace, workload.labels)
@@ -351,6 +388,8 @@ def build_route_checks(
             else:
                 server_mode, server_policy = effective.mode, effective.deciding_policy
             conflict = compose_conflict(tls, server_mode, endpoint.spiffe_id)
+            if conflict is None and client != OUTSIDE:
+                conflict = view.trust_conflict(client, endpoint, tls, server_mode)
             principal = compose_principal(tls, server_mode, client)
             decision = None
             if conflict is None:

@@ -129,6 +129,27 @@ def _cluster(
     }
 
 
+MANIFESTS = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: bookinfo}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: bookinfo}
+spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: bookinfo}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: orphan, namespace: bookinfo}
+spec: {selector: {app: orphan}, ports: [{name: http, port: 9080}]}
+"""
+
 # (name, namespace, cluster, issuing CA, certificate expected)
 WORKLOADS = [
     ("reviews", "bookinfo", "cluster1", "cluster1", True),
@@ -143,9 +164,7 @@ WORKLOADS = [
 def mesh(tmp_path: Path, pki: Pki) -> Iterator[Mesh]:
     mesh_dir = tmp_path / "mc"
     mesh_dir.mkdir()
-    (mesh_dir / "mesh.yaml").write_text(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: bookinfo}\n"
-    )
+    (mesh_dir / "mesh.yaml").write_text(MANIFESTS)
     state_dir = mesh_dir / ".meshsec"
     roots = {"a": state_dir / "roots-a.pem", "b": state_dir / "roots-b.pem"}
     state_dir.mkdir()
@@ -401,7 +420,7 @@ def test_parse_ref_splits_at_the_last_at() -> None:
 
 def test_describe_primary_with_intermediate(mesh: Mesh, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "describe", "reviews.bookinfo@cluster2", "--mesh", str(mesh.dir))
-    assert code == 0, err
+    assert code == 1, err  # its outbound calls to cluster3 / cluster5 conflict
     inter = mesh.pki.inter["cluster2"]
     assert "Workload: reviews.bookinfo@cluster2" in out
     assert "   Cluster: cluster2 (primary, network network1)" in out
@@ -421,7 +440,7 @@ def test_describe_remote_uses_the_primary_ca(
     mesh: Mesh, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run(capsys, "describe", "gateway", "--mesh", str(mesh.dir))
-    assert code == 0, err
+    assert code == 1, err  # its outbound calls to cluster3 / cluster5 conflict
     assert "   Cluster: cluster4 (remote of cluster1, network network1)" in out
     assert f"   CA: {mesh.ca_addrs['cluster1']}, cluster1's CA" in out
     assert "istio-remote-secret-cluster4.yaml (cluster1's CA verifies cluster4's tokens)" in out
@@ -430,7 +449,7 @@ def test_describe_remote_uses_the_primary_ca(
 
 def test_describe_refused_workload(mesh: Mesh, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "describe", "orphan", "--mesh", str(mesh.dir))
-    assert code == 0, err
+    assert code == 1, err  # its outbound calls to cluster3 / cluster5 conflict
     assert "   Cluster: cluster5 (remote of cluster1, network network1)" in out
     assert "Remote secret: none: cluster1's CA cannot verify cluster5's tokens" in out
     assert (
@@ -455,7 +474,7 @@ def test_describe_json(mesh: Mesh, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
         capsys, "describe", "reviews.bookinfo@cluster1", "--mesh", str(mesh.dir), "-o", "json"
     )
-    assert code == 0, err
+    assert code == 1, err  # its outbound calls to cluster3 / cluster5 conflict
     identity = json.loads(out)["identity"]
     assert identity["cluster"]["name"] == "cluster1"
     assert identity["cluster"]["role"] == "primary"
@@ -470,7 +489,7 @@ def test_describe_falls_back_to_root_files_without_an_agent(
 ) -> None:
     mesh.agents["ratings.bookinfo@cluster3"].routes.clear()  # every path 404s
     code, out, _ = run(capsys, "describe", "ratings", "--mesh", str(mesh.dir))
-    assert code == 0
+    assert code == 1  # its outbound calls to cluster3 / cluster5 conflict
     root_b = mesh.pki.root_b.root_cert
     assert f"sha256:{fp(root_b)} ({mesh.workload_dirs['ratings.bookinfo@cluster3']}" in out
 
@@ -576,6 +595,62 @@ def test_rootca_compare_same_fingerprint_but_foreign_chain(
     )
     assert code == 1
     assert "cluster1 does not accept the certificate of reviews.bookinfo@cluster2" in out
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client", "service", "code", "expected"),
+    [
+        pytest.param(
+            "reviews@cluster2",
+            "reviews.bookinfo:9080",
+            0,
+            "OK",
+            id="shared-root-both-clusters",
+        ),
+        pytest.param(
+            "reviews@cluster1",
+            "ratings.bookinfo:9080",
+            1,
+            "trust: cluster3 trusts a different root than cluster1: the mTLS handshake fails",
+            id="different-root",
+        ),
+        pytest.param(
+            "gateway",
+            "orphan.bookinfo:9080",
+            1,
+            "orphan.bookinfo@cluster5 has no certificate (cluster5 has no remote secret)",
+            id="server-refused",
+        ),
+    ],
+)
+def test_check_across_clusters(
+    mesh: Mesh,
+    capsys: pytest.CaptureFixture[str],
+    client: str,
+    service: str,
+    code: int,
+    expected: str,
+) -> None:
+    got, out, err = run(capsys, "check", client, service, "--mesh", str(mesh.dir))
+    assert got == code, out + err
+    assert expected in out
+
+
+def test_check_shared_root_reaches_both_clusters(
+    mesh: Mesh, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(
+        capsys, "check", "ratings", "reviews.bookinfo:9080", "--mesh", str(mesh.dir), "-o", "json"
+    )
+    endpoints = json.loads(out)["routes"][0]["endpoints"]
+    verdicts = {e["workload"]: e["status"] for e in endpoints}
+    assert verdicts == {
+        "reviews.bookinfo@cluster1": "CONFLICT",
+        "reviews.bookinfo@cluster2": "CONFLICT",
+    }
 
 
 # --- status ----------------------------------------------------------------------------------
