@@ -128,7 +128,7 @@ def parse_last_ca_failure(log_text: str) -> str | None:
     for line in reversed(log_text.splitlines()):
         match = CA_FAILURE.search(line)
         if match:
-            return match.group("reason").strip()[:300]
+            return match.group("reason").strip().removeprefix("ca request failed: ")[:300]
     return None
 
 

@@ -712,6 +712,12 @@ def test_workload_status_verdicts(status: WorkloadStatus, ok: bool, text: str) -
             "PERMISSION_DENIED: last",
             id="last-failure",
         ),
+        pytest.param(
+            "2026-11-23T07:21:16.016Z INFO  meshsec.agent.rotation ca request failed, starting "
+            "attempt 5 in 1.679s: ca request failed: INTERNAL: CSR signing error (UNKNOWN)\n",
+            "INTERNAL: CSR signing error (UNKNOWN)",
+            id="agent-log-format",
+        ),
         pytest.param("x agent started\n", None, id="none"),
     ],
 )
