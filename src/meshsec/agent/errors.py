@@ -60,3 +60,16 @@ class MountedCertsError(AgentError):
         self.directory = directory
         self.reason = reason
         super().__init__(f"mounted certificates in {directory}: {reason}")
+
+
+class FileResourceError(AgentError):
+    """A ``file-cert:`` / ``file-root:`` SDS resource that cannot be served (name or files)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
+class FileResourceNameError(FileResourceError):
+    """A ``file-cert:`` / ``file-root:`` name that does not have the required form."""

@@ -27,6 +27,7 @@ from meshsec.agent.metrics import CERT_EXPIRY_SECONDS, AgentMetrics, Labels
 from meshsec.agent.mounted import MountedCertsWatcher
 from meshsec.agent.output import CertFileWriter
 from meshsec.agent.rotation import CaClient, CertificateRotator, RetryPolicy, RotationSettings
+from meshsec.agent.sds.files import FileSecrets
 from meshsec.agent.sds.service import SecretDiscoveryService
 from meshsec.agent.secret import DEFAULT, ROOTCA
 from meshsec.agent.sockets import prepare_socket_path, remove_socket
@@ -70,6 +71,7 @@ class Agent:
         retry: RetryPolicy | None = None,
         rand: Callable[[], float] = random.random,
         mounted_poll_interval: float = 1.0,
+        file_read_timeout: float = 10.0,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -109,7 +111,14 @@ class Agent:
             )
         if settings.output_certs is not None:
             self.store.add_listener(CertFileWriter(settings.output_certs))
-        self.sds = SecretDiscoveryService(self.store, clock, self.metrics)
+        self.files = FileSecrets(
+            clock,
+            self.metrics,
+            poll_interval=mounted_poll_interval,
+            debounce=settings.file_debounce_duration.total_seconds(),
+            read_timeout=file_read_timeout,
+        )
+        self.sds = SecretDiscoveryService(self.store, clock, self.metrics, self.files)
         self.workload_api = WorkloadApiService(self.store, clock)
         self.status = StatusServer(self.store, clock, self.metrics)
         self._servers: list[grpc.aio.Server] = []
@@ -169,6 +178,7 @@ class Agent:
         await asyncio.gather(*(s.stop(grace) for s in self._servers), return_exceptions=True)
         self._servers.clear()
         await self.status.close()
+        await self.files.close()
         if self._owned_client is not None:
             await self._owned_client.close()
         for path in self._sockets:

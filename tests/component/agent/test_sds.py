@@ -106,11 +106,11 @@ async def test_stale_nonce_is_ignored(agent: Agent, sds: SdsClient) -> None:
 
 
 async def test_unknown_resource_name_is_a_clear_error(agent: Agent, sds: SdsClient) -> None:
-    stream = sds.stream(["default", "file-cert:/etc/x.pem~/etc/y.pem"])
+    stream = sds.stream(["default", "sds://external-credential"])
     error = await stream.status()
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert "file-cert:/etc/x.pem~/etc/y.pem" in (error.details() or "")
-    assert "'default' and 'ROOTCA'" in (error.details() or "")
+    assert "sds://external-credential" in (error.details() or "")
+    assert "'default', 'ROOTCA', file-cert:<cert>~<key>" in (error.details() or "")
 
 
 async def test_wrong_type_url_is_rejected(agent: Agent, sds: SdsClient) -> None:

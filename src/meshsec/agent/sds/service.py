@@ -12,6 +12,10 @@ Per stream:
 * a store change pushes, to this stream only, the subscribed names whose content changed
   (rotation → ``default``; new roots → ``ROOTCA``);
 * unknown names end the stream with NOT_FOUND naming what is served (never a silent hang);
+* ``file-cert:<cert>~<key>`` / ``file-root:<path>`` names are read from files when first
+  subscribed and pushed again when the files change (:mod:`meshsec.agent.sds.files`); a file
+  resource that cannot be read ends the stream with UNAVAILABLE ``failed to generate secret for
+  <name>: <reason>`` (Istio terminates the stream too; Envoy retries);
 * a subscribed name with nothing valid to serve yet (warming, or the certificate expired and
   renewal is failing) is held until there is, like Istio's warming. An expired certificate is
   never sent.
@@ -32,6 +36,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
+from meshsec.agent.errors import FileResourceError, FileResourceNameError
 from meshsec.agent.metrics import SDS_NACKS, SDS_PUSHES, AgentMetrics
 from meshsec.agent.sds.convert import (
     SECRET_TYPE_URL,
@@ -39,6 +44,7 @@ from meshsec.agent.sds.convert import (
     build_tls_certificate_secret,
     build_validation_context_secret,
 )
+from meshsec.agent.sds.files import FileSecrets, is_file_resource_name
 from meshsec.agent.secret import DEFAULT, RESOURCE_NAMES, ROOTCA
 from meshsec.agent.store import SecretStore, Snapshot
 from meshsec.runtime.clock import Clock
@@ -51,6 +57,7 @@ class _StreamState:
     stream_id: int
     subscribed: frozenset[str] = frozenset()
     sent_versions: dict[str, int] = field(default_factory=dict)
+    file_names: set[str] = field(default_factory=set)  # file resources subscribed (watched)
     last_nonce: str | None = None
     acked_version: str | None = None
 
@@ -75,8 +82,10 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
         store: SecretStore,
         clock: Clock,
         metrics: AgentMetrics,
+        files: FileSecrets | None = None,
     ) -> None:
         self._store = store
+        self._files = files
         self._clock = clock
         self._metrics = metrics
         self._versions = itertools.count(1)
@@ -92,6 +101,7 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
         events: asyncio.Queue[_Request | _Change | _StreamEnded] = asyncio.Queue()
         reader = asyncio.create_task(self._read(request_iterator, events))
         watcher = asyncio.create_task(self._watch(events))
+        file_watcher = asyncio.create_task(self._watch_files(events))
         self.active_streams += 1
         try:
             while True:
@@ -109,7 +119,10 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
             self.active_streams -= 1
             reader.cancel()
             watcher.cancel()
-            await asyncio.gather(reader, watcher, return_exceptions=True)
+            file_watcher.cancel()
+            await asyncio.gather(reader, watcher, file_watcher, return_exceptions=True)
+            for name in state.file_names:
+                self._files.unsubscribe(name)  # type: ignore[union-attr]
             log.debug("sds stream %d closed", state.stream_id)
 
     async def FetchSecrets(
@@ -118,6 +131,19 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> discovery_pb2.DiscoveryResponse:
         await self._check_request(request, context)
+        state = _StreamState(0)
+        try:
+            await self._subscribe(state, frozenset(request.resource_names), context)
+            return await self._fetch(request, context)
+        finally:
+            for name in state.file_names:
+                self._files.unsubscribe(name)  # type: ignore[union-attr]
+
+    async def _fetch(
+        self,
+        request: discovery_pb2.DiscoveryRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> discovery_pb2.DiscoveryResponse:
         snapshot = self._store.snapshot()
         secrets = []
         for name in request.resource_names:
@@ -158,6 +184,40 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
             generation = snapshot.generation
             events.put_nowait(_Change(snapshot))
 
+    async def _watch_files(self, events: asyncio.Queue[_Request | _Change | _StreamEnded]) -> None:
+        if self._files is None:
+            return
+        generation = self._files.generation
+        while True:
+            generation = await self._files.wait_for_change(generation)
+            events.put_nowait(_Change(self._store.snapshot()))
+
+    async def _subscribe(
+        self,
+        state: _StreamState,
+        names: frozenset[str],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        """Make ``names`` the stream's subscription, loading / releasing file resources."""
+        if self._files is not None:
+            for name in sorted(state.file_names - names):
+                self._files.unsubscribe(name)
+                state.file_names.discard(name)
+            for name in sorted(n for n in names - state.file_names if is_file_resource_name(n)):
+                try:
+                    await self._files.subscribe(name)
+                except FileResourceError as exc:
+                    log.warning("sds stream %d: %s", state.stream_id, exc)
+                    bad_name = isinstance(exc, FileResourceNameError)
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT
+                        if bad_name
+                        else grpc.StatusCode.UNAVAILABLE,
+                        f"failed to generate secret for {name}: {exc.reason}",
+                    )
+                state.file_names.add(name)
+        state.subscribed = names
+
     async def _check_request(
         self, request: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
@@ -166,14 +226,19 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"type_url {request.type_url!r} is not {SECRET_TYPE_URL}",
             )
-        unknown = sorted(set(request.resource_names) - set(RESOURCE_NAMES))
+        unknown = sorted(
+            n
+            for n in set(request.resource_names) - set(RESOURCE_NAMES)
+            if self._files is None or not is_file_resource_name(n)
+        )
         if unknown:
             log.warning("sds request for unknown resource(s) %s", ", ".join(unknown))
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 "unknown SDS resource name(s) "
                 + ", ".join(repr(n) for n in unknown)
-                + f"; this agent serves {DEFAULT!r} and {ROOTCA!r}",
+                + f"; this agent serves {DEFAULT!r}, {ROOTCA!r}"
+                + (", file-cert:<cert>~<key> and file-root:<path>" if self._files else ""),
             )
 
     async def _on_request(
@@ -201,11 +266,11 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
                     request.error_detail.message,
                 )
                 added = names - state.subscribed
-                state.subscribed = names
+                await self._subscribe(state, names, context)
                 return added
             state.acked_version = request.version_info
             added = names - state.subscribed
-            state.subscribed = names
+            await self._subscribe(state, names, context)
             return added
         if request.node.id:
             log.info(
@@ -214,7 +279,7 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
                 request.node.id,
                 ", ".join(sorted(names)) or "(nothing)",
             )
-        state.subscribed = names
+        await self._subscribe(state, names, context)
         state.sent_versions.clear()
         return names
 
@@ -222,7 +287,7 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
         return frozenset(
             name
             for name in state.subscribed
-            if snapshot.versions.get(name, 0) > state.sent_versions.get(name, 0)
+            if self._version(name, snapshot) > state.sent_versions.get(name, 0)
         )
 
     def _respond(
@@ -236,7 +301,7 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
                 continue  # held until something valid exists (warming)
             secrets.append(secret)
             sent.append(name)
-            state.sent_versions[name] = snapshot.versions.get(name, 0)
+            state.sent_versions[name] = self._version(name, snapshot)
         if not secrets:
             return None
         state.last_nonce = uuid.uuid4().hex
@@ -253,7 +318,14 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
         if name == ROOTCA:
             roots = snapshot.roots
             return None if roots is None else build_validation_context_secret(name, roots)
+        if self._files is not None:
+            return self._files.secret(name)
         return None
+
+    def _version(self, name: str, snapshot: Snapshot) -> int:
+        if self._files is not None and is_file_resource_name(name):
+            return self._files.version(name)
+        return snapshot.versions.get(name, 0)
 
     def _next_version(self) -> str:
         stamp = self._clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
