@@ -46,6 +46,8 @@ class WorkloadRef:
 def parse_workload_ref(text: str) -> WorkloadRef | str:
     """The reference, or a message saying what is wrong with ``text``."""
     base, at, cluster = text.rpartition("@") if "@" in text else (text, "", "")
+    if "@" in base:
+        return "more than one '@': expected name.namespace@cluster"
     if at:
         problem = check_dns1123_label(cluster) if cluster else "is empty"
         if problem:
@@ -88,7 +90,7 @@ def resolve_workload_ref(ref: WorkloadRef, items: Iterable[C]) -> C | str:
         )
     return (
         f"workload {str(ref)!r} is ambiguous: "
-        f"{', '.join(_known(found, qualified=len(in_clusters) > 1))}; say which with "
+        f"{', '.join(_known(found, qualified=len(clusters) > 1))}; say which with "
         "name.namespace[@cluster]"
     )
 
