@@ -12,7 +12,8 @@
 Then the :class:`~meshsec.proxy.authz.Authorizer` decides: TCP ports once per connection
 (denied ⇒ closed), HTTP ports once per request (denied ⇒ ``403 RBAC: access denied``). Allowed
 HTTP requests lose any client-sent ``x-forwarded-client-cert`` and, over mTLS, get
-``By=<our id>;Hash=<sha256 of the peer leaf, hex>;URI=<peer id>`` (Envoy SANITIZE_SET).
+``By=<our id>;Hash=<sha256 of the peer leaf, hex>;URI=<peer id>`` (Envoy SANITIZE_SET); the
+per-request path lives in :mod:`meshsec.proxy.inbound_http`.
 
 Each accepted socket is handed to the loop with the TLS context current *at accept time*, so a
 rotated SVID or bundle applies to the next handshake while open connections keep theirs.
@@ -26,26 +27,13 @@ import enum
 import logging
 import socket
 import ssl
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshsec.core.identity import TrustDomainSet
-from meshsec.proxy.authz import AllowAll, Authorizer, HttpRequestInfo, PeerInfo
-from meshsec.proxy.errors import HttpError, PeerRejected, TlsMaterialError
-from meshsec.proxy.http1 import (
-    BodyFramer,
-    Framing,
-    MessageReader,
-    build_response,
-    parse_request_head,
-    parse_response_head,
-    request_framing,
-    response_framing,
-)
-from meshsec.proxy.http1 import (
-    header_value as head_value,
-)
+from meshsec.proxy.authz import AllowAll, Authorizer, PeerInfo
+from meshsec.proxy.errors import PeerRejected, TlsMaterialError
+from meshsec.proxy.http1 import build_response
+from meshsec.proxy.inbound_http import InboundHttp
 from meshsec.proxy.listener import Acceptor
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
 from meshsec.proxy.pump import ConnectionTracker, Link, PumpLimits, log_task_failure
@@ -53,9 +41,6 @@ from meshsec.proxy.tls import PeerIdentity, TlsContexts, peer_identity_of, verif
 from meshsec.proxy.tls_transport import accept_tls
 
 log = logging.getLogger("meshsec.proxy.inbound")
-
-XFCC = b"x-forwarded-client-cert"
-RBAC_DENIED = b"RBAC: access denied"
 
 
 class PortMode(enum.Enum):
@@ -295,161 +280,6 @@ class InboundListener:
     @property
     def _name(self) -> str:
         return f"{self.port.listen_port}->{self.port.app_port}"
-
-
-class InboundHttp:
-    """Per-request authorization and XFCC on one inbound HTTP/1.1 connection."""
-
-    def __init__(
-        self,
-        link: Link,
-        peer: PeerInfo,
-        identity: PeerIdentity | None,
-        own_id: str,
-        port: int,
-        authorizer: Authorizer,
-        metrics: ProxyMetrics,
-        labels: ConnectionLabels,
-        *,
-        draining: Callable[[], bool] = lambda: False,
-    ) -> None:
-        self.link = link
-        self.draining = draining
-        self.closing = False
-        self.peer = peer
-        self.port = port
-        self.authorizer = authorizer
-        self.metrics = metrics
-        self.labels = labels
-        self.xfcc = (
-            b"By=%s;Hash=%s;URI=%s"
-            % (own_id.encode(), identity.cert_sha256.encode(), identity.principal.encode())
-            if identity is not None
-            else None
-        )
-        self.outstanding: deque[bytes] = deque()  # methods of requests awaiting a response
-        self.local_reply: bytes | None = None
-        self.awaiting_upgrade = False
-        self.requests = MessageReader(self._request_head, self._request_body, _nothing)
-        self.responses = MessageReader(self._response_head, self._response_body, self._response_end)
-        self._informational = False
-        link.down.on_data = self._from_client
-        assert link.up is not None
-        link.up.on_data = self._from_app
-
-    # client → app -----------------------------------------------------------------------------
-    def _from_client(self, data: bytes) -> None:
-        try:
-            self.requests.feed(data)
-        except HttpError as exc:
-            log.info("inbound http from %s: %s", self.peer.address, exc)
-            self._reply_and_close(exc.status, exc.reason.encode())
-            return
-        if self.requests.buffered > self.requests.max_head:
-            self.link.down.pause()
-
-    def _request_head(self, raw: bytes) -> BodyFramer | None:
-        head = parse_request_head(raw)
-        framer = request_framing(head)
-        host = head.get(b"host") or b""
-        target = head.target.decode("latin-1")
-        info = HttpRequestInfo(
-            head.method.decode("ascii"), target, host.decode("latin-1"), tuple(head.headers)
-        )
-        decision = self.authorizer.authorize(self.peer, self.port, info)
-        if not decision.allowed:
-            log.info(
-                "inbound http: denied %s %s from %s: %s",
-                info.method,
-                target[:200],
-                self.peer.principal or self.peer.address,
-                decision.reason,
-            )
-            self.metrics.request(self.labels, 403)
-            self._reply_and_close(403, RBAC_DENIED)
-            return None
-        headers = [(n, v) for n, v in head.headers if n != XFCC]
-        if self.xfcc is not None:
-            headers.append((XFCC, self.xfcc))
-        head.headers = headers
-        self.link.up.write(head.encode())  # type: ignore[union-attr]
-        self.outstanding.append(head.method)
-        if head.get(b"upgrade") is not None or head.method == b"CONNECT":
-            # hold further client bytes until the app says 101/2xx (tunnel) or refuses
-            self.awaiting_upgrade = True
-            if framer.done:
-                return None
-        return framer
-
-    def _request_body(self, chunk: bytes | memoryview) -> None:
-        self.link.up.write(chunk)  # type: ignore[union-attr]
-
-    def _reply_and_close(self, status: int, body: bytes) -> None:
-        self.local_reply = build_response(status, body)
-        self.link.down.pause()
-        if not self.outstanding:
-            self._send_local_reply()
-
-    def _send_local_reply(self) -> None:
-        reply, self.local_reply = self.local_reply, None
-        if reply is not None:
-            self.link.down.write(reply)
-            self.link.close()
-
-    # app → client -----------------------------------------------------------------------------
-    def _from_app(self, data: bytes) -> None:
-        try:
-            self.responses.feed(data)
-        except HttpError as exc:
-            log.warning("inbound http: bad response from the application: %s", exc.reason)
-            if not self.outstanding:
-                self.link.close()
-                return
-            self.link.down.write(build_response(502, b"upstream protocol error"))
-            self.link.close()
-
-    def _response_head(self, raw: bytes) -> BodyFramer | None:
-        head = parse_response_head(raw)
-        method = self.outstanding[0] if self.outstanding else None
-        self._informational = 100 <= head.status < 200 and head.status != 101
-        if not self._informational and head.status != 101 and self.draining():
-            # draining: tell the client to reconnect (to another instance) after this response
-            self.closing = True
-            if b"close" not in (head_value(head.headers, b"connection") or b"").lower():
-                raw = raw[:-2] + b"connection: close\r\n\r\n"
-        self.link.down.write(raw)
-        if self._informational:
-            return BodyFramer(Framing.NONE)
-        self.metrics.request(self.labels, head.status)
-        tunnel = head.status == 101 or (method == b"CONNECT" and 200 <= head.status < 300)
-        if tunnel and self.awaiting_upgrade:
-            self.responses.tunnel()
-            self.requests.tunnel()
-            self.awaiting_upgrade = False
-            self.link.down.resume()
-            return BodyFramer(Framing.NONE)
-        return response_framing(head, method)
-
-    def _response_body(self, chunk: bytes | memoryview) -> None:
-        self.link.down.write(chunk)
-
-    def _response_end(self) -> None:
-        if self._informational:
-            self._informational = False
-            return
-        if self.outstanding:
-            self.outstanding.popleft()
-        if self.awaiting_upgrade and not self.outstanding:
-            self.awaiting_upgrade = False  # refused upgrade: go on parsing requests
-            self.requests.release(BodyFramer(Framing.NONE))
-        if self.local_reply is not None and not self.outstanding:
-            self._send_local_reply()
-        elif self.closing and not self.outstanding:
-            self.link.close()
-
-
-def _nothing() -> None:
-    return None
 
 
 def _close_quietly(conn: socket.socket) -> None:

@@ -1,0 +1,296 @@
+"""Per-request authorization and XFCC on one inbound HTTP/1.1 connection (the hot path).
+
+Every request head is parsed and authorized; allowed requests lose any client-sent
+``x-forwarded-client-cert`` and, over mTLS, get ``By=<our id>;Hash=<sha256 of the peer leaf,
+hex>;URI=<peer id>`` (Envoy SANITIZE_SET); denied ones get ``403 RBAC: access denied`` and the
+connection closes. What keeps the per-request cost low:
+
+* **Authorization once per connection when it can be.** An authorizer that implements
+  :class:`ConnectionScopedAuthorizer` says, for a peer and port under the current policy version,
+  the decision every request would get — or ``None`` when the applicable policies look at request
+  attributes (paths, methods, hosts, headers, ...). That decision is reused until the version
+  changes; otherwise every request is evaluated. :class:`~meshsec.proxy.authz.AllowAll` (no
+  policy) is never asked.
+* **XFCC built once per connection**, and spliced into the raw head when the client sent none
+  (no re-encoding of the head).
+* **One write per direction per input chunk**: a response head and its body (or several
+  pipelined messages) that arrive together leave as one TLS record batch and one ``send``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from meshsec.proxy.authz import ALLOWED, AllowAll, Authorizer, Decision, HttpRequestInfo, PeerInfo
+from meshsec.proxy.errors import HttpError
+from meshsec.proxy.http1 import (
+    BodyFramer,
+    Framing,
+    MessageReader,
+    build_response,
+    parse_request_head,
+    parse_response_head,
+    request_framing,
+    response_framing,
+)
+from meshsec.proxy.http1 import header_value as head_value
+from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
+from meshsec.proxy.pump import Link, Side
+from meshsec.proxy.tls import PeerIdentity
+
+log = logging.getLogger("meshsec.proxy.inbound")
+
+XFCC = b"x-forwarded-client-cert"
+RBAC_DENIED = b"RBAC: access denied"
+_NO_DECISION = object()
+
+
+@runtime_checkable
+class ConnectionScopedAuthorizer(Protocol):
+    """Optional for an :class:`Authorizer`: decide a whole HTTP connection when possible."""
+
+    @property
+    def version(self) -> object:
+        """Changes whenever any decision may change (policy snapshot, blocked state, ...)."""
+        ...
+
+    def connection_decision(self, peer: PeerInfo, port: int) -> Decision | None:
+        """The decision every HTTP request from ``peer`` on ``port`` gets under ``version``,
+        or None when the applicable policies depend on request attributes."""
+        ...
+
+
+class _Output:
+    """Writes to one side, batched while an input chunk is being processed."""
+
+    __slots__ = ("parts", "side")
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.parts: list[bytes | memoryview] = []
+
+    def add(self, data: bytes | memoryview) -> None:
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        parts = self.parts
+        if not parts:
+            return
+        if len(parts) == 1:
+            self.side.write(parts[0])
+        else:
+            self.side.write(b"".join(parts))
+        parts.clear()
+
+
+class InboundHttp:
+    """Per-request authorization and XFCC on one inbound HTTP/1.1 connection."""
+
+    __slots__ = (
+        "_conn_decision",
+        "_conn_version",
+        "_informational",
+        "_scoped",
+        "_to_app",
+        "_to_client",
+        "authorizer",
+        "awaiting_upgrade",
+        "closing",
+        "draining",
+        "labels",
+        "link",
+        "local_reply",
+        "metrics",
+        "outstanding",
+        "peer",
+        "port",
+        "requests",
+        "responses",
+        "xfcc",
+        "xfcc_line",
+    )
+
+    def __init__(
+        self,
+        link: Link,
+        peer: PeerInfo,
+        identity: PeerIdentity | None,
+        own_id: str,
+        port: int,
+        authorizer: Authorizer,
+        metrics: ProxyMetrics,
+        labels: ConnectionLabels,
+        *,
+        draining: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.link = link
+        self.draining = draining
+        self.closing = False
+        self.peer = peer
+        self.port = port
+        self.authorizer = authorizer
+        self.metrics = metrics
+        self.labels = labels
+        self.xfcc = (
+            b"By=%s;Hash=%s;URI=%s"
+            % (own_id.encode(), identity.cert_sha256.encode(), identity.principal.encode())
+            if identity is not None
+            else None
+        )
+        self.xfcc_line = XFCC + b": " + self.xfcc + b"\r\n" if self.xfcc is not None else b""
+        self._scoped = isinstance(authorizer, ConnectionScopedAuthorizer)
+        self._conn_version: object = _NO_DECISION
+        self._conn_decision: Decision | None = ALLOWED if isinstance(authorizer, AllowAll) else None
+        self.outstanding: deque[bytes] = deque()  # methods of requests awaiting a response
+        self.local_reply: bytes | None = None
+        self.awaiting_upgrade = False
+        self.requests = MessageReader(self._request_head, self._request_body, _nothing)
+        self.responses = MessageReader(self._response_head, self._response_body, self._response_end)
+        self._informational = False
+        assert link.up is not None
+        self._to_client = _Output(link.down)
+        self._to_app = _Output(link.up)
+        link.down.on_data = self._from_client
+        link.up.on_data = self._from_app
+
+    # authorization ----------------------------------------------------------------------------
+    def _decide(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Decision:
+        if self._scoped:
+            authorizer: ConnectionScopedAuthorizer = self.authorizer  # type: ignore[assignment]
+            version = authorizer.version
+            if version != self._conn_version:
+                self._conn_version = version
+                self._conn_decision = authorizer.connection_decision(self.peer, self.port)
+        decision = self._conn_decision
+        if decision is not None:
+            return decision
+        host = head_value(headers, b"host") or b""
+        info = HttpRequestInfo(
+            method.decode("ascii"), target.decode("latin-1"), host.decode("latin-1"), tuple(headers)
+        )
+        return self.authorizer.authorize(self.peer, self.port, info)
+
+    # client → app -----------------------------------------------------------------------------
+    def _from_client(self, data: bytes) -> None:
+        try:
+            self.requests.feed(data)
+        except HttpError as exc:
+            log.info("inbound http from %s: %s", self.peer.address, exc)
+            self._to_app.flush()
+            self._reply_and_close(exc.status, exc.reason.encode())
+            return
+        self._to_app.flush()
+        if self.requests.buffered > self.requests.max_head:
+            self.link.down.pause()
+
+    def _request_head(self, raw: bytes) -> BodyFramer | None:
+        head = parse_request_head(raw)
+        framer = request_framing(head)
+        decision = self._decide(head.method, head.target, head.headers)
+        if not decision.allowed:
+            log.info(
+                "inbound http: denied %s %s from %s: %s",
+                head.method.decode("ascii"),
+                head.target[:200].decode("latin-1"),
+                self.peer.principal or self.peer.address,
+                decision.reason,
+            )
+            self.metrics.request(self.labels, 403)
+            self._reply_and_close(403, RBAC_DENIED)
+            return None
+        if any(n == XFCC for n, _ in head.headers):  # sanitize: rebuild without the client's
+            head.headers = [(n, v) for n, v in head.headers if n != XFCC]
+            if self.xfcc is not None:
+                head.headers.append((XFCC, self.xfcc))
+            self._to_app.add(head.encode())
+        else:  # the common case: splice our line in before the final CRLF
+            self._to_app.add(raw[:-2] + self.xfcc_line + b"\r\n" if self.xfcc_line else raw)
+        self.outstanding.append(head.method)
+        if head.get(b"upgrade") is not None or head.method == b"CONNECT":
+            # hold further client bytes until the app says 101/2xx (tunnel) or refuses
+            self.awaiting_upgrade = True
+            if framer.done:
+                return None
+        return framer
+
+    def _request_body(self, chunk: bytes | memoryview) -> None:
+        self._to_app.add(chunk)
+
+    def _reply_and_close(self, status: int, body: bytes) -> None:
+        self.local_reply = build_response(status, body)
+        self.link.down.pause()
+        if not self.outstanding:
+            self._send_local_reply()
+
+    def _send_local_reply(self) -> None:
+        reply, self.local_reply = self.local_reply, None
+        if reply is not None:
+            self._to_client.add(reply)
+            self._to_client.flush()
+            self.link.close()
+
+    # app → client -----------------------------------------------------------------------------
+    def _from_app(self, data: bytes) -> None:
+        try:
+            self.responses.feed(data)
+        except HttpError as exc:
+            self._to_client.flush()
+            log.warning("inbound http: bad response from the application: %s", exc.reason)
+            if not self.outstanding:
+                self.link.close()
+                return
+            self.link.down.write(build_response(502, b"upstream protocol error"))
+            self.link.close()
+            return
+        self._to_client.flush()
+
+    def _response_head(self, raw: bytes) -> BodyFramer | None:
+        head = parse_response_head(raw)
+        method = self.outstanding[0] if self.outstanding else None
+        self._informational = 100 <= head.status < 200 and head.status != 101
+        if not self._informational and head.status != 101 and self.draining():
+            # draining: tell the client to reconnect (to another instance) after this response
+            self.closing = True
+            if b"close" not in (head_value(head.headers, b"connection") or b"").lower():
+                raw = raw[:-2] + b"connection: close\r\n\r\n"
+        self._to_client.add(raw)
+        if self._informational:
+            return BodyFramer(Framing.NONE)
+        self.metrics.request(self.labels, head.status)
+        tunnel = head.status == 101 or (method == b"CONNECT" and 200 <= head.status < 300)
+        if tunnel and self.awaiting_upgrade:
+            self._to_client.flush()
+            self.responses.tunnel()
+            self.requests.tunnel()  # held client bytes go out now
+            self._to_app.flush()
+            self.awaiting_upgrade = False
+            self.link.down.resume()
+            return BodyFramer(Framing.NONE)
+        return response_framing(head, method)
+
+    def _response_body(self, chunk: bytes | memoryview) -> None:
+        self._to_client.add(chunk)
+
+    def _response_end(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        if self.outstanding:
+            self.outstanding.popleft()
+        if self.awaiting_upgrade and not self.outstanding:
+            self.awaiting_upgrade = False  # refused upgrade: go on parsing requests
+            self.requests.release(BodyFramer(Framing.NONE))
+            self._to_app.flush()
+        if self.local_reply is not None and not self.outstanding:
+            self._to_client.flush()
+            self._send_local_reply()
+        elif self.closing and not self.outstanding:
+            self._to_client.flush()
+            self.link.close()
+
+
+def _nothing() -> None:
+    return None
