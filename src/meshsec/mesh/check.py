@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from meshsec.core.policy.snapshot import PolicySnapshot
@@ -108,6 +110,7 @@ class MeshEndpoints:
     registry: MeshRegistry
     http_proxies: Mapping[str, int]
     certificates: Mapping[str, CertificateSubject] = field(default_factory=dict)
+    log_dirs: Mapping[str, Path] = field(default_factory=dict)
 
     @classmethod
     def from_runtime(cls, runtime: MeshRuntime) -> MeshEndpoints:
@@ -119,6 +122,7 @@ class MeshEndpoints:
         entries = []
         proxies: dict[str, int] = {}
         subjects: dict[str, CertificateSubject] = {}
+        logs: dict[str, Path] = {}
         qualified = len(state.get("clusters") or ()) > 1
         for w in state["workloads"]:
             cluster = str(w.get("cluster") or DEFAULT_CLUSTER)
@@ -138,7 +142,9 @@ class MeshEndpoints:
             proxies[key] = int(w["http_proxy"].rpartition(":")[2])
             shown = format_ref(w["name"], w["namespace"], cluster, qualified=qualified)
             subjects[key] = CertificateSubject.from_state(w, state, shown)
-        return cls(snapshot, MeshRegistry(tuple(entries)), proxies, subjects)
+            if w.get("log_dir"):
+                logs[key] = Path(w["log_dir"])
+        return cls(snapshot, MeshRegistry(tuple(entries)), proxies, subjects, logs)
 
 
 async def run_expectation(mesh: MeshEndpoints, exp: Expectation, wait: float = 10.0) -> CheckResult:
@@ -170,7 +176,28 @@ async def run_expectation(mesh: MeshEndpoints, exp: Expectation, wait: float = 1
     ).encode()
     status, body, error = await _request(LOOPBACK, proxy, raw, wait)
     got, detail = classify(status, body, error)
+    if got == "refused" and status == 503:
+        why = _upstream_failure(mesh.log_dirs.get(exp.source_key), f"{exp.host}:{exp.port}")
+        detail += f" ({why})" if why else ""
     return CheckResult(exp, got, f"via its sidecar: {detail}")
+
+
+def _upstream_failure(log_dir: Path | None, authority: str) -> str:
+    """Why the client sidecar could not connect (e.g. ``CERTIFICATE_VERIFY_FAILED``): the end of
+    its last ``outbound http <authority>`` warning in ``proxy.log``; "" if none is found."""
+    if log_dir is None:
+        return ""
+    try:
+        with (log_dir / "proxy.log").open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(tail):
+        if f"outbound http {authority} " in line and "unavailable: " in line:
+            return line.rpartition("unavailable: ")[2].strip()[:120]
+    return ""
 
 
 async def run_expectations(

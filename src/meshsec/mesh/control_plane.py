@@ -156,8 +156,12 @@ class ControlPlane:
             if not (c.cluster_dir / "cluster.yaml").exists():
                 init_cluster_dir(c.cluster_dir, name=c.name, now=now)
             c.signer = load_cluster_signer(c.cluster_dir)
-        names = ", ".join(f"[cyan]{c.name}[/] ({c.spec.role})" for c in self.clusters.values())
-        self.progress(f"cluster token issuer(s): {names} in {self.state_dir / 'clusters'}")
+        if not self.plan.declared_clusters:  # the single-cluster mesh's lines are unchanged
+            c = self.first_primary
+            self.progress(f"cluster token issuer [cyan]{c.name}[/] ({c.cluster_dir})")
+        else:
+            names = ", ".join(f"[cyan]{c.name}[/] ({c.spec.role})" for c in self.clusters.values())
+            self.progress(f"cluster token issuer(s): {names} in {self.state_dir / 'clusters'}")
         shared = [c for c in self.primaries if c.cacerts is not None]
         if shared:
             root = ensure_mesh_root(
@@ -274,6 +278,9 @@ class ControlPlane:
                 c.ca_mtls_addr = words[words.index("mtls") + 1]
             assert c.ca is not None
             self.spawn(c.ca.forward_stdout())
+            if not self.plan.declared_clusters:
+                self.progress(f"CA ready on [cyan]{c.ca_addr}[/] (TLS), data in {c.ca_data_dir}")
+                continue
             mode = "plug-in CA (shared root)" if c.cacerts else "self-signed root"
             self.progress(
                 f"CA of [cyan]{c.name}[/] ready on {c.ca_addr} (TLS, {mode}), "
@@ -314,11 +321,12 @@ class ControlPlane:
                 path = c.root_path(ns)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, root, PUBLIC_MODE)
-        where = "roots/<cluster>/<ns>" if self.plan.declared_clusters else "roots/<ns>"
-        self.progress(
-            f"root published to {len(namespaces)} namespace(s) per cluster "
-            f"({self.state_dir / where}/root-cert.pem)"
-        )
+        if self.plan.declared_clusters:
+            where = f"{len(namespaces)} namespace(s) of each cluster"
+            path = self.state_dir / "roots" / "<cluster>" / "<ns>"
+        else:
+            where, path = f"{len(namespaces)} namespace(s)", self.state_dir / "roots" / "<ns>"
+        self.progress(f"root published to {where} ({path}/root-cert.pem)")
 
     def _meshsec(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "meshsec", *args]
