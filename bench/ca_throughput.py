@@ -1,17 +1,28 @@
-"""CA throughput: meshsec's CA against cfssl, same CA key, same CSR, same load generator.
+"""CA throughput: meshsec's CA vs cfssl and a minimal gRPC CA; same CA key, CSR and load.
 
 Run:  .venv/bin/python bench/ca_throughput.py [--duration 10] [--rounds 3] [--record]
 
 What it does, in one run on this machine:
 * installs `golang-cfssl` (the peer) and `nghttp2-client` (h2load, the load generator) from
   Debian if they are missing;
-* makes one EC P-256 CA (root + intermediate in Istio's ``cacerts`` layout) and one workload CSR;
-* serves that CA with ``cfssl serve`` (HTTP/1.1 JSON) and with ``meshsec ca serve --cacerts``
-  (gRPC over TLS, all cores), and drives each with h2load for ``--duration`` seconds per round;
+* makes one EC P-256 CA (root + intermediate in Istio's ``cacerts`` layout), one workload CSR and
+  one P-256 TLS serving certificate for the peers that need one;
+* serves that CA with
+  - ``cfssl serve`` (HTTP/1.1 JSON; plain HTTP, and with ``-tls-cert/-tls-key`` for the TLS rows),
+  - ``meshsec ca serve --cacerts`` (gRPC, one process per core; TLS, and ``--plaintext``),
+  - a **minimal** grpc.aio CA (this file, ``--serve-minimal``): same proto, same number of
+    processes (SO_REUSEPORT), same transport; per call it only parses the CSR, checks its
+    signature, signs a leaf with the same extensions and returns the chain — no authentication,
+    no ledger, no metrics. It is the floor of "Python + grpc.aio + cryptography" on this machine;
+* drives every server with h2load, the same number of requests in flight for each (HTTP/1.1:
+  that many keep-alive connections; gRPC: ``--clients`` connections x ``--streams`` streams), for
+  ``--duration`` seconds; rounds are interleaved (round 1 of every peer, then round 2 ...) so a
+  change in the machine's load hits every peer alike, and ratios are taken within a round;
 * counts a meshsec request as signed only if the CA's own success counter moved by the same
   amount (h2load cannot see gRPC status trailers, so HTTP 200 alone proves nothing);
-* prints one JSON line per round and a summary line with medians and the ratio; ``--record``
-  rewrites the "CA throughput" section of docs/benchmarks.md.
+* prints one JSON line per measurement and a summary line with medians and the ratios
+  meshsec/cfssl and meshsec/minimal per transport; ``--record`` rewrites the "CA throughput"
+  section of docs/benchmarks.md.
 
 Both servers and the load generator share the machine's cores, as they would on one node. The
 comparison is of throughput only: Debian's cfssl ignores URI SANs, so certificate contents differ.
@@ -33,12 +44,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MESHSEC = [sys.executable, "-m", "meshsec"]
 SECTION = "## CA throughput"
+TRANSPORTS = ("tls", "plaintext")
 
 
 def ensure_tools() -> None:
@@ -130,6 +144,35 @@ def make_ca(work: Path) -> Path:
     return d
 
 
+def make_serving_cert(work: Path, cacerts: Path) -> tuple[Path, Path]:
+    """A P-256 TLS certificate for 127.0.0.1 signed by the intermediate (cfssl and the minimal CA;
+    meshsec issues its own, also P-256)."""
+    d = work / "tls"
+    d.mkdir()
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "key.pem", cwd=d)
+    openssl("req", "-new", "-key", "key.pem", "-subj", "/CN=127.0.0.1", "-out", "req.csr", cwd=d)
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:istiod.istio-system.svc\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        str(cacerts / "ca-cert.pem"),
+        "-CAkey",
+        str(cacerts / "ca-key.pem"),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+        cwd=d,
+    )
+    return d / "cert.pem", d / "key.pem"
+
+
 def make_csr(work: Path) -> str:
     openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "leaf-key.pem", cwd=work)
     openssl("req", "-new", "-key", "leaf-key.pem", "-subj", "/", "-out", "leaf.csr", cwd=work)
@@ -138,13 +181,17 @@ def make_csr(work: Path) -> str:
 
 @dataclass
 class Round:
-    peer: str
+    peer: str  # cfssl | meshsec | minimal
+    transport: str  # tls | plaintext
+    round: int
     rps: float
     ok: int
     failed: int
     p50_ms: float
     p99_ms: float
     seconds: float
+    cpu_us: float  # server CPU time (every process of the peer) per successful request
+    load1: float  # 1-minute load average just before the round
 
 
 def h2load(
@@ -166,8 +213,6 @@ def h2load(
         "1",
         "-D",
         str(duration),
-        "--warm-up-time",
-        "1",
         "-d",
         str(body),
         f"--log-file={log}",
@@ -196,11 +241,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_port(port: int, procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -219,7 +265,56 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def run_cfssl(work: Path, cacerts: Path, csr: str, args: argparse.Namespace) -> list[Round]:
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """utime + stime of ``roots`` and all their descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    wanted = set(roots)
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in wanted} - wanted
+        grew = bool(more)
+        wanted |= more
+    return sum(ticks.get(pid, 0) for pid in wanted) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def running(*procs: subprocess.Popen[bytes]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    try:
+        yield list(procs)
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+@dataclass
+class Peer:
+    """One server under test and how h2load drives it."""
+
+    peer: str
+    transport: str
+    url: str
+    body: Path
+    headers: list[str]
+    h1: bool
+    pids: list[int]  # the server's processes (their descendants are counted too)
+    check: Callable[[int], None] | None = None  # gets h2load's OK count after each round
+    before: Callable[[], None] | None = None
+
+
+def start_cfssl(
+    work: Path, cacerts: Path, csr: str, tls: tuple[Path, Path] | None, stack: ExitStack
+) -> Peer:
     cfg = work / "cfssl.json"
     cfg.write_text(
         json.dumps(
@@ -241,54 +336,37 @@ def run_cfssl(work: Path, cacerts: Path, csr: str, args: argparse.Namespace) -> 
     body = work / "cfssl-req.json"
     body.write_text(json.dumps({"certificate_request": csr}))
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            "cfssl",
-            "serve",
-            "-ca",
-            str(cacerts / "ca-cert.pem"),
-            "-ca-key",
-            str(cacerts / "ca-key.pem"),
-            "-config",
-            str(cfg),
-            "-address",
-            "127.0.0.1",
-            "-port",
-            str(port),
-            "-loglevel",
-            "5",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    cmd = [
+        "cfssl",
+        "serve",
+        "-ca",
+        str(cacerts / "ca-cert.pem"),
+        "-ca-key",
+        str(cacerts / "ca-key.pem"),
+        "-config",
+        str(cfg),
+        "-address",
+        "127.0.0.1",
+        "-port",
+        str(port),
+        "-loglevel",
+        "5",
+    ]
+    if tls is not None:
+        cmd += ["-tls-cert", str(tls[0]), "-tls-key", str(tls[1])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack.enter_context(running(proc))
+    wait_port(port, [proc])
+    scheme = "https" if tls is not None else "http"
+    return Peer(
+        "cfssl",
+        "tls" if tls is not None else "plaintext",
+        f"{scheme}://127.0.0.1:{port}/api/v1/cfssl/sign",
+        body,
+        ["content-type: application/json"],
+        h1=True,
+        pids=[proc.pid],
     )
-    rounds = []
-    try:
-        wait_port(port, proc)
-        for _ in range(args.rounds):
-            rps, ok, failed, lat = h2load(
-                f"http://127.0.0.1:{port}/api/v1/cfssl/sign",
-                body,
-                ["content-type: application/json"],
-                h1=True,
-                clients=args.clients,
-                streams=1,
-                duration=args.duration,
-                log=work / "cfssl.log",
-            )
-            rounds.append(
-                Round(
-                    "cfssl",
-                    rps,
-                    ok,
-                    failed,
-                    percentile(lat, 0.5),
-                    percentile(lat, 0.99),
-                    args.duration,
-                )
-            )
-    finally:
-        stop(proc)
-    return rounds
 
 
 def grpc_frame(csr: str, ttl_seconds: int) -> bytes:
@@ -311,7 +389,11 @@ def issued_count(monitoring: str) -> float:
     return total
 
 
-def run_meshsec(work: Path, cacerts: Path, csr: str, args: argparse.Namespace) -> list[Round]:
+GRPC_PATH = "/istio.v1.auth.IstioCertificateService/CreateCertificate"
+GRPC_HEADERS = ["content-type: application/grpc", "te: trailers"]
+
+
+def mint_bench_token(work: Path) -> tuple[Path, str]:
     cluster = work / "cluster1"
     subprocess.run(
         [*MESHSEC, "cluster", "init", str(cluster), "--name", "cluster1"],
@@ -336,90 +418,317 @@ def run_meshsec(work: Path, cacerts: Path, csr: str, args: argparse.Namespace) -
         capture_output=True,
         text=True,
     ).stdout.strip()
-    body = work / "grpc-req.bin"
-    body.write_bytes(grpc_frame(csr, 86400))
+    return cluster, token
+
+
+def start_meshsec(
+    work: Path,
+    cacerts: Path,
+    body: Path,
+    cluster: Path,
+    token: str,
+    transport: str,
+    args: argparse.Namespace,
+    stack: ExitStack,
+    *,
+    name: str = "meshsec",
+    src: Path | None = None,
+) -> Peer:
     port, mon = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            *MESHSEC,
-            "ca",
-            "serve",
-            "--data-dir",
-            str(work / "ca-data"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--monitoring",
-            f"127.0.0.1:{mon}",
-            "--cluster",
-            str(cluster),
-            "--cacerts",
-            str(cacerts),
-            "--mtls-listen",
-            "127.0.0.1:0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "meshsec-ca.log").open("wb"),
+    cmd = [
+        *MESHSEC,
+        "ca",
+        "serve",
+        "--data-dir",
+        str(work / f"ca-data-{name}-{transport}"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--monitoring",
+        f"127.0.0.1:{mon}",
+        "--cluster",
+        str(cluster),
+        "--cacerts",
+        str(cacerts),
+        "--workers",
+        str(args.workers),
+    ]
+    cmd += ["--plaintext"] if transport == "plaintext" else ["--mtls-listen", "127.0.0.1:0"]
+    log = work / f"{name}-ca-{transport}.log"
+    # The in-flight limit is overload protection (RESOURCE_EXHAUSTED, clients retry); the bench
+    # measures throughput, so no worker may refuse the bench's own concurrency.
+    env = dict(os.environ, MESHSEC_CA_MAX_IN_FLIGHT=str(max(128, args.clients * args.streams)))
+    if src is not None:  # another checkout's meshsec (A/B against a baseline revision)
+        env["PYTHONPATH"] = str(src)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env)
+    stack.enter_context(running(proc))
+    wait_port(port, [proc])
+    wait_port(mon, [proc])
+    monitoring = f"127.0.0.1:{mon}"
+    mark = [0.0]
+
+    def before() -> None:
+        mark[0] = issued_count(monitoring)
+
+    def check(ok: int) -> None:
+        signed = issued_count(monitoring) - mark[0]
+        if signed < ok:
+            raise RuntimeError(
+                f"h2load saw {ok} HTTP 200s but the CA signed only {signed:.0f}: see {log}"
+            )
+
+    scheme = "https" if transport == "tls" else "http"
+    return Peer(
+        name,
+        transport,
+        f"{scheme}://127.0.0.1:{port}{GRPC_PATH}",
+        body,
+        [*GRPC_HEADERS, f"authorization: Bearer {token}"],
+        h1=False,
+        pids=[proc.pid],
+        check=check,
+        before=before,
     )
-    headers = ["content-type: application/grpc", "te: trailers", f"authorization: Bearer {token}"]
-    rounds = []
-    try:
-        wait_port(port, proc)
-        wait_port(mon, proc)
-        for _ in range(args.rounds):
-            before = issued_count(f"127.0.0.1:{mon}")
-            rps, ok, failed, lat = h2load(
-                f"https://127.0.0.1:{port}/istio.v1.auth.IstioCertificateService/CreateCertificate",
-                body,
-                headers,
-                h1=False,
-                clients=args.clients // 4 or 1,
-                streams=args.streams,
-                duration=args.duration,
-                log=work / "meshsec.log",
-            )
-            signed = issued_count(f"127.0.0.1:{mon}") - before
-            # h2load's count excludes the warm-up second; the CA's counter includes it.
-            if signed < ok:
-                raise RuntimeError(
-                    f"h2load saw {ok} HTTP 200s but the CA signed only {signed:.0f}:"
-                    f" see {work / 'meshsec-ca.log'}"
-                )
-            rounds.append(
-                Round(
-                    "meshsec",
-                    rps,
-                    ok,
-                    failed,
-                    percentile(lat, 0.5),
-                    percentile(lat, 0.99),
-                    args.duration,
-                )
-            )
-    finally:
-        stop(proc)
-    return rounds
 
 
-def record(summary: dict[str, object], command: str) -> None:
+def start_minimal(
+    cacerts: Path,
+    body: Path,
+    tls: tuple[Path, Path] | None,
+    args: argparse.Namespace,
+    stack: ExitStack,
+) -> Peer:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--serve-minimal",
+        str(port),
+        "--cacerts",
+        str(cacerts),
+    ]
+    if tls is not None:
+        cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+    stack.enter_context(running(*procs))
+    wait_port(port, procs)
+    time.sleep(1.0)  # every worker bound (they share the port with SO_REUSEPORT)
+    scheme = "https" if tls is not None else "http"
+    return Peer(
+        "minimal",
+        "tls" if tls is not None else "plaintext",
+        f"{scheme}://127.0.0.1:{port}{GRPC_PATH}",
+        body,
+        GRPC_HEADERS,
+        h1=False,
+        pids=[p.pid for p in procs],
+    )
+
+
+# ------------------------------------------------------------------ the minimal reference CA
+
+
+def serve_minimal(port: int, cacerts: Path, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """One worker of the minimal CA: parse + verify the CSR, sign, return the chain. No auth."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    import grpc
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from meshsec._proto import istio_ca_pb2, istio_ca_pb2_grpc
+
+    ca_cert = x509.load_pem_x509_certificate((cacerts / "ca-cert.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((cacerts / "ca-key.pem").read_bytes(), None)
+    chain = x509.load_pem_x509_certificates((cacerts / "cert-chain.pem").read_bytes())
+    tail = [c.public_bytes(serialization.Encoding.PEM).decode() for c in chain]
+    tail.append((cacerts / "root-cert.pem").read_text())
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    san = x509.SubjectAlternativeName(
+        [x509.UniformResourceIdentifier("spiffe://cluster.local/ns/default/sa/bench")]
+    )
+    ku = x509.KeyUsage(True, False, True, False, False, False, False, False, False)
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    bc = x509.BasicConstraints(ca=False, path_length=None)
+
+    class Minimal(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # type: ignore[misc]
+        async def CreateCertificate(self, request, context):  # type: ignore[no-untyped-def]
+            csr = x509.load_pem_x509_csr(request.csr.encode())
+            if not csr.is_signature_valid:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad CSR signature")
+            now = datetime.now(UTC)
+            public_key = csr.public_key()
+            cert = (
+                x509.CertificateBuilder(
+                    issuer_name=ca_cert.subject,
+                    subject_name=x509.Name([]),
+                    public_key=public_key,
+                    serial_number=int.from_bytes(os.urandom(16), "big") or 1,
+                    not_valid_before=now - timedelta(minutes=2),
+                    not_valid_after=now + timedelta(hours=24),
+                )
+                .add_extension(ku, critical=True)
+                .add_extension(eku, critical=False)
+                .add_extension(bc, critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+                .add_extension(aki, critical=False)
+                .add_extension(san, critical=True)
+                .sign(ca_key, hashes.SHA256())
+            )
+            leaf = cert.public_bytes(serialization.Encoding.PEM).decode()
+            return istio_ca_pb2.IstioCertificateResponse(cert_chain=[leaf, *tail])
+
+    tls_pair = (tls_key.read_bytes(), tls_cert.read_bytes()) if tls_cert and tls_key else None
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        istio_ca_pb2_grpc.add_IstioCertificateServiceServicer_to_server(Minimal(), server)
+        address = f"127.0.0.1:{port}"
+        if tls_pair is not None:
+            server.add_secure_port(address, grpc.ssl_server_credentials([tls_pair]))
+        else:
+            server.add_insecure_port(address)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop(0)
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------ driving and reporting
+
+
+def measure(peer: Peer, index: int, args: argparse.Namespace, work: Path) -> Round:
+    load1 = os.getloadavg()[0]
+    if peer.before is not None:
+        peer.before()
+    in_flight = args.clients * args.streams
+    cpu_before = tree_cpu_seconds(peer.pids)
+    rps, ok, failed, lat = h2load(
+        peer.url,
+        peer.body,
+        peer.headers,
+        h1=peer.h1,
+        clients=in_flight if peer.h1 else args.clients,
+        streams=1 if peer.h1 else args.streams,
+        duration=args.duration,
+        log=work / f"{peer.peer}-{peer.transport}.log",
+    )
+    cpu = tree_cpu_seconds(peer.pids) - cpu_before
+    if peer.check is not None:
+        peer.check(ok)
+    return Round(
+        peer.peer,
+        peer.transport,
+        index,
+        rps,
+        ok,
+        failed,
+        percentile(lat, 0.5),
+        percentile(lat, 0.99),
+        args.duration,
+        cpu * 1e6 / ok if ok else float("nan"),
+        load1,
+    )
+
+
+def summarize(rounds: list[Round]) -> dict[str, object]:
+    summary: dict[str, object] = {"bench": "ca_throughput_summary"}
+    for r in rounds:
+        key = f"{r.peer}_{r.transport}"
+        mine = [x for x in rounds if x.peer == r.peer and x.transport == r.transport]
+        summary[f"{key}_rps"] = statistics.median(x.rps for x in mine)
+        summary[f"{key}_p50_ms"] = statistics.median(x.p50_ms for x in mine)
+        summary[f"{key}_p99_ms"] = statistics.median(x.p99_ms for x in mine)
+        summary[f"{key}_cpu_us"] = statistics.median(x.cpu_us for x in mine)
+    by_round: dict[tuple[str, int], dict[str, Round]] = {}
+    for r in rounds:
+        by_round.setdefault((r.transport, r.round), {})[r.peer] = r
+    for transport in TRANSPORTS:
+        for other in ("cfssl", "minimal", "baseline"):
+            pairs = [
+                (peers["meshsec"], peers[other])
+                for (t, _), peers in sorted(by_round.items())
+                if t == transport and "meshsec" in peers and other in peers
+            ]
+            if pairs:
+                summary[f"ratio_{transport}_meshsec_{other}"] = statistics.median(
+                    m.rps / o.rps for m, o in pairs
+                )
+                summary[f"cpu_ratio_{transport}_meshsec_{other}"] = statistics.median(
+                    m.cpu_us / o.cpu_us for m, o in pairs
+                )
+    summary["load1"] = [round(r.load1, 2) for r in rounds]
+    return summary
+
+
+PEER_NAMES = {
+    "baseline": "meshsec (--baseline-src)",
+    "cfssl": "cfssl serve",
+    "minimal": "minimal grpc.aio CA",
+    "meshsec": "meshsec ca serve",
+}
+
+
+def record(summary: dict[str, object], command: str, args: argparse.Namespace) -> None:
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
+    loads = summary["load1"]
+    assert isinstance(loads, list)
+    in_flight = args.clients * args.streams
+    rows = []
+    for transport in TRANSPORTS:
+        for peer in ("cfssl", "minimal", "baseline", "meshsec"):
+            key = f"{peer}_{transport}"
+            if f"{key}_rps" not in summary:
+                continue
+            rows.append(
+                f"| {PEER_NAMES[peer]} | {transport} | {summary[f'{key}_rps']:.0f} | "
+                f"{summary[f'{key}_cpu_us']:.0f} | "
+                f"{summary[f'{key}_p50_ms']:.2f} | {summary[f'{key}_p99_ms']:.2f} |"
+            )
+    ratios = []
+    for transport in TRANSPORTS:
+        parts = [
+            f"meshsec / {other} **{summary[name]:.2f}×** (server CPU per cert "
+            f"{summary[f'cpu_{name}']:.2f}×)"
+            for other in ("cfssl", "minimal", "baseline")
+            if (name := f"ratio_{transport}_meshsec_{other}") in summary
+        ]
+        if parts:
+            ratios.append(f"- {transport}: " + ", ".join(parts))
     section = (
         f"{SECTION}\n\n"
         f"Command: `{command}`\n\n"
-        f"Machine: {os.cpu_count()} cores; servers and h2load share them. Same EC P-256 "
-        "intermediate CA and the same CSR for both; h2load drives cfssl over HTTP/1.1 keep-alive "
-        "and meshsec over gRPC/TLS (HTTP/2). A meshsec request counts only if the CA's "
-        "`citadel_server_success_cert_issuance_count` moved with it.\n\n"
-        "| peer | certs/s (median) | p50 ms | p99 ms |\n|---|---|---|---|\n"
-        f"| cfssl serve | {summary['cfssl_rps']:.0f} | {summary['cfssl_p50_ms']:.2f} | "
-        f"{summary['cfssl_p99_ms']:.2f} |\n"
-        f"| meshsec ca serve | {summary['meshsec_rps']:.0f} | {summary['meshsec_p50_ms']:.2f} | "
-        f"{summary['meshsec_p99_ms']:.2f} |\n\n"
-        f"Ratio meshsec / cfssl: **{summary['ratio']:.2f}×** (target ≥ 1.0×).\n"
+        f"Machine: {os.cpu_count()} cores; servers and h2load share them; 1-minute load average "
+        f"before the rounds: {min(loads):.2f}–{max(loads):.2f}. Same EC P-256 intermediate CA and "
+        f"the same CSR for every peer, {in_flight} requests in flight for every peer (HTTP/1.1: "
+        f"{in_flight} keep-alive connections; gRPC: {args.clients} connections × {args.streams} "
+        f"streams), {args.workers} processes for each Python CA, rounds interleaved. TLS rows: "
+        "P-256 serving certificates, h2load negotiating TLS 1.3. The minimal CA (in the bench) "
+        "parses and checks the CSR, signs and returns the chain — no authentication, ledger or "
+        "metrics. A meshsec request counts only if the CA's "
+        "`citadel_server_success_cert_issuance_count` moved with it. Server CPU per cert is the "
+        "user + system time of all the peer's processes during the round divided by the "
+        "certificates it returned (less sensitive to other load on the machine than "
+        "certs/s).\n\n"
+        "| peer | transport | certs/s (median) | server CPU µs / cert | p50 ms | p99 ms |\n"
+        "|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\nRatios (median of the per-round ratios; target meshsec / cfssl ≥ 1.0×):\n\n"
+        + "\n".join(ratios)
+        + "\n"
     )
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = (
-        pattern.sub(section + "\n", text)
+        pattern.sub(lambda _: section + "\n", text)
         if pattern.search(text)
         else (text.rstrip() + "\n\n" + section)
     )
@@ -430,35 +739,69 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=16, help="gRPC connections")
     parser.add_argument("--streams", type=int, default=16, help="HTTP/2 streams per connection")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes per Python CA"
+    )
+    parser.add_argument("--transport", choices=[*TRANSPORTS, "both"], default="both")
     parser.add_argument("--record", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument("--only", choices=["cfssl", "meshsec"])
+    parser.add_argument("--only", choices=["cfssl", "meshsec", "minimal"], action="append")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run meshsec from this src/ directory (e.g. `git archive` of an older commit)",
+    )
+    parser.add_argument("--serve-minimal", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--cacerts", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tls-cert", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tls-key", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_minimal is not None:
+        serve_minimal(args.serve_minimal, args.cacerts, args.tls_cert, args.tls_key)
+        return 0
     ensure_tools()
-    with tempfile.TemporaryDirectory(prefix="meshsec-bench-") as tmp:
+    transports = TRANSPORTS if args.transport == "both" else (args.transport,)
+    wanted = args.only or ["cfssl", "minimal", "meshsec"]
+    rounds: list[Round] = []
+    with tempfile.TemporaryDirectory(prefix="meshsec-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         cacerts = make_ca(work)
+        tls = make_serving_cert(work, cacerts)
         csr = make_csr(work)
-        rounds: list[Round] = []
-        if args.only in (None, "cfssl"):
-            rounds += run_cfssl(work, cacerts, csr, args)
-        if args.only in (None, "meshsec"):
-            rounds += run_meshsec(work, cacerts, csr, args)
-    for r in rounds:
-        print(json.dumps({"bench": "ca_throughput", **r.__dict__}))
-    summary: dict[str, object] = {"bench": "ca_throughput_summary"}
-    for peer in ("cfssl", "meshsec"):
-        mine = [r for r in rounds if r.peer == peer]
-        if mine:
-            summary[f"{peer}_rps"] = statistics.median(r.rps for r in mine)
-            summary[f"{peer}_p50_ms"] = statistics.median(r.p50_ms for r in mine)
-            summary[f"{peer}_p99_ms"] = statistics.median(r.p99_ms for r in mine)
-    if "cfssl_rps" in summary and "meshsec_rps" in summary:
-        summary["ratio"] = float(summary["meshsec_rps"]) / float(summary["cfssl_rps"])  # type: ignore[arg-type]
+        body = work / "grpc-req.bin"
+        body.write_bytes(grpc_frame(csr, 86400))
+        peers: list[Peer] = []
+        if "meshsec" in wanted or args.baseline_src is not None:
+            cluster, token = mint_bench_token(work)
+        for transport in transports:
+            peer_tls = tls if transport == "tls" else None
+            if "cfssl" in wanted:
+                peers.append(start_cfssl(work, cacerts, csr, peer_tls, stack))
+            if "minimal" in wanted:
+                peers.append(start_minimal(cacerts, body, peer_tls, args, stack))
+            if "meshsec" in wanted:
+                peers.append(
+                    start_meshsec(work, cacerts, body, cluster, token, transport, args, stack)
+                )
+            if args.baseline_src is not None:
+                peers.append(
+                    start_meshsec(
+                        work,
+                        *(cacerts, body, cluster, token, transport, args, stack),
+                        name="baseline",
+                        src=args.baseline_src.resolve(),
+                    )
+                )
+        for index in range(1, args.rounds + 1):
+            for peer in peers:
+                r = measure(peer, index, args, work)
+                print(json.dumps({"bench": "ca_throughput", **r.__dict__}), flush=True)
+                rounds.append(r)
+    summary = summarize(rounds)
     print(json.dumps(summary))
-    if args.record and "ratio" in summary:
-        record(summary, "python bench/ca_throughput.py " + " ".join(sys.argv[1:]))
+    if args.record:
+        record(summary, "python bench/ca_throughput.py " + " ".join(sys.argv[1:]), args)
     return 0
 
 

@@ -24,6 +24,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeAlias
 
 from meshsec.ca.errors import LedgerError
 
@@ -43,10 +44,13 @@ CREATE TABLE IF NOT EXISTS issued (
 );
 CREATE INDEX IF NOT EXISTS issued_by_id ON issued (spiffe_id);
 """
-_INSERT = (
+INSERT_ROW = (
     "INSERT OR REPLACE INTO issued (serial, spiffe_id, not_before, not_after, authenticator, "
     "cluster, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+Row: TypeAlias = tuple[str | float, ...]
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class IssuedRecord:
     cluster: str
     issued_at: datetime
 
-    def row(self) -> tuple[str | float, ...]:
+    def row(self) -> Row:
         return (
             self.serial,
             self.spiffe_id,
@@ -82,12 +86,15 @@ def _from_unix(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect_ledger(path: Path, *, busy_timeout: float = 30.0) -> sqlite3.Connection:
+    """A connection in WAL mode with ``synchronous=NORMAL`` (see the module's durability note)."""
     try:
-        conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout, check_same_thread=False, isolation_level=None
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     except sqlite3.Error as exc:
         raise LedgerError(path, str(exc)) from None
     return conn
@@ -95,7 +102,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def init_ledger(path: Path) -> None:
     """Create the database and its schema (idempotent; done once by the supervisor)."""
-    conn = _connect(path)
+    conn = connect_ledger(path)
     try:
         conn.executescript(_SCHEMA)
     except sqlite3.Error as exc:
@@ -111,8 +118,8 @@ class Ledger:
     def __init__(self, path: Path, *, batch_window: float = 0.002, batch_size: int = 256) -> None:
         init_ledger(path)
         self.path = path
-        self._conn = _connect(path)
-        self._pending: list[tuple[tuple[str | float, ...], Future[None]]] = []
+        self._conn = connect_ledger(path)
+        self._pending: list[tuple[Row, Future[None]]] = []
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._flushed = threading.Condition(self._lock)
@@ -170,11 +177,11 @@ class Ledger:
             if closed and not batch:
                 return
 
-    def _commit(self, batch: list[tuple[tuple[str | float, ...], Future[None]]]) -> None:
+    def _commit(self, batch: list[tuple[Row, Future[None]]]) -> None:
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany(_INSERT, [row for row, _ in batch])
+                self._conn.executemany(INSERT_ROW, [row for row, _ in batch])
         except sqlite3.Error as exc:
             # Nobody has these certificates yet: each waiting request answers INTERNAL.
             log.error("ledger write of %d rows failed: %s", len(batch), exc)
@@ -201,7 +208,7 @@ def load_issued(path: Path) -> Iterator[IssuedRecord]:
     """Every ledger row, oldest first (``meshsec ca issued``)."""
     if not path.exists():
         raise LedgerError(path, "not found (has `meshsec ca serve` run with this data dir?)")
-    conn = _connect(path)
+    conn = connect_ledger(path)
     try:
         rows = conn.execute(
             "SELECT serial, spiffe_id, not_before, not_after, authenticator, cluster, issued_at "

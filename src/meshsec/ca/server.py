@@ -47,7 +47,8 @@ from meshsec.ca.authn import (
 )
 from meshsec.ca.authority import CertificateAuthority
 from meshsec.ca.errors import CaError
-from meshsec.ca.ledger import LEDGER_FILE, Ledger, init_ledger
+from meshsec.ca.ledger import LEDGER_FILE, init_ledger
+from meshsec.ca.loop_ledger import LoopLedger
 from meshsec.ca.material import (
     CaMaterial,
     describe_material,
@@ -214,12 +215,12 @@ class RunningServer:
     port: int
     mtls_port: int | None
     service: CertificateService
-    ledger: Ledger
+    ledger: LoopLedger
     counters: CaCounters
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.server.stop(grace)
-        await asyncio.to_thread(self.ledger.close)
+        await self.ledger.close()
 
 
 async def start_grpc_server(
@@ -232,7 +233,7 @@ async def start_grpc_server(
     authenticators: Sequence[Authenticator] | None = None,
     counters: CaCounters | None = None,
     clock: Clock | None = None,
-    ledger: Ledger | None = None,
+    ledger: LoopLedger | None = None,
     remote: RemoteClusters | None = None,
 ) -> RunningServer:
     """Build the service and serve it on ``settings.listen`` (or ``port``); TLS unless plaintext."""
@@ -243,7 +244,7 @@ async def start_grpc_server(
         default_ttl=settings.default_workload_cert_ttl,
         max_ttl=settings.max_workload_cert_ttl,
     )
-    ledger = ledger or Ledger(settings.data_dir / LEDGER_FILE)
+    ledger = ledger or LoopLedger(settings.data_dir / LEDGER_FILE)
     service = CertificateService(
         authority,
         authenticators

@@ -12,10 +12,8 @@ gets Istio's short message; the full reason goes to the log.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -113,8 +111,8 @@ def caller_message(exc: Exception, mapping: StatusMapping) -> str:
 
 
 class IssuanceRecorder(Protocol):
-    def record(self, record: IssuedRecord) -> Future[None]:
-        """Queue the row; the future resolves when it is committed (LedgerError if not)."""
+    async def commit(self, record: IssuedRecord) -> None:
+        """Return once the row is committed (raise LedgerError if it is not)."""
         ...
 
 
@@ -216,7 +214,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
         issued = self._authority.sign(
             csr, identity, requested_seconds=request.validity_duration, now=now
         )
-        committed = self._ledger.record(
+        await self._ledger.commit(  # sign → record → reply: durable before it leaves
             IssuedRecord(
                 serial=issued.serial_hex,
                 spiffe_id=str(identity),
@@ -227,7 +225,6 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
                 issued_at=now,
             )
         )
-        await asyncio.wrap_future(committed)  # sign → record → reply: durable before it leaves
         self._counters.inc("citadel_server_success_cert_issuance_count")
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
