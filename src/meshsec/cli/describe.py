@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -188,7 +189,9 @@ def render_identity(workload: WorkloadState, state: MeshState, ident: IdentityVi
             else ""
         )
         lines.append(f"   Issuer chain ({chain.source}, serial {chain.serial}{rotation}):")
-        lines += [f"      {line}" for line in describe_issuers(chain, trust.roots)]
+        lines += [
+            f"      {line}" for line in describe_issuers(chain, trust.roots, datetime.now(UTC))
+        ]
     return lines
 
 

@@ -129,10 +129,14 @@ class MeshView:
         return self.authorization.for_workload(workload.namespace, workload.labels)
 
     def endpoints(self, service: Service) -> tuple[WorkloadState, ...]:
+        # a workload refused its certificate never gets ready, so it is in no Service's
+        # endpoints (the mesh runtime leaves it out of every sidecar's registry too)
         return tuple(
             w
             for w in self.workloads
-            if w.namespace == service.namespace and service.selects(w.labels)
+            if w.namespace == service.namespace
+            and service.selects(w.labels)
+            and not w.refused_expected
         )
 
 

@@ -6,8 +6,8 @@ workloads, the clusters they run in, and the admin/status ports of their agents 
 
 A state file without a ``clusters`` list (single-cluster meshes, older writers) reads as one
 primary ``cluster1`` whose CA is the top-level ``ca``. Workload references are
-``<name>[.<namespace>][@<cluster>]`` (the syntax of ``meshsec up`` expectations, see
-docs/cli.md "Workload references").
+``<name>[.<namespace>][@<cluster>]``, resolved by :mod:`meshsec.mesh.refs` exactly as
+``meshsec up`` expectations are (docs/cli.md "Workload references across clusters").
 
 Finding the file: ``--mesh DIR`` (or ``MESHSEC_MESH_DIR``) names the mesh directory (or the
 ``.meshsec`` directory, or the state file itself); without it the nearest
@@ -20,12 +20,12 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from meshsec.core.policy.document import check_dns1123_label
 from meshsec.errors import MeshsecError
+from meshsec.mesh.refs import ClusterScoped, format_ref, parse_workload_ref, resolve_workload_ref
 from meshsec.runtime.pids import process_alive
 
 STATE_DIR = ".meshsec"
@@ -55,15 +55,14 @@ CERT_EXPECTED, CERT_REFUSED_EXPECTED = "expected", "refused-expected"
 
 
 class UnknownWorkload(MeshsecError):
-    """A workload reference names nothing (or several things); lists what is known (exit 2)."""
+    """A workload reference names nothing (or several things); lists what fits (exit 2)."""
 
     def __init__(
-        self, ref: str, reason: str, known: Sequence[str], *, what: str = "known workloads"
+        self, ref: str, reason: str, known: Sequence[str] = (), *, what: str = "candidates"
     ) -> None:
         self.ref = ref
         self.known = tuple(known)
-        listing = ", ".join(known) if known else "<none>"
-        super().__init__(f"{reason}; {what}: {listing}")
+        super().__init__(f"{reason}; {what}: {', '.join(known)}" if known else reason)
 
 
 @dataclass(frozen=True)
@@ -131,6 +130,7 @@ class ClusterState:
     cluster_dir: str | None = None
     remote_secret: str | None = None  # its secret in the primary CA's --remote-secrets dir
     root_pem_path: str | None = None  # the root bundle published to its namespaces
+    ca_root: str | None = None  # "shared" (an intermediate of the mesh root) | "own"
 
     @property
     def is_remote(self) -> bool:
@@ -318,6 +318,7 @@ class _Reader:
             cluster_dir=self.optional_str(item, "cluster_dir", where),
             remote_secret=self.optional_str(item, "remote_secret", where),
             root_pem_path=self.optional_str(item, "root_pem_path", where),
+            ca_root=self.optional_str(item, "ca_root", where),
         )
 
     def place_workloads(
@@ -409,90 +410,37 @@ def require_running(state: MeshState) -> None:
         )
 
 
-class Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def namespace(self) -> str: ...
-
-    @property
-    def cluster(self) -> str: ...
-
-
-N = TypeVar("N", bound=Named)
-
-
-@dataclass(frozen=True)
-class WorkloadRef:
-    """``<name>[.<namespace>][@<cluster>]`` split (the namespace split happens while resolving:
-    a workload name may itself contain dots, istioctl style)."""
-
-    text: str
-    base: str  # name or name.namespace
-    cluster: str | None
-
-
-def parse_workload_ref(text: str) -> WorkloadRef:
-    """Split at the LAST ``@`` (cluster names are DNS-1123 labels: no ``@``, ``.`` or ``:``)."""
-    base, at, cluster = text.rpartition("@")
-    if not at:
-        return WorkloadRef(text, text, None)
-    problem = check_dns1123_label(cluster) if cluster else "is empty"
-    if problem or not base:
-        why = f"the cluster after '@' {problem}" if problem else "nothing before '@'"
-        raise UnknownWorkload(
-            text,
-            f"{text!r} is not a workload reference ({why})",
-            ("name", "name.namespace", "name.namespace@cluster"),
-            what="expected",
-        )
-    return WorkloadRef(text, base, cluster)
-
-
-def _display(item: Named, qualify: bool) -> str:
-    plain = f"{item.name}.{item.namespace}"
-    return f"{plain}@{item.cluster}" if qualify and item.cluster else plain
+N = TypeVar("N", bound=ClusterScoped)
 
 
 def resolve_workload(ref: str, workloads: Iterable[N], clusters: Iterable[str] = ()) -> N:
-    """``name``, ``name.namespace`` (istioctl style; the last dot splits), either with
-    ``@cluster`` → the workload. Without ``@cluster`` the reference must match exactly one
-    workload across all clusters; the error lists the candidates in qualified form."""
+    """``name[.namespace][@cluster]`` → the workload, by the rules of ``meshsec up``
+    expectations (:mod:`meshsec.mesh.refs`, /work/notes/REFS.md): without ``@cluster`` the
+    reference must match exactly one workload across all clusters. Errors (exit 2) list the
+    candidates in qualified form, or the known workloads / clusters."""
     items = list(workloads)
-    cluster_names = list(dict.fromkeys([*clusters, *(w.cluster for w in items if w.cluster)]))
-    qualify = len(cluster_names) > 1
-    known = sorted(_display(w, qualify) for w in items)
     parsed = parse_workload_ref(ref)
-    if parsed.cluster is not None:
-        if parsed.cluster not in cluster_names:
-            raise UnknownWorkload(
-                ref, f"no cluster {parsed.cluster!r} in the mesh", cluster_names, what="clusters"
-            )
-        items = [w for w in items if w.cluster == parsed.cluster]
-    text = parsed.base
-    matches = [w for w in items if w.name == text]
-    if not matches:
-        name, dot, namespace = text.rpartition(".")
-        if dot and name:
-            matches = [w for w in items if w.name == name and w.namespace == namespace]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        where = f" in cluster {parsed.cluster}" if parsed.cluster else ""
-        raise UnknownWorkload(ref, f"no workload {text!r}{where}", known)
-    candidates = sorted(_display(w, qualify) for w in matches)
-    namespaces = sorted({w.namespace for w in matches})
-    in_clusters = sorted({w.cluster for w in matches})
-    if len(namespaces) > 1:
-        reason = (
-            f"workload {ref!r} exists in several namespaces ({', '.join(namespaces)}); "
-            f"say which with {text}.<namespace>"
+    if isinstance(parsed, str):
+        raise UnknownWorkload(ref, f"{ref!r} is not a workload reference: {parsed}")
+    names = list(dict.fromkeys([*clusters, *(w.cluster for w in items)]))
+    if parsed.cluster and parsed.cluster not in names:
+        raise UnknownWorkload(
+            ref, f"no cluster {parsed.cluster!r} in the mesh", names, what="clusters"
         )
-    else:
-        qualified = text if text != matches[0].name else f"{text}.{namespaces[0]}"
-        reason = (
-            f"workload {qualified!r} exists in clusters {', '.join(in_clusters)}; "
-            f"say which with {qualified}@<cluster>"
-        )
-    raise UnknownWorkload(ref, reason, candidates, what="candidates")
+    if parsed.cluster and all(w.cluster != parsed.cluster for w in items):
+        raise UnknownWorkload(ref, f"cluster {parsed.cluster!r} runs no workload")
+    found = resolve_workload_ref(parsed, items)
+    if not isinstance(found, str):
+        return found
+    matches = [
+        w
+        for w in items
+        if w.name == parsed.name
+        and (not parsed.namespace or w.namespace == parsed.namespace)
+        and (not parsed.cluster or w.cluster == parsed.cluster)
+    ]
+    qualified = len(names) > 1
+    candidates = sorted(
+        format_ref(w.name, w.namespace, w.cluster, qualified=qualified) for w in matches
+    )
+    raise UnknownWorkload(ref, found, candidates)

@@ -261,27 +261,55 @@ def verify_peer_chain(
     return None
 
 
-def describe_issuers(chain: CertificateChain, roots: Sequence[TrustedRoot]) -> list[str]:
-    """``CN=Intermediate CA,L=cluster1,… (intermediate)`` then the root it chains to."""
+def describe_issuers(
+    chain: CertificateChain, roots: Sequence[TrustedRoot], now: datetime
+) -> list[str]:
+    """Each certificate above the leaf (``CN=Intermediate CA,L=cluster1,…``), the root it
+    chains to (trusted or not), and whether the chain verifies against the workload's roots."""
+    trusted = {r.fingerprint for r in roots}
+    counts: dict[str, int] = {}
+    for issuer in chain.issuers:
+        counts[issuer.fingerprint] = counts.get(issuer.fingerprint, 0) + 1
     lines: list[str] = []
     for issuer in chain.issuers:
-        kind = "root" if issuer.self_signed else "intermediate"
-        lines.append(f"{issuer.subject} ({kind}, sha256:{issuer.fingerprint[:16]})")
-    top = chain.intermediates[-1] if chain.intermediates else chain.leaf
-    anchor = next(
-        (r for r in roots if r.certificate is not None and r.certificate.subject == top.issuer),
-        None,
-    )
+        if counts.get(issuer.fingerprint) is None:
+            continue  # printed already
+        times = counts.pop(issuer.fingerprint)
+        repeated = f", {times} times in the file" if times > 1 else ""
+        if issuer.self_signed:
+            verdict = "trusted" if issuer.fingerprint in trusted else "NOT in its trusted roots"
+            kind = f"root, {verdict}"
+        else:
+            kind = "intermediate"
+        lines.append(f"{issuer.subject} ({kind}, sha256:{issuer.fingerprint[:16]}{repeated})")
     if not any(i.self_signed for i in chain.issuers):
-        where = f"{anchor.short}, trusted" if anchor else "not in its trusted roots"
-        lines.append(f"{top.issuer.rfc4514_string()} (root, {where})")
+        top = chain.intermediates[-1] if chain.intermediates else chain.leaf
+        name = top.issuer.rfc4514_string()
+        anchor = next(
+            (
+                r
+                for r in roots
+                if (r.certificate.subject == top.issuer if r.certificate else r.subject == name)
+            ),
+            None,
+        )
+        where = f"trusted, {anchor.short}" if anchor else "NOT in its trusted roots"
+        lines.append(f"{name} (root, {where})")
+    if any(r.certificate is not None for r in roots):
+        problem = verify_peer_chain(chain, roots, now)
+        lines.append(
+            "verifies up to a root it trusts"
+            if problem is None
+            else f"DOES NOT VERIFY against its trusted roots: {problem}"
+        )
     return lines
 
 
 def cluster_text(cluster: ClusterState | None, name: str) -> str:
     if cluster is None:
         return f"{name or '-'} (not described in state.json)"
-    return f"{cluster.name} ({cluster.role_text}, network {cluster.network})"
+    root = f", {cluster.ca_root} root" if cluster.ca_root else ""
+    return f"{cluster.name} ({cluster.role_text}, network {cluster.network}{root})"
 
 
 def fetch_ca_signer(addr: str, root_pem: bytes | None) -> str | None:

@@ -26,7 +26,6 @@ from meshsec.cli.meshstate import (
     MeshStateError,
     UnknownWorkload,
     load_mesh_state,
-    parse_workload_ref,
     resolve_workload,
 )
 from meshsec.cli.status import WorkloadStatus, parse_last_ca_failure
@@ -382,13 +381,15 @@ def test_resolve_across_clusters(mesh: Mesh, ref: str, expected: str) -> None:
         ),
         pytest.param(
             "ratings@cluster1",
-            "no workload 'ratings' in cluster cluster1",
+            "no workload 'ratings@cluster1'; known: ",
             None,
             id="wrong-cluster",
         ),
-        pytest.param("ratings@", "cluster after '@' is empty", None, id="empty-cluster"),
-        pytest.param("ratings@Cluster_1", "cluster after '@' must be lower-case", None, id="bad"),
-        pytest.param("@cluster1", "nothing before '@'", None, id="no-name"),
+        pytest.param("ratings@", "after '@' is empty", None, id="empty-cluster"),
+        pytest.param("ratings@Cluster_1", "after '@' must be lower-case", None, id="bad"),
+        pytest.param(
+            "@cluster1", "expected name.namespace or name.namespace@cluster", None, id="no-name"
+        ),
     ],
 )
 def test_bad_refs_exit_2_with_candidates(
@@ -409,10 +410,11 @@ def test_bad_refs_exit_2_with_candidates(
     assert message in err
 
 
-def test_parse_ref_splits_at_the_last_at() -> None:
-    ref = parse_workload_ref("a.b@c1")
-    assert (ref.base, ref.cluster) == ("a.b", "c1")
-    assert parse_workload_ref("a.b").cluster is None
+def test_a_cluster_without_workloads_is_still_a_cluster(mesh: Mesh) -> None:
+    state = load_mesh_state(mesh.state)
+    workloads = [w for w in state.workloads if w.cluster != "cluster5"]
+    with pytest.raises(UnknownWorkload, match="cluster 'cluster5' runs no workload"):
+        resolve_workload("orphan@cluster5", workloads, [c.name for c in state.clusters])
 
 
 # --- describe --------------------------------------------------------------------------------
@@ -432,7 +434,8 @@ def test_describe_primary_with_intermediate(mesh: Mesh, capsys: pytest.CaptureFi
     ) in out
     assert "L=cluster2" in out
     assert "(intermediate, sha256:" in out
-    assert f"      {root.subject.rfc4514_string()} (root, sha256:{fp(root)[:16]}, trusted)" in out
+    assert f"      {root.subject.rfc4514_string()} (root, trusted, sha256:{fp(root)[:16]})" in out
+    assert "      verifies up to a root it trusts" in out
     assert "Remote secret" not in out
 
 
@@ -457,6 +460,20 @@ def test_describe_refused_workload(mesh: Mesh, capsys: pytest.CaptureFixture[str
         "which refuses its tokens)"
     ) in out
     assert "Issuer chain" not in out
+
+
+def test_describe_says_when_the_chain_does_not_verify(
+    mesh: Mesh, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The agent trusts root A but its certificate came from root B's intermediate (a CA
+    plugged with the wrong cacerts): describe names the root as untrusted and why it fails."""
+    svid = mesh.pki.inter["cluster3"].issue_svid("spiffe://cluster.local/ns/bookinfo/sa/reviews")
+    chain = mesh.pki.root_b.root_cert
+    certs = mesh.workload_dirs["reviews.bookinfo@cluster2"] / "certs"
+    (certs / "cert-chain.pem").write_bytes(encode_certificates_pem((*svid.chain, chain, chain)))
+    _, out, _ = run(capsys, "describe", "reviews@cluster2", "--mesh", str(mesh.dir))
+    assert f"(root, NOT in its trusted roots, sha256:{fp(chain)[:16]}, 2 times in the file)" in out
+    assert "      DOES NOT VERIFY against its trusted roots: signature of" in out
 
 
 def test_describe_warns_when_a_refused_workload_holds_a_certificate(
@@ -618,11 +635,14 @@ def test_rootca_compare_same_fingerprint_but_foreign_chain(
             id="different-root",
         ),
         pytest.param(
-            "gateway",
-            "orphan.bookinfo:9080",
+            "orphan",
+            "reviews.bookinfo:9080",
             1,
             "orphan.bookinfo@cluster5 has no certificate (cluster5 has no remote secret)",
-            id="server-refused",
+            id="client-refused",
+        ),
+        pytest.param(
+            "gateway", "orphan.bookinfo:9080", 1, "NO ENDPOINTS", id="refused-is-no-endpoint"
         ),
     ],
 )

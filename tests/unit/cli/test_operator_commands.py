@@ -263,7 +263,7 @@ def test_secret_without_proxy_reads_the_agent(
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        pytest.param(["nope"], 2, "known workloads: datastore.datastore-ns", id="unknown-workload"),
+        pytest.param(["nope"], 2, "known: datastore.datastore-ns", id="unknown-workload"),
         pytest.param(["datastore"], 3, "connection refused", id="agent-down"),
         pytest.param(["legacy"], 3, "no agent status port", id="no-agent-port"),
         pytest.param(["photo-backend", "-o", "xml"], 2, "--output", id="bad-format"),

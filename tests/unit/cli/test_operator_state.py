@@ -135,10 +135,10 @@ def test_resolve_workload_errors_list_known(state_path: Path, ref: str, message:
 
 
 def test_ambiguous_name_lists_the_candidates(state_path: Path) -> None:
-    with pytest.raises(UnknownWorkload, match="several namespaces") as info:
+    with pytest.raises(UnknownWorkload, match="'db' is ambiguous") as info:
         resolve_workload("db", load_mesh_state(state_path).workloads)
     assert info.value.known == ("db.datastore-ns", "db.other-ns")
-    assert "say which with db.<namespace>" in str(info.value)
+    assert "say which with name.namespace[@cluster]" in str(info.value)
 
 
 @pytest.mark.parametrize(
