@@ -119,13 +119,12 @@ def main(argv: Sequence[str]) -> int:
     3 a background task crashed.
     """
     from meshsec.agent.run import run_agent
-    from meshsec.config.agent import AgentSettings
-    from meshsec.config.load import load_settings
+    from meshsec.config.agent import load_agent_settings
     from meshsec.runtime.log import setup_logging
 
     try:
         flags, config = parse_flags(argv)
-        settings = load_settings(AgentSettings, flags=flags, file=config)
+        settings = load_agent_settings(flags=flags, file=config)
         setup_logging(settings.log_level)
         return run_agent(settings)
     except MeshsecError as exc:

@@ -267,6 +267,7 @@ def build_ca_client(
             server_name=settings.istiod_san,
             cluster_id=settings.cluster_id,
             client_identity=client_identity,
+            extra_headers=dict(settings.ca_headers),
         )
 
     return RenewingCaClient(

@@ -7,11 +7,16 @@ that form, so the agent drops into an Istio pod spec unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from meshsec.config.load import parse_port_number, setting
+from meshsec.config.errors import ConfigError
+from meshsec.config.load import load_settings, parse_port_number, setting
 from meshsec.core.identity import IdentityError, SpiffeId, TrustDomain
 
 ISTIOD_ROOT_CERT = Path("./var/run/secrets/istio/root-cert.pem")
@@ -20,6 +25,10 @@ MOUNTED_CERTS_DIR = Path("./etc/certs")
 WORKLOAD_IDENTITY_DIR = Path("./var/run/secrets/workload-spiffe-uds")
 DEFAULT_TOKEN_FILE = Path("./var/run/secrets/tokens/istio-token")
 
+CA_HEADER_PREFIX = "CA_HEADER_"
+# gRPC metadata names: lower-case letters, digits, _ - . ; these ones the agent sets itself
+_HEADER_NAME = re.compile(r"[0-9a-z_.-]+")
+RESERVED_CA_HEADERS = ("authorization", "clusterid", "te", "content-type", "user-agent")
 CERT_PROVIDERS = ("istiod", "kubernetes", "custom", "none")
 RSA_KEY_SIZES = (2048, 3072, 4096)
 ECC_CURVES = ("P256", "P384")
@@ -130,6 +139,12 @@ class AgentSettings:
         help="poll interval / debounce of mounted cert files",
     )
     log_level: str = setting("info", env="MESHSEC_LOG_LEVEL", help="debug | info | warning")
+    ca_headers: tuple[tuple[str, str], ...] = setting(
+        (),
+        parse=lambda text: parse_header_pairs(text),
+        help="extra gRPC metadata on every CA call: env CA_HEADER_<NAME>=value (Istio), "
+        "or name=value,name=value in the file",
+    )
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -152,6 +167,7 @@ class AgentSettings:
             problems.append(
                 f"WORKLOAD_RSA_KEY_SIZE {self.workload_rsa_key_size} is not 2048/3072/4096"
             )
+        problems.extend(check_ca_headers(self.ca_headers))
         if self.prov_cert is not None and self.file_mounted_certs:
             problems.append("PROV_CERT and FILE_MOUNTED_CERTS cannot be used together")
         try:
@@ -193,6 +209,60 @@ class AgentSettings:
         if self.pilot_cert_provider == "none":
             raise ValueError("PILOT_CERT_PROVIDER=none: give --ca-root to verify the CA")
         return ISTIOD_ROOT_CERT
+
+
+def parse_ca_headers(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Istio's ``CA_HEADER_<NAME>=value`` variables → ``(("<name>", "value"), ...)``, sorted
+    (gRPC metadata names are lower case). Checked by :func:`check_ca_headers`."""
+    return tuple(
+        sorted(
+            (key[len(CA_HEADER_PREFIX) :].lower(), value)
+            for key, value in env.items()
+            if key.startswith(CA_HEADER_PREFIX)
+        )
+    )
+
+
+def parse_header_pairs(text: str) -> tuple[tuple[str, str], ...]:
+    """``name=value,name=value`` → ``(("name", "value"), ...)`` (names lower-cased)."""
+    pairs = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{item.strip()!r} is not name=value")
+        pairs.append((name.strip().lower(), value.strip()))
+    return tuple(sorted(pairs))
+
+
+def check_ca_headers(headers: tuple[tuple[str, str], ...]) -> list[str]:
+    problems = []
+    for name, value in headers:
+        where = f"{CA_HEADER_PREFIX}{name.upper()}"
+        if not _HEADER_NAME.fullmatch(name):
+            problems.append(f"{where}: {name!r} is not a gRPC metadata name ([0-9a-z_.-]+)")
+        elif name.startswith("grpc-") or name in RESERVED_CA_HEADERS:
+            problems.append(f"{where}: {name!r} is set by the agent itself")
+        elif not all(0x20 <= ord(c) <= 0x7E for c in value):
+            problems.append(f"{where}: the value must be printable ASCII (no control characters)")
+    return problems
+
+
+def load_agent_settings(
+    *, flags: Mapping[str, Any], file: Path | None, env: Mapping[str, str] | None = None
+) -> AgentSettings:
+    """:func:`load_settings` for the agent, plus the ``CA_HEADER_*`` prefix variables (which
+    one field per name cannot express). ``env`` defaults to ``os.environ``."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    settings = load_settings(AgentSettings, flags=flags, env=environ, file=file)
+    headers = parse_ca_headers(environ)
+    if not headers:
+        return settings
+    try:
+        return replace(settings, ca_headers=headers)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from None
 
 
 def split_host_port(addr: str) -> tuple[str, int]:

@@ -223,3 +223,39 @@ async def test_prov_cert_authenticates_the_first_csr_without_a_token(
     assert first.authorization is None
     assert first.peer_identity == SPIFFE_ID
     assert workload.serial_hex != svid.serial_hex  # a new key and certificate, not PROV_CERT's
+
+
+class _RecordingCaServer(FakeCaServer):
+    """The fake CA, also keeping every call's gRPC metadata."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.metadata: list[dict[str, str]] = []
+
+    async def CreateCertificate(self, request: object, context: object) -> object:
+        self.metadata.append(dict(context.invocation_metadata() or ()))  # type: ignore[attr-defined]
+        return await super().CreateCertificate(request, context)  # type: ignore[arg-type]
+
+
+async def test_ca_header_env_vars_are_sent_on_every_call(
+    agent_factory: AgentFactory, grpc_settings: AgentSettings, test_ca: TestCA, clock: FakeClock
+) -> None:
+    from meshsec.config.agent import parse_ca_headers
+
+    recording = _RecordingCaServer(test_ca, tokens={TOKEN: SPIFFE_ID}, clock=clock)
+    await recording.start()
+    try:
+        headers = parse_ca_headers({"CA_HEADER_X_TENANT": "blue", "CA_HEADER_ROUTE": "east-1"})
+        settings = replace(grpc_settings, ca_addr=recording.address, ca_headers=headers)
+        agent = _grpc_agent(agent_factory, settings)
+        await agent.start()
+        await wait_for_snapshot(agent, lambda s: s.workload is not None)
+        await rotate(agent, clock)
+        assert len(recording.metadata) == 2
+        for metadata in recording.metadata:
+            assert metadata["x_tenant"] == "blue"
+            assert metadata["route"] == "east-1"
+            assert metadata["authorization"] == f"Bearer {TOKEN}"  # not displaced
+            assert metadata["clusterid"] == "cluster-east"
+    finally:
+        await recording.stop()
