@@ -1,29 +1,44 @@
-"""meshsec proxy vs haproxy, same mTLS termination, same app, same run.
+"""meshsec proxy vs haproxy, same mTLS termination, same app, same run, all cores on both sides.
 
-    .venv/bin/python bench/proxy.py [--big-mib 1024] [--seconds 5] [--idle 2000]
+    .venv/bin/python bench/proxy.py [--seconds 5] [--big-mib 1024] [--idle 2000] [--rate 1000]
+                                    [--workers N] [--record]
 
 Installs ``haproxy`` and ``apache2-utils`` (Debian packages) when missing. Both proxies terminate
 mTLS (client certificate required, verified against the same root; TLS 1.2-1.3, the Istio cipher
-list) in front of one uvloop HTTP/1.1 app, meshsec on a STRICT TCP port and a STRICT HTTP port
-(per-request parsing, authorization hook, XFCC), haproxy in ``mode tcp``. Measures:
+list) in front of one uvloop HTTP/1.1 app. haproxy runs ``mode tcp`` with ``nbthread N``;
+meshsec runs ``meshsec proxy run --concurrency N`` (N = CPUs) with **policy enforcement on**:
+``--config-dir`` holding a mesh-wide STRICT PeerAuthentication and an AuthorizationPolicy that
+ALLOWs the bench client's principal, one STRICT TCP port and one STRICT HTTP port (per-request
+head parse, authorization, XFCC, metrics). Measures, per proxy:
 
 * new mTLS connections/s: ``openssl s_time -new -www /`` (full handshake + one request), one
-  client process per core;
+  client process per CPU;
 * keep-alive 1 KiB requests/s: ``ab -k -E client.pem -c 32``;
-* MB/s of one large download: ``curl --cert`` of ``--big-mib`` MiB;
-* memory per idle mTLS connection: RSS delta of the proxy process(es) / N held connections.
+* MB/s of one ``--big-mib`` download: ``curl --http1.1 --cert``;
+* p50/p99 latency at a fixed request rate: an open-loop uvloop client (requests scheduled at
+  ``--rate``/s over 32 keep-alive mTLS connections; latency counted from the scheduled time, so
+  queueing is not hidden), the same client straight to the app (plaintext) in the same run gives
+  the baseline; "added" = through the proxy minus direct;
+* memory per idle mTLS connection: RSS delta of the proxy process(es) / ``--idle`` held
+  connections (each did one request).
 
-Prints one JSON line per proxy and a ratio line; never part of the test run.
+Prints one JSON line per proxy and ratio lines; ``--record`` also rewrites the "Proxy" section
+of docs/benchmarks.md. Never part of the test run. Every process it starts is stopped on exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +55,8 @@ CIPHERS = (
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-GCM-SHA256"
 )
+CLIENT_ID = "spiffe://cluster.local/ns/bench/sa/client"
+SERVER_ID = "spiffe://cluster.local/ns/bench/sa/server"
 
 APP = r"""
 import asyncio, sys, uvloop
@@ -92,29 +109,135 @@ async def main():
 uvloop.run(main())
 """
 
+# Open-loop fixed-rate client: request i is due at t0 + i/rate; its latency runs from then.
+LATENCY = r"""
+import asyncio, json, ssl, sys, time, uvloop
+port, rate, seconds, tls = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+ctx = None
+if tls != "-":
+    cert, key, root = tls.split(",")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False
+    ctx.load_verify_locations(root); ctx.load_cert_chain(cert, key)
+REQ = b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n"
+async def main():
+    idle = asyncio.Queue()
+    for _ in range(32):
+        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port, ssl=ctx))
+    for _ in range(32):  # warm every connection once
+        r, w = idle.get_nowait(); w.write(REQ)
+        await r.readuntil(b"\r\n\r\n"); await r.readexactly(1024); idle.put_nowait((r, w))
+    lat = []
+    async def one(due):
+        r, w = await idle.get()
+        w.write(REQ)
+        await r.readuntil(b"\r\n\r\n"); await r.readexactly(1024)
+        lat.append(time.perf_counter() - due)
+        idle.put_nowait((r, w))
+    n = int(rate * seconds)
+    t0 = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(n):
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(due)))
+    await asyncio.gather(*tasks)
+    lat.sort()
+    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e6
+    print(json.dumps({"n": len(lat), "p50_us": round(q(0.50)), "p99_us": round(q(0.99))}))
+uvloop.run(main())
+"""
+
+CONFIG = """\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: istio-system}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: bench}}
+---
+apiVersion: meshsec.io/v1alpha1
+kind: Workload
+metadata:
+  name: server
+  namespace: bench
+  labels: {{app: server}}
+spec:
+  serviceAccount: server
+  command: [python, app.py]
+  ports:
+  - {{port: {tcp}, protocol: tcp}}
+  - {{port: {http}, protocol: http}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: istio-system}}
+spec:
+  mtls: {{mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: bench-client-only, namespace: bench}}
+spec:
+  selector:
+    matchLabels: {{app: server}}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/bench/sa/client]
+"""
+
+_started: list[subprocess.Popen[bytes]] = []
+
+
+def start(args: list[str], **kw: object) -> subprocess.Popen[bytes]:
+    """A child in its own process group (stopped as a group, workers included)."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(args, start_new_session=True, **kw)  # type: ignore[call-overload]
+    _started.append(proc)
+    return proc
+
+
+def stop_all() -> None:
+    for proc in _started:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+    for proc in _started:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    _started.clear()
+
 
 def ensure_packages() -> None:
     missing = [
         p for p, exe in (("haproxy", "haproxy"), ("apache2-utils", "ab")) if not shutil.which(exe)
     ]
     if missing:
+        subprocess.run(["apt-get", "update", "-q"], check=False)
         subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True)
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-def wait_port(port: int, timeout: float = 30) -> None:
-    import socket
-
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -125,135 +248,139 @@ def wait_port(port: int, timeout: float = 30) -> None:
 def rss_kib(pids: list[int]) -> int:
     total = 0
     for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        try:
+            text = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        for line in text.splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total
 
 
-def children(pid: int) -> list[int]:
+def tree(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
+    pids = [pid]
+    for child in out.split():
+        pids += tree(int(child))
+    return pids
 
 
-def handshakes(port: int, d: Path, seconds: int) -> float:
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` (all threads) so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def handshakes(port: int, d: Path, seconds: int, clients: int) -> tuple[float, int]:
     procs = [
         subprocess.Popen(
             [
-                "openssl",
-                "s_time",
-                "-connect",
-                f"127.0.0.1:{port}",
-                "-new",
-                "-www",
-                "/",
-                "-time",
-                str(seconds),
-                "-cert",
-                str(d / "client.pem"),
-                "-key",
-                str(d / "client-key.pem"),
-                "-CAfile",
-                str(d / "root.pem"),
+                *("openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-www", "/"),
+                *("-time", str(seconds), "-cert", str(d / "client.pem")),
+                *("-key", str(d / "client-key.pem"), "-CAfile", str(d / "root.pem")),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        for _ in range(os.cpu_count() or 1)
+        for _ in range(clients)
     ]
-    total = 0.0
+    total, count = 0.0, 0
     for p in procs:
         out, _ = p.communicate(timeout=seconds * 10 + 30)
         m = re.search(r"(\d+) connections in (\d+) real seconds", out)
         if m:
             total += int(m.group(1)) / max(int(m.group(2)), 1)
-    return total
+            count += int(m.group(1))
+    return total, count
 
 
-def keepalive(port: int, d: Path, seconds: int) -> float:
+def keepalive(port: int, d: Path, seconds: int) -> tuple[float, int]:
     out = subprocess.run(
         [
-            "ab",
-            "-q",
-            "-k",
-            "-c",
-            "32",
-            "-t",
-            str(seconds),
-            "-n",
-            "10000000",
-            "-E",
-            str(d / "client-bundle.pem"),
-            f"https://127.0.0.1:{port}/",
+            *("ab", "-q", "-k", "-c", "32", "-t", str(seconds), "-n", "10000000"),
+            *("-E", str(d / "client-bundle.pem"), f"https://127.0.0.1:{port}/"),
         ],
         capture_output=True,
         text=True,
         timeout=seconds * 10 + 30,
     ).stdout
     m = re.search(r"Requests per second:\s+([\d.]+)", out)
-    return float(m.group(1)) if m else 0.0
+    n = re.search(r"Complete requests:\s+(\d+)", out)
+    return (float(m.group(1)) if m else 0.0), (int(n.group(1)) if n else 0)
 
 
 def download(port: int, d: Path) -> float:
     out = subprocess.run(
         [
-            "curl",
-            "-sk",
-            "--http1.1",
-            "--cert",
-            str(d / "client.pem"),
-            "--key",
-            str(d / "client-key.pem"),
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{speed_download}",
+            *("curl", "-sk", "--http1.1", "--cert", str(d / "client.pem")),
+            *("--key", str(d / "client-key.pem"), "-o", "/dev/null", "-w", "%{speed_download}"),
             f"https://127.0.0.1:{port}/big",
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     ).stdout
     return float(out or 0) / 1e6
 
 
+def latency(port: int, d: Path, rate: float, seconds: int, tls: bool) -> dict[str, int]:
+    creds = ",".join(str(d / f) for f in ("client.pem", "client-key.pem", "root.pem"))
+    out = subprocess.run(
+        [sys.executable, "-c", LATENCY, str(port), str(rate), str(seconds), creds if tls else "-"],
+        capture_output=True,
+        text=True,
+        timeout=seconds * 20 + 60,
+    ).stdout
+    result: dict[str, int] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
 def idle_memory(port: int, pids: list[int], d: Path, n: int) -> float:
     before = rss_kib(pids)
-    proc = subprocess.Popen(
+    proc = start(
         [
-            sys.executable,
-            "-c",
-            IDLE,
-            str(n),
-            str(port),
-            str(d / "client.pem"),
-            str(d / "client-key.pem"),
-            str(d / "root.pem"),
+            *(sys.executable, "-c", IDLE, str(n), str(port)),
+            *(str(d / "client.pem"), str(d / "client-key.pem"), str(d / "root.pem")),
         ],
         stdout=subprocess.PIPE,
-        text=True,
     )
     assert proc.stdout is not None
     proc.stdout.readline()
     time.sleep(1)
     after = rss_kib(pids)
-    proc.terminate()
+    os.killpg(proc.pid, signal.SIGTERM)
     proc.wait()
+    time.sleep(1)
     return (after - before) / n
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--big-mib", type=int, default=1024)
-    parser.add_argument("--idle", type=int, default=2000)
-    args = parser.parse_args()
-    ensure_packages()
-    d = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+def supports(flag: str) -> bool:
+    out = subprocess.run(
+        [str(ROOT / ".venv/bin/meshsec"), "proxy", "run", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    return flag in out
+
+
+def write_material(d: Path) -> Path:
     ca = TestCA()
-    server = ca.issue_svid("spiffe://cluster.local/ns/bench/sa/server")
-    client = ca.issue_svid("spiffe://cluster.local/ns/bench/sa/client")
+    server = ca.issue_svid(SERVER_ID)
+    client = ca.issue_svid(CLIENT_ID)
     (d / "root.pem").write_bytes(ca.bundle.to_pem())
     (d / "client.pem").write_bytes(client.cert_chain_pem())
     (d / "client-key.pem").write_bytes(client.private_key_pem())
@@ -264,10 +391,23 @@ def main() -> None:
     (certs / "key.pem").write_bytes(server.private_key_pem())
     (certs / "root-cert.pem").write_bytes(ca.bundle.to_pem())
     (d / "haproxy.pem").write_bytes(server.cert_chain_pem() + server.private_key_pem())
+    return certs
 
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    d = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    certs = write_material(d)
     app_port, ms_tcp, ms_http, hp_port = free_port(), free_port(), free_port(), free_port()
+    workers = args.workers
+    # haproxy needs 2 fds per connection and refuses a maxconn the fd limit cannot hold
+    maxconn = max(args.idle * 2, 4000)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, maxconn * 2 + 1000) if hard != resource.RLIM_INFINITY else maxconn * 2 + 1000
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    maxconn = min(maxconn, (want - 1000) // 2)
     (d / "haproxy.cfg").write_text(
-        f"global\n  maxconn 8000\n  nbthread 1\n  ssl-default-bind-ciphers {CIPHERS}\n"
+        f"global\n  maxconn {maxconn}\n  nbthread {workers}\n  ssl-default-bind-ciphers {CIPHERS}\n"
         "  ssl-default-bind-options ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3\n"
         "defaults\n  mode tcp\n  timeout connect 10s\n  timeout client 1h\n  timeout server 1h\n"
         f"frontend mtls\n  bind 127.0.0.1:{hp_port} ssl crt {d / 'haproxy.pem'} "
@@ -275,65 +415,199 @@ def main() -> None:
         "  default_backend app\n"
         f"backend app\n  server app 127.0.0.1:{app_port}\n"
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", APP, str(app_port), str(args.big_mib)]),
-        subprocess.Popen(["haproxy", "-f", str(d / "haproxy.cfg")]),
-        subprocess.Popen(
-            [
-                str(ROOT / ".venv/bin/meshsec"),
-                "proxy",
-                "run",
-                "--cert-dir",
-                str(certs),
-                "--inbound",
-                f"{ms_tcp}:{app_port}:STRICT",
-                "--inbound",
-                f"{ms_http}:{app_port}:STRICT:http",
-                "--admin-addr",
-                "",
-                "--log-level",
-                "warning",
-            ],
-            env={**os.environ, "MESHSEC_PROXY_INBOUND_HOST": "127.0.0.1"},
-        ),
+    meshsec = [str(ROOT / ".venv/bin/meshsec"), "proxy", "run", "--cert-dir", str(certs)]
+    meshsec += ["--admin-addr", "", "--log-level", "warning"]
+    policy = "none (no --config-dir in this build: every request allowed by the no-policy hook)"
+    if supports("--config-dir"):
+        (d / "mesh").mkdir()
+        (d / "mesh" / "bench.yaml").write_text(CONFIG.format(tcp=ms_tcp, http=ms_http))
+        meshsec += ["--config-dir", str(d / "mesh"), "--workload", "server.bench"]
+        meshsec += ["--inbound", f"{ms_tcp}:{app_port}:tcp"]
+        meshsec += ["--inbound", f"{ms_http}:{app_port}:http"]
+        policy = "STRICT PeerAuthentication + AuthorizationPolicy ALLOW the client principal"
+    else:
+        meshsec += ["--inbound", f"{ms_tcp}:{app_port}:STRICT"]
+        meshsec += ["--inbound", f"{ms_http}:{app_port}:STRICT:http"]
+    procs = 1
+    if supports("--concurrency"):
+        meshsec += ["--concurrency", str(workers)]
+        procs = workers
+    env = {**os.environ, "MESHSEC_PROXY_INBOUND_HOST": "127.0.0.1"}
+    app = start([sys.executable, "-c", APP, str(app_port), str(args.big_mib)])
+    haproxy = start(["haproxy", "-f", str(d / "haproxy.cfg")])
+    proxy = start(meshsec, env=env)
+    for port, proc in ((app_port, app), (hp_port, haproxy), (ms_tcp, proxy), (ms_http, proxy)):
+        wait_port(port, proc)
+    time.sleep(1)  # let every worker bind
+    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    targets = (
+        ("haproxy", hp_port, haproxy.pid),
+        ("meshsec-tcp", ms_tcp, proxy.pid),
+        ("meshsec-http", ms_http, proxy.pid),
+    )
+    # rounds interleave the proxies, so a load change on the shared machine hits all of them
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
+    directs: list[dict[str, int]] = []
+    for round_ in range(args.rounds):
+        direct = latency(app_port, d, args.rate, args.seconds, tls=False)
+        directs.append(direct)
+        for name, port, root_pid in targets:
+            sample = measure(args, d, port, tree(root_pid), direct)
+            samples[name].append(sample)
+            print(json.dumps({"round": round_, "proxy": name, **sample}), flush=True)
+    results = {name: median_of(samples[name]) for name, _, _ in targets}
+    direct = {k: int(v) for k, v in median_of(directs).items()}  # type: ignore[arg-type]
+    for name, port, root_pid in targets:  # last: it leaves memory behind in the process
+        results[name]["idle_KiB_per_conn"] = round(
+            idle_memory(port, tree(root_pid), d, args.idle), 1
+        )
+        print(json.dumps({"proxy": name, **results[name]}), flush=True)
+    uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    ratios: dict[str, dict[str, float | None]] = {}
+    base = results["haproxy"]
+    for name in ("meshsec-tcp", "meshsec-http"):
+        ratios[name] = {
+            k: round(v / base[k], 2) if base[k] else None
+            for k, v in results[name].items()
+            if k not in ("load", "p50_added_us", "p99_added_us") and not k.startswith("cpu_")
+        }
+        print(json.dumps({"ratio_to_haproxy": name, **ratios[name]}), flush=True)
+    shutil.rmtree(d, ignore_errors=True)
+    return {
+        "results": results,
+        "ratios": ratios,
+        "direct": direct,
+        "policy": policy,
+        "workers": workers,
+        "meshsec_processes": procs,
+        "uptime": (uptime_before, uptime_after),
+    }
+
+
+def measure(
+    args: argparse.Namespace, d: Path, port: int, pids: list[int], direct: dict[str, int]
+) -> dict[str, float]:
+    lat = latency(port, d, args.rate, args.seconds, tls=True)
+    cpu0 = cpu_s(pids)
+    hs_rate, hs_count = handshakes(port, d, args.seconds, args.workers)
+    cpu1 = cpu_s(pids)
+    ka_rate, ka_count = keepalive(port, d, args.seconds)
+    cpu2 = cpu_s(pids)
+    return {
+        "handshakes_per_s": round(hs_rate, 1),
+        "keepalive_req_per_s": round(ka_rate, 1),
+        "download_MB_per_s": round(download(port, d), 1),
+        "cpu_us_per_handshake": round((cpu1 - cpu0) / max(hs_count, 1) * 1e6),
+        "cpu_us_per_request": round((cpu2 - cpu1) / max(ka_count, 1) * 1e6, 1),
+        "p50_added_us": lat["p50_us"] - direct["p50_us"],
+        "p99_added_us": lat["p99_us"] - direct["p99_us"],
+        "load": float(load()),
+    }
+
+
+def median_of(samples: list[dict[str, float]] | list[dict[str, int]]) -> dict[str, float]:
+    keys = samples[0].keys()
+    return {k: statistics.median(s[k] for s in samples) for k in keys}  # type: ignore[misc]
+
+
+def markdown(run_: dict[str, object], args: argparse.Namespace, command: str) -> str:
+    res: dict[str, dict[str, float]] = run_["results"]  # type: ignore[assignment]
+    ratios: dict[str, dict[str, float | None]] = run_["ratios"]  # type: ignore[assignment]
+    direct: dict[str, int] = run_["direct"]  # type: ignore[assignment]
+    before, after = run_["uptime"]  # type: ignore[misc]
+    hp_version = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout
+    hp_version = hp_version.splitlines()[0] if hp_version else "haproxy"
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    def cell(name: str, key: str, fmt: str = "{:,.0f}") -> str:
+        value = fmt.format(res[name][key])
+        ratio = ratios.get(name, {}).get(key)
+        return f"{value} ({ratio:.2f}×)" if ratio is not None else value
+
+    rows = [
+        "| | handshakes/s (`s_time -new -www`) | keep-alive 1 KiB req/s (`ab -k -c 32`) "
+        "| download MB/s (`curl --http1.1`) | idle KiB/conn | latency added p50 / p99 "
+        f"at {args.rate:,.0f} req/s | CPU µs per handshake / per keep-alive request |",
+        "|---|---|---|---|---|---|---|",
     ]
+    labels = {
+        "haproxy": f"haproxy `nbthread {run_['workers']}`, `mode tcp`",
+        "meshsec-tcp": "meshsec STRICT TCP port",
+        "meshsec-http": "meshsec STRICT HTTP port (head parse, authz, XFCC, metrics per request)",
+    }
+    for name in ("haproxy", "meshsec-tcp", "meshsec-http"):
+        r = res[name]
+        rows.append(
+            f"| {labels[name]} | {cell(name, 'handshakes_per_s')} "
+            f"| {cell(name, 'keepalive_req_per_s')} | {cell(name, 'download_MB_per_s')} "
+            f"| {cell(name, 'idle_KiB_per_conn', '{:.1f}')} "
+            f"| {r['p50_added_us']:,.0f} µs / {r['p99_added_us']:,.0f} µs "
+            f"| {r['cpu_us_per_handshake']:,.0f} / {r['cpu_us_per_request']:,.1f} |"
+        )
+    table = "\n".join(rows)
+    return f"""## Proxy
+
+### `bench/proxy.py` — side by side with haproxy (same run, same app, same certificates)
+
+`{command}` — recorded {when}; {hp_version.strip()}.
+Load: before `{before}`; after `{after}`.
+
+Both sides use every core: haproxy `nbthread {run_["workers"]}`; meshsec
+`meshsec proxy run --concurrency {run_["workers"]}` ({run_["meshsec_processes"]} worker
+process(es) on SO_REUSEPORT listeners). Both terminate mTLS with `verify required`, the same
+root, ciphers and ALPN. Policy enforcement on the meshsec side: {run_["policy"]}.
+Medians of {args.rounds} interleaved rounds of {args.seconds} s per measurement.
+Ratios are meshsec / haproxy (higher is better, except memory: lower is better; target ≥ 1.0×
+on the three rates, ≤ 1.5× memory).
+
+{table}
+
+Latency: an open-loop client (`--rate` requests/s scheduled over 32 keep-alive mTLS connections,
+latency counted from the scheduled send time) measured straight to the app (plaintext) in the
+same run: p50 {direct["p50_us"]:,} µs, p99 {direct["p99_us"]:,} µs; "added" is through the proxy
+minus that, so it includes the client's own TLS work. Idle memory: RSS delta of all proxy
+processes / {args.idle} connections that each completed one request. CPU per handshake /
+request: user+system CPU of the proxy process(es) over the `s_time` / `ab` run divided by
+the connections / requests completed — less sensitive to the machine's load than the rates.
+
+Notes. The TLS layer is `meshsec.proxy.tls_transport` (OpenSSL through `ssl.MemoryBIO` on plain
+uvloop transports): it sends OpenSSL's alert when a handshake fails and supports TLS half-close,
+which the loop's own SSL transport does not. `curl` needs `--http1.1`: the TCP port advertises
+`h2` in ALPN (the contract's server list), so an h2-capable client would negotiate HTTP/2 with
+an HTTP/1.1 app. `ab` and `s_time` run on the same cores as the proxies, so rates are bounded
+by the clients too; compare ratios, not absolute figures.
+"""
+
+
+def record(section: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text()
+    start_ = text.index("## Proxy\n")
+    nxt = text.find("\n## ", start_ + 1)
+    end = len(text) if nxt < 0 else nxt + 1
+    path.write_text(text[:start_] + section.rstrip("\n") + "\n\n" + text[end:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--big-mib", type=int, default=1024)
+    parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="latency test, requests/s")
+    parser.add_argument("--rounds", type=int, default=3, help="median of interleaved rounds")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--record", action="store_true", help="rewrite docs/benchmarks.md Proxy")
+    args = parser.parse_args()
+    ensure_packages()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        for port in (app_port, hp_port, ms_tcp, ms_http):
-            wait_port(port)
-        results = {}
-        for name, port, pids in (
-            ("haproxy", hp_port, [procs[1].pid, *children(procs[1].pid)]),
-            ("meshsec-tcp", ms_tcp, [procs[2].pid]),
-            ("meshsec-http", ms_http, [procs[2].pid]),
-        ):
-            results[name] = {
-                "handshakes_per_s": round(handshakes(port, d, args.seconds), 1),
-                "keepalive_req_per_s": round(keepalive(port, d, args.seconds), 1),
-                "download_MB_per_s": round(download(port, d), 1),
-                "idle_KiB_per_conn": round(idle_memory(port, pids, d, args.idle), 1),
-            }
-            print(json.dumps({"proxy": name, **results[name]}), flush=True)
-        base = results["haproxy"]
-        for name in ("meshsec-tcp", "meshsec-http"):
-            print(
-                json.dumps(
-                    {
-                        "ratio_to_haproxy": name,
-                        **{
-                            k: round(v / base[k], 2) if base[k] else None
-                            for k, v in results[name].items()
-                        },
-                    }
-                )
-            )
+        result = run(args)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all()
+    if args.record:
+        command = ".venv/bin/python bench/proxy.py " + " ".join(sys.argv[1:])
+        record(markdown(result, args, command.strip()))
+        print("recorded in docs/benchmarks.md", flush=True)
 
 
 if __name__ == "__main__":

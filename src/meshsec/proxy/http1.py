@@ -152,6 +152,8 @@ def _content_length(headers: Headers, status_on_error: int) -> int | None:
     values = [v for n, v in headers if n == b"content-length"]
     if not values:
         return None
+    if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 18:
+        return int(values[0])  # the common case: one plain number
     parts = {p.strip() for v in values for p in v.split(b",")}
     if len(parts) != 1:
         raise HttpError(status_on_error, "conflicting Content-Length values")
@@ -162,9 +164,10 @@ def _content_length(headers: Headers, status_on_error: int) -> int | None:
 
 
 def _chunked(version: bytes, headers: Headers, status_on_error: int) -> bool:
-    codings = [
-        c.strip().lower() for n, v in headers if n == b"transfer-encoding" for c in v.split(b",")
-    ]
+    values = [v for n, v in headers if n == b"transfer-encoding"]
+    if not values:
+        return False
+    codings = [c.strip().lower() for v in values for c in v.split(b",")]
     if not codings:
         return False
     if version == b"HTTP/1.0":
@@ -316,14 +319,53 @@ class MessageReader:
         return len(self._buf)
 
     def feed(self, data: bytes) -> None:
-        if self.state is ReaderState.TUNNEL:
+        state = self.state
+        if state is ReaderState.TUNNEL:
             self.on_body(data)
             return
-        if self._buf or self.state is not ReaderState.BODY:
+        if self._buf or state is ReaderState.HELD:
             self._buf += data
             self._run()
             return
-        self._run_body(data)
+        if state is ReaderState.BODY:
+            self._run_body(data)
+            return
+        self._feed_head(data)
+
+    def _feed_head(self, data: bytes) -> None:
+        """Nothing buffered and a head expected: take it from ``data`` without copying it
+        into the buffer (the common case: one request, or one response head + its body)."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            self._buf += data
+            self._run()
+            return
+        stop = end + 4
+        if stop > self.max_head:
+            raise HttpError(431, f"message head larger than {self.max_head} bytes")
+        if stop == len(data):
+            framer = self.on_head(data)
+            rest = None
+        else:
+            framer = self.on_head(data[:stop])
+            rest = memoryview(data)[stop:]
+        if self._tunnelled():
+            if rest is not None:
+                self.on_body(rest)
+            return
+        if framer is None:
+            self.state = ReaderState.HELD
+            if rest is not None:
+                self._buf += rest
+            return
+        self._start_body(framer)
+        if rest is None:
+            return
+        if self.state is ReaderState.BODY and not self._buf:
+            self._run_body(rest)
+        else:
+            self._buf += rest
+            self._run()
 
     def tunnel(self) -> None:
         """Everything from now on (including held bytes) is passed through as body bytes."""
@@ -373,7 +415,7 @@ class MessageReader:
                 return
             self._start_body(framer)
 
-    def _run_body(self, data: bytes) -> None:
+    def _run_body(self, data: bytes | memoryview) -> None:
         framer = self._framer
         assert framer is not None
         view = memoryview(data)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshsec.proxy.errors import HttpError
 from meshsec.proxy.http1 import (
@@ -51,6 +55,34 @@ def test_pipeline_is_framed_the_same_however_it_arrives(step: int) -> None:
         b"3;ext=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\ntrailer: t\r\n\r\n" + b"wxyz"
     )
     assert ends == 3
+
+
+def _run_cuts(stream: bytes, cuts: list[int]) -> tuple[list[bytes], bytes, int]:
+    heads: list[bytes] = []
+    body = bytearray()
+    ends = 0
+
+    def on_head(raw: bytes) -> BodyFramer:
+        heads.append(bytes(raw))
+        return request_framing(parse_request_head(raw))
+
+    def on_end() -> None:
+        nonlocal ends
+        ends += 1
+
+    reader = MessageReader(on_head, lambda chunk: body.extend(chunk), on_end)
+    points = [0, *sorted(set(cuts)), len(stream)]
+    for a, b in itertools.pairwise(points):
+        if b > a:
+            reader.feed(stream[a:b])
+    return heads, bytes(body), ends
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(PIPELINE) - 1), max_size=8))
+def test_pipeline_is_framed_the_same_at_any_chunk_boundaries(cuts: list[int]) -> None:
+    """Heads arriving whole, with their body, or with the next message all frame the same
+    (the reader takes a head straight from the chunk when nothing is buffered)."""
+    assert _run_cuts(PIPELINE, cuts) == _run(PIPELINE, len(PIPELINE))
 
 
 @pytest.mark.parametrize(
