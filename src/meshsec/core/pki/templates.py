@@ -19,7 +19,7 @@ from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from meshsec.core.identity import InvalidSpiffeId, SpiffeId
 from meshsec.core.pki.errors import IssuanceError
@@ -94,6 +94,16 @@ class Issuer:
     def authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
         """AKI for certificates this issuer signs (computed once)."""
         return self._aki
+
+    @cached_property
+    def authority_key_identifier_extension(self) -> x509.Extension[x509.AuthorityKeyIdentifier]:
+        """The AKI as a non-critical extension, ready for a certificate builder."""
+        return x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, self._aki)
+
+    @cached_property
+    def subject(self) -> x509.Name:
+        """The signing certificate's subject (the issuer name of what it signs), parsed once."""
+        return self.certificate.subject
 
     @cached_property
     def not_before(self) -> datetime:

@@ -398,3 +398,47 @@ def test_issue_refuses_an_overlong_common_name(
     )
     with pytest.raises(IssuanceError, match="longer than 64 characters"):
         issue_workload_certificate(req, issuer, now=NOW, serial=1)
+
+
+@pytest.mark.parametrize("common_name", [None, str(SLEEP)], ids=["empty-subject", "dual-use-cn"])
+def test_workload_leaf_is_what_the_builder_api_makes_step_by_step(
+    issuer: Issuer, leaf_key: ec.EllipticCurvePrivateKey, common_name: str | None
+) -> None:
+    """The hot path hands the builder its extension list whole; the certificate it signs must be
+    the one the step-by-step builder API makes (same fields, same extensions, same order)."""
+    req = WorkloadCertRequest(
+        SLEEP, leaf_key.public_key(), timedelta(hours=24), common_name=common_name
+    )
+    fast = issue_workload_certificate(req, issuer, now=NOW, serial=4242)
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
+    )
+    reference = (
+        x509.CertificateBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .subject_name(subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(4242)
+        .not_valid_before(NOW - CLOCK_SKEW_GRACE)
+        .not_valid_after(NOW + timedelta(hours=24))
+        .add_extension(
+            x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()),
+            False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(SLEEP))]), True
+        )
+        .sign(issuer.private_key, issuer.hash_algorithm)
+    )
+    assert fast.tbs_certificate_bytes == reference.tbs_certificate_bytes
