@@ -33,7 +33,7 @@ def test_multi_primary_check_and_its_trust_material(tmp_path: Path) -> None:
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "all 12 expectation(s) met" in out
-    assert "FAIL" not in out
+    assert " FAIL " not in out  # (CERTIFICATE_VERIFY_FAILED in a detail is fine)
     for line in ("cluster1's CA", "(shared root)", "cluster3's CA", "(own root)"):
         assert line in out  # the clusters table
     assert "200 from sample/helloworld-v2@cluster2" in out  # cluster1 -> cluster2

@@ -50,6 +50,9 @@ class CertificateSubject:
     ca_addr: str
     token_path: Path | None  # None: mounted certificates (no CSR)
     ledgers: tuple[Path, ...]  # every CA data dir's ledger in the mesh
+    since: datetime | None = (
+        None  # ledger rows before this (an earlier run of the mesh) do not count
+    )
 
     @classmethod
     def from_state(
@@ -59,6 +62,8 @@ class CertificateSubject:
         if not data_dirs:
             data_dirs = [state["ca"]["data_dir"]]
         token = workload.get("token_path")
+        started = state.get("started_at")
+        since = datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None
         return cls(
             ref,
             str(workload["spiffe_id"]),
@@ -68,6 +73,7 @@ class CertificateSubject:
             str(workload.get("ca_addr") or state["ca"]["addr"]),
             Path(token) if token else None,
             tuple(Path(d) / LEDGER_FILE for d in data_dirs),
+            since,
         )
 
 
@@ -93,14 +99,17 @@ def held_certificate(subject: CertificateSubject, now: datetime) -> tuple[bool, 
 
 
 def ledger_entries(subject: CertificateSubject) -> list[str]:
-    """Serials any CA of the mesh issued for that SPIFFE ID to a caller from that cluster."""
+    """Serials any CA of the mesh issued for that SPIFFE ID to a caller from that cluster
+    (since the mesh started, when known: the ledgers outlive a run)."""
     out: list[str] = []
     for path in subject.ledgers:
         try:
             out.extend(
                 f"{r.serial} ({path.parent.name})"
                 for r in load_issued(path)
-                if r.spiffe_id == subject.spiffe_id and r.cluster == subject.cluster
+                if r.spiffe_id == subject.spiffe_id
+                and r.cluster == subject.cluster
+                and (subject.since is None or r.issued_at >= subject.since)
             )
         except LedgerError:
             continue  # no ledger yet: nothing issued

@@ -222,14 +222,15 @@ class ControlPlane:
 
     def write_remote_secrets(self) -> None:
         """``create-remote-secret`` for each attached remote, into its primary's watched dir."""
+        for c in self.primaries:  # the manifests decide: nothing left from an earlier run
+            if c.remote_secrets_dir is not None:
+                c.remote_secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                for stale in c.remote_secrets_dir.iterdir():
+                    if stale.is_file():
+                        stale.unlink()
         for c in self.remotes:
-            primary = c.issuing
-            assert primary.remote_secrets_dir is not None
-            primary.remote_secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not c.spec.remote_secret:
-                (primary.remote_secrets_dir / f"{c.name}.yaml").unlink(missing_ok=True)
-                continue
-            c.remote_secret = self.write_remote_secret(c)
+            if c.spec.remote_secret:
+                c.remote_secret = self.write_remote_secret(c)
         attached = [c for c in self.remotes if c.remote_secret is not None]
         detached = [c.name for c in self.remotes if c.remote_secret is None]
         if attached or detached:

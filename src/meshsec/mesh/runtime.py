@@ -300,6 +300,8 @@ class MeshRuntime:
     def _write_sidecar_configs(self) -> None:
         for run in self.runs:
             run.directory.mkdir(parents=True, exist_ok=True)
+            # certificates an agent wrote in an earlier run are not this run's
+            shutil.rmtree(run.cert_dir, ignore_errors=True)
             config = SidecarConfig(
                 run.entry,
                 self.registry,

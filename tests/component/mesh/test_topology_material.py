@@ -4,13 +4,15 @@
   once, reused by the next run, and an intermediate is re-made when the root changed;
 * ``held_certificate``: a certificate verified under the cluster's root and naming the
   workload's ID counts; one from another root, another ID, or garbage does not;
-* ``ledger_entries`` matches the SPIFFE ID AND the cluster (cluster2's entry is not cluster3's);
+* ``ledger_entries`` matches the SPIFFE ID AND the cluster (cluster2's entry is not cluster3's),
+  issued since the mesh started;
 * ``request_certificate`` needs the workload's token (mounted workloads make no CSR).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -145,6 +147,9 @@ def test_ledger_entries_match_identity_and_cluster(tmp_path: Path, shared: TestC
     finally:
         ledger.close()
     assert ledger_entries(subject) == [f"{'03' * 16} (ca)"]
+    # a row from an earlier run of the mesh (the ledger outlives it) does not count
+    later = replace(subject, since=NOW + timedelta(seconds=1))
+    assert ledger_entries(later) == []
     got, detail = asyncio.run(check_certificate(subject, "refused", NOW))
     assert got == "issued"  # the ledger says the CA issued one: not refused
     assert "CA ledger has" in detail
