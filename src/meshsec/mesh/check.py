@@ -136,7 +136,7 @@ class MeshEndpoints:
                         dict(w.get("labels") or {}),
                         tuple(PortBinding.from_json(p) for p in w["ports"]),
                         state.get("trust_domain", "cluster.local"),
-                        cluster if qualified else "",
+                        cluster=cluster if qualified else "",
                     )
                 )
             proxies[key] = int(w["http_proxy"].rpartition(":")[2])

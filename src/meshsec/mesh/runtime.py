@@ -178,7 +178,7 @@ class MeshRuntime:
                     dict(w.labels),
                     bindings,
                     self.options.trust_domain,
-                    placed.cluster if declared else "",
+                    cluster=placed.cluster if declared else "",
                 )
                 refused = not cluster.spec.attached
                 if not refused:  # a pod that can never be ready is no endpoint
