@@ -244,10 +244,10 @@ class InboundListener:
             )
         )
         try:
-            await asyncio.wait_for(
-                loop.create_connection(link.new_upstream, self.port.app_host, self.port.app_port),
-                self.options.connect_timeout,
-            )
+            async with asyncio.timeout(self.options.connect_timeout):
+                await loop.create_connection(
+                    link.new_upstream, self.port.app_host, self.port.app_port
+                )
         except (OSError, TimeoutError) as exc:
             log.warning(
                 "inbound %s: application %s:%s unreachable: %s",

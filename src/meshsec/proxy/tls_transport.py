@@ -140,6 +140,11 @@ class TlsTransport(asyncio.Protocol):
         app.connection_made(self)  # type: ignore[arg-type]  # a transport by duck typing
         self.handshake.set_result(None)
 
+    def handshake_timed_out(self) -> None:
+        if not self.handshake.done():
+            self.handshake.set_exception(TimeoutError("TLS handshake timed out"))
+            self.abort()
+
     def _fail_handshake(self, exc: BaseException) -> None:
         """Send what OpenSSL queued (the alert), then close the socket gracefully."""
         self._state = _CLOSED
@@ -331,11 +336,12 @@ async def connect_tls(
 
 
 async def _handshake(tls: TlsTransport, limit: float) -> None:
+    # a timer rather than wait_for: no extra task per connection
+    timer = asyncio.get_running_loop().call_later(limit, tls.handshake_timed_out)
     try:
-        await asyncio.wait_for(asyncio.shield(tls.handshake), limit)
-    except TimeoutError:
-        tls.abort()
-        raise
+        await tls.handshake
     except asyncio.CancelledError:
         tls.abort()
         raise
+    finally:
+        timer.cancel()
