@@ -56,8 +56,15 @@ STATUS_COLUMNS = (
 FAILED_CSR_METRIC = "istio_agent_num_failed_outgoing_requests"
 AGENT_LOG = "agent.log"
 LOG_TAIL_BYTES = 64 * 1024
-# rotation.py: "ca request failed, starting attempt %d in %.3fs: %s"
-CA_FAILURE = re.compile(r"ca request failed, starting attempt \d+ in [0-9.]+s: (?P<reason>.+)$")
+# agent/rotation.py: "ca request failed, starting attempt %d in %.3fs: %s" (a retried call) and
+# "failed to renew workload certificate (attempt %d): %s; %s; retrying in %.2fs" (given up)
+CA_FAILURES = (
+    re.compile(r"ca request failed, starting attempt \d+ in [0-9.]+s: (?P<reason>.+)$"),
+    re.compile(
+        r"failed to renew workload certificate \(attempt \d+\): (?P<reason>.+); [^;]+; "
+        r"retrying in [0-9.]+s$"
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -126,9 +133,10 @@ def count_failed_csr(metrics_text: str) -> int:
 def parse_last_ca_failure(log_text: str) -> str | None:
     """The reason of the agent's last failed CA call in its log, if any."""
     for line in reversed(log_text.splitlines()):
-        match = CA_FAILURE.search(line)
-        if match:
-            return match.group("reason").strip().removeprefix("ca request failed: ")[:300]
+        for pattern in CA_FAILURES:
+            match = pattern.search(line)
+            if match:
+                return match.group("reason").strip().removeprefix("ca request failed: ")[:300]
     return None
 
 

@@ -402,6 +402,12 @@ def compose_trust_relation(a: WorkloadTrust, b: WorkloadTrust, now: datetime) ->
             f"{empty.workload.ref} holds no root yet ({empty.problem or 'its agent is warming'}): "
             "mTLS with it will fail"
         )
+    for side in (a, b):
+        if side.roots and side.roots_source != AGENT_SOURCE:
+            lines.append(
+                f"note: {side.workload.ref}'s agent reports no ROOTCA; its roots were read from "
+                f"{side.roots_source}"
+            )
     lines += problems
     can_talk = bool(shared) and not problems
     return TrustRelation(can_talk, tuple(lines), shared, tuple(problems))

@@ -738,6 +738,13 @@ def test_workload_status_verdicts(status: WorkloadStatus, ok: bool, text: str) -
             "INTERNAL: CSR signing error (UNKNOWN)",
             id="agent-log-format",
         ),
+        pytest.param(
+            "2026-11-23T07:28:41.303Z WARNING meshsec.agent.rotation failed to renew workload "
+            "certificate (attempt 5): ca request failed: UNAUTHENTICATED: request authenticate "
+            "failure (unknown cluster 'cluster3'); no certificate yet; retrying in 5.87s\n",
+            "UNAUTHENTICATED: request authenticate failure (unknown cluster 'cluster3')",
+            id="renewal-given-up",
+        ),
         pytest.param("x agent started\n", None, id="none"),
     ],
 )
