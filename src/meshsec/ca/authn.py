@@ -305,6 +305,7 @@ class KubeJwtAuthenticator:
         self._trust_domain = trust_domain
         self._remote = remote
         self._aliases = dict(aliases or {})
+        self._identities: dict[tuple[str, str], SpiffeId] = {}
 
     @property
     def clusters(self) -> tuple[str, ...]:
@@ -351,10 +352,22 @@ class KubeJwtAuthenticator:
         token = value[len(BEARER_PREFIX) :].strip()
         cluster, verifier = self._select(request)
         account = await verifier.verify_token(token, now=request.now)
-        try:
-            identity = SpiffeId.for_service_account(
-                self._trust_domain, account.namespace, account.name
-            )
-        except IdentityError as exc:
-            raise AuthFailure(f"invalid service account identity: {exc}") from None
-        return Caller((identity,), self.name, cluster, account)
+        return Caller((self._identity(account),), self.name, cluster, account)
+
+    _IDENTITY_CACHE_LIMIT = 4096
+
+    def _identity(self, account: ServiceAccount) -> SpiffeId:
+        """``spiffe://<td>/ns/<ns>/sa/<sa>``, validated once per service account (cached)."""
+        key = (account.namespace, account.name)
+        identity = self._identities.get(key)
+        if identity is None:
+            try:
+                identity = SpiffeId.for_service_account(
+                    self._trust_domain, account.namespace, account.name
+                )
+            except IdentityError as exc:
+                raise AuthFailure(f"invalid service account identity: {exc}") from None
+            if len(self._identities) >= self._IDENTITY_CACHE_LIMIT:
+                self._identities.clear()
+            self._identities[key] = identity
+        return identity

@@ -36,8 +36,14 @@ SERVER_NAME = SERVING_DNS_NAMES[0]
 @dataclass(frozen=True)
 class IssuedCertificate:
     certificate: x509.Certificate
-    cert_chain: list[str]  # the response: leaf, each intermediate, root bundle last
+    leaf_pem: bytes
+    tail: tuple[str, ...]  # each intermediate, then the root bundle (the CA's, not per call)
     serial_hex: str
+
+    @property
+    def cert_chain(self) -> list[str]:
+        """The response elements: leaf, each intermediate, root bundle last."""
+        return [self.leaf_pem.decode("ascii"), *self.tail]
 
 
 class CertificateAuthority:
@@ -55,7 +61,7 @@ class CertificateAuthority:
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
         self._entropy = entropy
-        self._tail = [*material.chain_pems, material.root_bundle_pem]
+        self.tail: tuple[str, ...] = (*material.chain_pems, material.root_bundle_pem)
 
     def resolve_ttl(self, requested_seconds: int) -> timedelta:
         """Istio's rule: <= 0 means the default; above the maximum is an error."""
@@ -77,8 +83,8 @@ class CertificateAuthority:
         )
         serial = random_serial(self._entropy(16))
         cert = issue_workload_certificate(req, self.material.issuer, now=now, serial=serial)
-        leaf = cert.public_bytes(serialization.Encoding.PEM).decode()
-        return IssuedCertificate(cert, [leaf, *self._tail], f"{serial:032x}")
+        leaf = cert.public_bytes(serialization.Encoding.PEM)
+        return IssuedCertificate(cert, leaf, self.tail, f"{serial:032x}")
 
     def issue_serving_certificate(
         self, public_key: object, *, now: datetime, ttl: timedelta

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 import grpc
 from prometheus_client.exposition import start_http_server
 
-from meshsec._proto import istio_ca_pb2_grpc
 from meshsec.ca.authn import (
     Authenticator,
     ClientCertAuthenticator,
@@ -63,7 +62,7 @@ from meshsec.ca.metrics import (
     build_registry,
     reported_chain_not_after,
 )
-from meshsec.ca.service import CertificateService
+from meshsec.ca.service import CertificateService, build_generic_handler
 from meshsec.ca.serving import ServingCertificates
 from meshsec.cluster import ClusterError, load_cluster_trust
 from meshsec.config.ca import CaSettings, parse_host_port
@@ -257,7 +256,7 @@ async def start_grpc_server(
         max_request_bytes=settings.max_request_bytes,
     )
     server = grpc.aio.server(options=grpc_server_options(settings))
-    istio_ca_pb2_grpc.add_IstioCertificateServiceServicer_to_server(service, server)
+    server.add_generic_rpc_handlers((build_generic_handler(service),))
     host, listen_port = parse_host_port(settings.listen)
     address = _address(host, listen_port if port is None else port)
     bound_mtls: int | None = None

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from meshsec._proto import istio_ca_pb2, istio_ca_pb2_grpc
+from meshsec._proto import istio_ca_pb2
 from meshsec.ca.authn import Authenticator, RequestInfo, authenticate_caller
 from meshsec.ca.authority import CertificateAuthority
 from meshsec.ca.errors import (
@@ -116,7 +116,31 @@ class IssuanceRecorder(Protocol):
         ...
 
 
-class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # type: ignore[misc]
+SERVICE_NAME = "istio.v1.auth.IstioCertificateService"
+
+
+def encode_chain_element(pem: bytes) -> bytes:
+    """One ``repeated string cert_chain = 1`` entry in protobuf wire format (tag, length, UTF-8).
+
+    The response has no other field, so a response is its elements' encodings concatenated:
+    the CA's own elements (intermediates, root bundle) are encoded once, per call only the leaf.
+    """
+    size = len(pem)
+    length = bytearray()
+    while size >= 0x80:
+        length.append((size & 0x7F) | 0x80)
+        size >>= 7
+    length.append(size)
+    return b"\x0a" + bytes(length) + pem
+
+
+class CertificateService:
+    """The handler; :func:`build_generic_handler` registers it with a grpc.aio server.
+
+    Requests are decoded by protobuf (``IstioCertificateRequest``); replies are built as bytes
+    (:func:`encode_chain_element`), the same wire format the generated serializer writes.
+    """
+
     def __init__(
         self,
         authority: CertificateAuthority,
@@ -136,6 +160,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
         self._max_in_flight = max_in_flight
         self._max_request_bytes = max_request_bytes
         self._in_flight = 0
+        self._encoded_tail = b"".join(encode_chain_element(e.encode()) for e in authority.tail)
 
     @property
     def in_flight(self) -> int:
@@ -143,7 +168,8 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
 
     async def CreateCertificate(
         self, request: istio_ca_pb2.IstioCertificateRequest, context: Any
-    ) -> istio_ca_pb2.IstioCertificateResponse:
+    ) -> bytes:
+        """An encoded ``IstioCertificateResponse``, or the call aborted with a mapped status."""
         self._counters.inc("citadel_server_csr_count")
         peer = context.peer()
         try:
@@ -151,7 +177,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
                 raise Overloaded(self._max_in_flight)
             self._in_flight += 1
             try:
-                chain = await self._create(request, context, peer)
+                leaf_pem = await self._create(request, context, peer)
             finally:
                 self._in_flight -= 1
         except _MAPPED as exc:
@@ -164,7 +190,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
             log.exception("CSR signing error from %s (UNKNOWN): unexpected failure", peer)
             await context.abort(UNEXPECTED.code, UNEXPECTED.message)
             raise AssertionError("unreachable: abort raises") from None
-        return istio_ca_pb2.IstioCertificateResponse(cert_chain=chain)
+        return encode_chain_element(leaf_pem) + self._encoded_tail
 
     def _report(self, exc: Exception, mapping: StatusMapping, peer: str) -> None:
         if mapping.auth_failure:
@@ -178,7 +204,7 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
 
     async def _create(
         self, request: istio_ca_pb2.IstioCertificateRequest, context: Any, peer: str
-    ) -> list[str]:
+    ) -> bytes:
         size = request.ByteSize()
         if size > self._max_request_bytes:
             raise RequestRejected(
@@ -235,7 +261,17 @@ class CertificateService(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # 
                 caller.cluster or "-",
                 peer,
             )
-        return issued.cert_chain
+        return issued.leaf_pem
+
+
+def build_generic_handler(service: CertificateService) -> grpc.GenericRpcHandler[Any, Any]:
+    """``CreateCertificate`` with protobuf request decoding and the service's own reply bytes."""
+    method = grpc.unary_unary_rpc_method_handler(
+        service.CreateCertificate,
+        request_deserializer=istio_ca_pb2.IstioCertificateRequest.FromString,
+        response_serializer=None,  # CreateCertificate returns the encoded response
+    )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {"CreateCertificate": method})
 
 
 LOGGED_URIS = 5  # a CSR may carry hundreds of SANs; the log line names the first few
