@@ -1,9 +1,11 @@
 """``meshsec proxy run``: the mTLS sidecar (Envoy's role in the mesh).
 
 Every flag also has an environment variable (see ``meshsec.config.proxy``); flags win over the
-environment, which wins over ``--config``. Certificates come from the agent's SDS socket
-(``--sds-socket``) or from ``--cert-dir`` (the agent's ``--output-certs`` directory or Istio's
-mounted ``/etc/certs``), re-read when they change.
+environment, which wins over the settings file (``--config FILE``, as for every meshsec
+process). Certificates come from the agent's SDS socket (``--sds-socket``) or from ``--cert-dir``
+(the agent's ``--output-certs`` directory or Istio's mounted ``/etc/certs``), re-read when they
+change. Policy: static (``--inbound PORT:APPPORT:MODE``, ``--endpoint``, no authorization) or
+from a watched directory of Istio YAML (``--config-dir DIR --workload NAME.NAMESPACE``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from meshsec.config.load import load_settings
 from meshsec.config.proxy import ProxySettings
 
 proxy_app = typer.Typer(
-    help="The mTLS sidecar: inbound PeerAuthentication modes, outbound mTLS with secure naming.",
+    help="The mTLS sidecar: PeerAuthentication modes, AuthorizationPolicy, outbound mTLS with "
+    "secure naming.",
     no_args_is_help=True,
 )
 
@@ -37,9 +40,29 @@ def run(
             "--sds-socket", help="agent SDS socket, unix:///path (env MESHSEC_PROXY_SDS_SOCKET)"
         ),
     ] = None,
+    config_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--config-dir",
+            help="Istio YAML (PeerAuthentication, AuthorizationPolicy, DestinationRule, Services, "
+            "Workloads); watched, edits applied live (env MESHSEC_PROXY_CONFIG_DIR)",
+        ),
+    ] = None,
+    workload: Annotated[
+        str | None,
+        typer.Option(
+            "--workload",
+            help="with --config-dir: this sidecar's workload NAME.NAMESPACE "
+            "(env MESHSEC_PROXY_WORKLOAD)",
+        ),
+    ] = None,
     inbound: Annotated[
         list[str] | None,
-        typer.Option("--inbound", help="PORT:APPPORT:STRICT|PERMISSIVE|DISABLE[:http], repeatable"),
+        typer.Option(
+            "--inbound",
+            help="PORT:APPPORT[:STRICT|PERMISSIVE|DISABLE][:http], repeatable; "
+            "no MODE with --config-dir (PeerAuthentication decides)",
+        ),
     ] = None,
     outbound: Annotated[
         list[str] | None,
@@ -57,7 +80,17 @@ def run(
     ] = None,
     admin_addr: Annotated[
         str | None,
-        typer.Option("--admin-addr", help="admin HOST:PORT (env MESHSEC_PROXY_ADMIN_ADDR)"),
+        typer.Option(
+            "--admin-addr", "--admin", help="admin HOST:PORT (env MESHSEC_PROXY_ADMIN_ADDR)"
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency",
+            help="worker processes sharing the listeners (SO_REUSEPORT); 0 = one per CPU "
+            "(env MESHSEC_PROXY_CONCURRENCY)",
+        ),
     ] = None,
     trust_domain: Annotated[
         str | None, typer.Option("--trust-domain", help="mesh trust domain (env TRUST_DOMAIN)")
@@ -88,6 +121,9 @@ def run(
     flags: dict[str, Any] = {
         "cert_dir": cert_dir,
         "sds_socket": sds_socket,
+        "config_dir": config_dir,
+        "workload": workload,
+        "concurrency": concurrency,
         "inbound": tuple(inbound) if inbound else None,
         "outbound": tuple(outbound) if outbound else None,
         "endpoints": tuple(endpoint) if endpoint else None,

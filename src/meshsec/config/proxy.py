@@ -4,9 +4,10 @@ Built only by :func:`meshsec.config.load.load_settings` (defaults < file < env <
 and endpoint specs are strings (flags, comma-separated env, or YAML lists) parsed here into typed
 specs, each error naming the spec and what is wrong:
 
-* ``--inbound PORT:APPPORT:MODE[:http]`` — listen on PORT for the application on APPPORT;
-  MODE is STRICT, PERMISSIVE or DISABLE (PeerAuthentication); ``http`` enables per-request
-  authorization and XFCC.
+* ``--inbound PORT:APPPORT[:MODE][:http|tcp]`` — listen on PORT for the application on APPPORT;
+  MODE is STRICT, PERMISSIVE or DISABLE (PeerAuthentication), required without
+  ``--config-dir`` and refused with it (the mode then comes from the effective
+  PeerAuthentication of the port, live); ``http`` enables per-request authorization and XFCC.
 * ``--outbound LISTENPORT:HOST:PORT`` — a local TCP port mapped to HOST:PORT through the mesh.
 * ``--endpoint HOST:PORT=ADDRESS:PORT[#SAN...]`` — a static registry entry: where HOST:PORT runs
   and the SPIFFE IDs it runs as (secure naming); with SANs the client TLS is ISTIO_MUTUAL, without
@@ -15,6 +16,7 @@ specs, each error naming the spec and what is wrong:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +32,7 @@ MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 class InboundSpec:
     port: int
     app_port: int
-    mode: str
+    mode: str | None  # None: from PeerAuthentication (--config-dir)
     http: bool
 
 
@@ -58,20 +60,32 @@ def _port(text: str, spec: str, what: str) -> int:
 
 
 def parse_inbound_spec(spec: str) -> InboundSpec:
+    """``PORT:APPPORT[:MODE][:http|tcp]``."""
     parts = spec.split(":")
-    if len(parts) not in (3, 4):
-        raise ValueError(f"{spec!r}: expected PORT:APPPORT:MODE[:http]")
-    mode = parts[2].upper()
-    if mode not in MODES:
-        raise ValueError(f"{spec!r}: mode {parts[2]!r} is not one of {', '.join(MODES)}")
-    if len(parts) == 4 and parts[3].lower() not in ("http", "tcp"):
-        raise ValueError(f"{spec!r}: protocol {parts[3]!r} must be http or tcp")
+    if len(parts) not in (2, 3, 4):
+        raise ValueError(f"{spec!r}: expected PORT:APPPORT[:MODE][:http|tcp]")
+    mode: str | None = None
+    rest = parts[2:]
+    if rest and rest[0].lower() not in ("http", "tcp"):
+        mode = rest.pop(0).upper()
+        if mode not in MODES:
+            raise ValueError(f"{spec!r}: mode {parts[2]!r} is not one of {', '.join(MODES)}")
+    if rest and rest[0].lower() not in ("http", "tcp"):
+        raise ValueError(f"{spec!r}: protocol {rest[0]!r} must be http or tcp")
     return InboundSpec(
         _port(parts[0], spec, "port"),
         _port(parts[1], spec, "application port"),
         mode,
-        len(parts) == 4 and parts[3].lower() == "http",
+        bool(rest) and rest[0].lower() == "http",
     )
+
+
+def parse_workload_ref(ref: str) -> tuple[str, str]:
+    """``NAME.NAMESPACE`` -> (name, namespace)."""
+    name, dot, namespace = ref.partition(".")
+    if not dot or not name or not namespace or "." in namespace:
+        raise ValueError(f"{ref[:80]!r} is not NAME.NAMESPACE")
+    return name, namespace
 
 
 def parse_outbound_spec(spec: str) -> OutboundSpec:
@@ -120,8 +134,32 @@ class ProxySettings:
         help="the agent's Envoy SDS socket (unix:///path or a path): 'default' + 'ROOTCA' "
         "streamed, rotations applied as they come",
     )
+    config_dir: Path | None = setting(
+        None,
+        env="MESHSEC_PROXY_CONFIG_DIR",
+        help="directory (or file) of Istio YAML: PeerAuthentication, AuthorizationPolicy, "
+        "DestinationRule, Services, Namespaces, Workloads; watched, edits applied live",
+    )
+    workload: str = setting(
+        "",
+        env="MESHSEC_PROXY_WORKLOAD",
+        help="with --config-dir: this sidecar's workload, NAME.NAMESPACE (a Workload or Pod "
+        "there: labels and service account)",
+    )
+    config_poll_interval: timedelta = setting(
+        timedelta(seconds=1),
+        env="MESHSEC_PROXY_CONFIG_POLL_INTERVAL",
+        help="how often --config-dir is re-read (an edit applies when two reads agree)",
+    )
+    concurrency: int = setting(
+        1,
+        env="MESHSEC_PROXY_CONCURRENCY",
+        help="worker processes sharing the listeners (SO_REUSEPORT); 0 = one per CPU",
+    )
     inbound: tuple[str, ...] = setting(
-        (), env="MESHSEC_PROXY_INBOUND", help="inbound listeners PORT:APPPORT:MODE[:http]"
+        (),
+        env="MESHSEC_PROXY_INBOUND",
+        help="inbound listeners PORT:APPPORT[:MODE][:http] (MODE only without --config-dir)",
     )
     outbound: tuple[str, ...] = setting(
         (), env="MESHSEC_PROXY_OUTBOUND", help="outbound TCP mappings LISTENPORT:HOST:PORT"
@@ -223,10 +261,50 @@ class ProxySettings:
             _, sep, admin_port = self.admin_addr.rpartition(":")
             if not sep or parse_port_number(admin_port) is None:
                 problems.append(f"--admin-addr: {self.admin_addr[:80]!r} is not HOST:PORT")
+        problems.extend(self._policy_problems())
+        if self.concurrency < 0 or self.concurrency > 256:
+            problems.append(f"--concurrency: {self.concurrency} is not 0-256")
         if self.buffer_bytes < 4096:
             problems.append("--buffer-bytes: at least 4096")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _policy_problems(self) -> list[str]:
+        problems: list[str] = []
+        specs = []
+        for text in self.inbound:
+            with contextlib.suppress(ValueError):  # reported by __post_init__
+                specs.append((text, parse_inbound_spec(text)))
+        if self.config_dir is None:
+            if self.workload:
+                problems.append("--workload: only with --config-dir")
+            problems.extend(
+                f"--inbound: {text!r}: no MODE (STRICT, PERMISSIVE or DISABLE); without "
+                "--config-dir each port needs one"
+                for text, spec in specs
+                if spec.mode is None
+            )
+            return problems
+        if not self.workload:
+            problems.append("--config-dir: --workload NAME.NAMESPACE is required with it")
+        else:
+            try:
+                parse_workload_ref(self.workload)
+            except ValueError as exc:
+                problems.append(f"--workload: {exc}")
+        problems.extend(
+            f"--inbound: {text!r}: with --config-dir the mode comes from the effective "
+            f"PeerAuthentication; drop ':{spec.mode}' (pin a port with a workload-level "
+            "PeerAuthentication's portLevelMtls)"
+            for text, spec in specs
+            if spec.mode is not None
+        )
+        if self.endpoints:
+            problems.append(
+                "--endpoint: not with --config-dir (the registry comes from its Services and "
+                "Workloads annotated meshsec.io/address)"
+            )
+        return problems
 
     @property
     def inbound_specs(self) -> tuple[InboundSpec, ...]:

@@ -1,6 +1,7 @@
 """The proxy's admin port (Envoy's :15000 role): readiness, config dump, Prometheus stats.
 
-``GET /ready`` → 200 ``LIVE`` when certificates are loaded and listeners accept, else 503;
+``GET /ready`` → 200 ``LIVE`` when certificates are loaded and listeners accept, else 503 with
+the reason (no certificate yet, configuration incomplete, draining);
 ``GET /config_dump`` → JSON (listeners, secrets with serials and expiry, policy version);
 ``GET /stats/prometheus`` → the metrics. Loopback by default; GET only; bounded request head.
 """
@@ -15,9 +16,12 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from meshsec.proxy.tls import TlsContexts
+
 log = logging.getLogger("meshsec.proxy.admin")
 
 MAX_HEAD = 8192
+_REASONS = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed", 503: b"Service Unavailable"}
 
 
 class AdminServer:
@@ -29,16 +33,18 @@ class AdminServer:
         ready: Callable[[], bool],
         config_dump: Callable[[], dict[str, Any]],
         registry: CollectorRegistry,
+        not_ready_reason: Callable[[], str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.ready = ready
+        self.not_ready_reason = not_ready_reason
         self.config_dump = config_dump
         self.registry = registry
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
 
     @property
     def bound_port(self) -> int:
@@ -54,8 +60,10 @@ class AdminServer:
 
     def _answer(self, path: str) -> tuple[int, str, bytes]:
         if path == "/ready":
-            ok = self.ready()
-            return (200 if ok else 503), "text/plain", b"LIVE\n" if ok else b"NOT READY\n"
+            if self.ready():
+                return 200, "text/plain", b"LIVE\n"
+            why = (self.not_ready_reason() if self.not_ready_reason else "") or "NOT READY"
+            return 503, "text/plain", why.encode("utf-8", "replace") + b"\n"
         if path == "/config_dump":
             body = json.dumps(self.config_dump(), indent=2, sort_keys=True).encode() + b"\n"
             return 200, "application/json", body
@@ -74,7 +82,7 @@ class AdminServer:
             writer.write(
                 b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
                 b"connection: close\r\n\r\n%s"
-                % (status, b"OK" if status == 200 else b"Error", ctype.encode(), len(body), body)
+                % (status, _REASONS.get(status, b"Error"), ctype.encode(), len(body), body)
             )
             await writer.drain()
         except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError):
@@ -83,3 +91,36 @@ class AdminServer:
             pass
         finally:
             writer.close()
+
+
+def build_secrets_dump(tls: TlsContexts) -> list[dict[str, Any]]:
+    """Envoy's secrets dump, shortened: ``default`` (the SVID) and ``ROOTCA`` (every root)."""
+    if not tls.ready:
+        return []
+    snap = tls.current
+    leaf = snap.svid.leaf
+    return [
+        {
+            "name": "default",
+            "type": "Cert Chain",
+            "spiffe_id": str(snap.svid.spiffe_id),
+            "serial_number": snap.svid.serial_hex,
+            "not_before": leaf.not_valid_before_utc.isoformat(),
+            "not_after": leaf.not_valid_after_utc.isoformat(),
+            "generation": snap.generation,
+            "applied_at": snap.applied_at.isoformat() if snap.applied_at else None,
+        },
+        {
+            "name": "ROOTCA",
+            "type": "CA",
+            "roots": [
+                {
+                    "subject": root.subject.rfc4514_string(),
+                    "serial_number": f"{root.serial_number:032x}",
+                    "not_after": root.not_valid_after_utc.isoformat(),
+                    "sha256": fp,
+                }
+                for root, fp in zip(snap.bundle.certificates, snap.bundle.fingerprints, strict=True)
+            ],
+        },
+    ]

@@ -22,14 +22,17 @@ from typing import Any
 from meshsec.config.proxy import EndpointSpec, ProxySettings
 from meshsec.core.identity import TrustDomainSet
 from meshsec.core.pki import TrustBundle, X509Svid
-from meshsec.proxy.admin import AdminServer
+from meshsec.core.policy.snapshot import PolicySnapshot
+from meshsec.proxy.admin import AdminServer, build_secrets_dump
 from meshsec.proxy.authz import AllowAll, Authorizer
 from meshsec.proxy.certdir import load_cert_dir, stamp_cert_dir, watch_cert_dir
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
 from meshsec.proxy.metrics import ProxyMetrics
 from meshsec.proxy.outbound import HttpProxyListener, TcpOutboundListener
+from meshsec.proxy.policy_watch import PolicyController, identify_workload
 from meshsec.proxy.pump import PumpLimits
+from meshsec.proxy.registry import PortBinding, build_registry
 from meshsec.proxy.sds import SdsSecretSource
 from meshsec.proxy.tls import TlsContexts, TlsParams
 from meshsec.proxy.upstream import (
@@ -69,7 +72,41 @@ class StaticRegistry:
         return ClientTlsSettings(ClientTlsMode.DISABLE)
 
 
+def effective_trust_domain(snapshot: PolicySnapshot, settings: ProxySettings) -> tuple[str, ...]:
+    """The mesh trust domain and aliases: the config's ``istio`` ConfigMap when it has one,
+    else the ``--trust-domain`` / ``--trust-domain-alias`` settings."""
+    mesh = snapshot.mesh_config
+    if mesh.origin is not None:
+        return (mesh.trust_domain, *mesh.trust_domain_aliases)
+    return (settings.trust_domain, *settings.trust_domain_aliases)
+
+
+def build_policy_controller(settings: ProxySettings, clock: Clock) -> PolicyController:
+    """``--config-dir`` + ``--workload``: the workload and the registry from the directory."""
+    assert settings.config_dir is not None
+    ports = tuple(
+        PortBinding(spec.port, spec.app_port, spec.port, "http" if spec.http else "tcp")
+        for spec in settings.inbound_specs
+    )
+
+    def trust_domain(snapshot: PolicySnapshot) -> str:
+        return effective_trust_domain(snapshot, settings)[0]
+
+    return PolicyController(
+        [settings.config_dir],
+        identify=identify_workload(settings.workload, ports, trust_domain),
+        registry_of=lambda snapshot: build_registry(snapshot, trust_domain(snapshot)),
+        clock=clock,
+        interval=settings.config_poll_interval.total_seconds(),
+        workload_ref=settings.workload,
+    )
+
+
 class ProxyServer:
+    """The sidecar: static (``--inbound PORT:APPPORT:MODE``, ``--endpoint``, allow-all) or
+    policy-aware (a :class:`PolicyController` over an Istio config directory: modes,
+    AuthorizationPolicy, registry and DestinationRule client TLS, all live)."""
+
     def __init__(
         self,
         settings: ProxySettings,
@@ -79,20 +116,26 @@ class ProxyServer:
         resolver: ServiceResolver | None = None,
         tls_policy: ClientTlsPolicy | None = None,
         metrics: ProxyMetrics | None = None,
+        policy: PolicyController | None = None,
+        admin: bool = True,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        if policy is None and settings.config_dir is not None:
+            policy = build_policy_controller(settings, self.clock)
+        self.policy = policy
+        trust_domain: tuple[str, ...] = (settings.trust_domain, *settings.trust_domain_aliases)
+        if policy is not None:
+            trust_domain = effective_trust_domain(policy.view.snapshot, settings)
+            authorizer = resolver = tls_policy = policy.live
         self.authorizer = authorizer or AllowAll()
         registry = StaticRegistry(settings.endpoint_specs)
         self.resolver: ServiceResolver = resolver or registry
         self.tls_policy: ClientTlsPolicy = tls_policy or registry
         self.metrics = metrics or ProxyMetrics()
         self.tls = TlsContexts(TlsParams(min_version=settings.min_tls_version))
-        self.trust_domains = (
-            None
-            if settings.skip_validate_trust_domain
-            else TrustDomainSet.build(settings.trust_domain, settings.trust_domain_aliases)
-        )
+        mesh_domains = TrustDomainSet.build(trust_domain[0], trust_domain[1:])
+        self.trust_domains = None if settings.skip_validate_trust_domain else mesh_domains
         limits = PumpLimits(
             high_water=settings.buffer_bytes,
             low_water=settings.buffer_bytes // 4,
@@ -107,18 +150,20 @@ class ProxyServer:
             limits=limits,
         )
         self.outbound_options = OutboundOptions(
-            trust_domains=TrustDomainSet.build(
-                settings.trust_domain, settings.trust_domain_aliases
-            ),
+            trust_domains=mesh_domains,
             handshake_timeout=settings.handshake_timeout.total_seconds(),
             connect_timeout=settings.connect_timeout.total_seconds(),
             limits=limits,
         )
+        self.serve_admin = admin
         self.inbound: list[InboundListener] = []
+        self._bindings: list[PortBinding | None] = []
         self.outbound: list[TcpOutboundListener | HttpProxyListener] = []
         self.admin: AdminServer | None = None
         self.sds: SdsSecretSource | None = None
         self.certificates_applied = asyncio.Event()
+        self.cert_error = ""
+        self.listening = False
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -127,6 +172,7 @@ class ProxyServer:
     def apply(self, svid: X509Svid, bundle: TrustBundle) -> None:
         """New SVID/bundle (cert dir, SDS, in-process agent): next handshakes use it."""
         self.tls.update(svid, bundle, now=self.clock.now())
+        self.cert_error = ""
         self.certificates_applied.set()
 
     # lifecycle --------------------------------------------------------------------------------
@@ -134,7 +180,13 @@ class ProxyServer:
         s = self.settings
         if s.cert_dir is not None:
             stamp = stamp_cert_dir(s.cert_dir)
-            self.apply(*load_cert_dir(s.cert_dir))
+            try:
+                self.apply(*load_cert_dir(s.cert_dir))
+            except TlsMaterialError as exc:
+                # the agent may not have written them yet: not ready until it has (the watcher
+                # applies the first consistent set), as Envoy waits for its SDS secrets
+                self.cert_error = f"no usable certificates yet: {exc}"
+                log.warning("%s; waiting for %s", self.cert_error, s.cert_dir)
             self._tasks.append(
                 asyncio.ensure_future(
                     watch_cert_dir(
@@ -154,15 +206,7 @@ class ProxyServer:
             needs_tls = any(spec.mode != "DISABLE" for spec in s.inbound_specs) or bool(s.endpoints)
             if needs_tls and not self.tls.ready:
                 raise TlsMaterialError("certificates", "no --cert-dir given and none applied")
-        for spec in s.inbound_specs:
-            port = InboundPort(
-                spec.port,
-                spec.app_port,
-                PortMode(spec.mode),
-                http=spec.http,
-                app_host=s.app_host,
-                listen_host=s.inbound_host,
-            )
+        for port, binding in self._inbound_ports():
             listener = InboundListener(
                 port,
                 self.tls,
@@ -172,6 +216,9 @@ class ProxyServer:
             )
             await listener.start()
             self.inbound.append(listener)
+            self._bindings.append(binding)
+            if self.policy is not None and binding is not None:
+                self.policy.attach(binding, listener)
         connector = UpstreamConnector(
             self.resolver, self.tls_policy, self.tls, self.outbound_options
         )
@@ -185,7 +232,7 @@ class ProxyServer:
             proxy = HttpProxyListener(s.outbound_host, s.http_proxy_port, connector, self.metrics)
             await proxy.start()
             self.outbound.append(proxy)
-        if s.admin_addr:
+        if s.admin_addr and self.serve_admin:
             admin_host, _, admin_port = s.admin_addr.rpartition(":")
             self.admin = AdminServer(
                 admin_host.strip("[]") or "127.0.0.1",
@@ -193,17 +240,76 @@ class ProxyServer:
                 ready=self.ready,
                 config_dump=self.config_dump,
                 registry=self.metrics.registry,
+                not_ready_reason=self.not_ready_reason,
             )
             await self.admin.start()
+        if self.policy is not None:
+            self._tasks.append(asyncio.ensure_future(self.policy.watch()))
+        self.listening = True
         log.info(
-            "proxy ready: %d inbound, %d outbound listener(s)%s",
-            len(self.inbound),
+            "proxy %s: inbound %s; %d outbound listener(s)%s%s",
+            "ready" if self.ready() else f"started (not ready: {self.not_ready_reason()})",
+            ", ".join(
+                f"{x.port.listen_port or x.bound_port}->{x.port.app_port} {x.mode.value}"
+                for x in self.inbound
+            )
+            or "(none)",
             len(self.outbound),
-            f", admin on {s.admin_addr}" if self.admin else "",
+            f"; policy from {', '.join(str(p) for p in self.policy.paths)} "
+            f"for {self.policy.workload.key}, version {self.policy.view.version}"
+            if self.policy
+            else "",
+            f"; admin on {s.admin_addr}" if self.admin else "",
         )
 
+    def _inbound_ports(self) -> list[tuple[InboundPort, PortBinding | None]]:
+        """Listeners in front of the application: the policy's workload ports (mode from
+        PeerAuthentication) or the static ``--inbound`` specs."""
+        s = self.settings
+        if self.policy is not None:
+            return [
+                (
+                    InboundPort(
+                        b.inbound,
+                        b.app_port,
+                        self.policy.port_mode(b.port),
+                        http=b.protocol == "http",
+                        app_host=s.app_host,
+                        listen_host=s.inbound_host,
+                    ),
+                    b,
+                )
+                for b in self.policy.workload.ports
+            ]
+        return [
+            (
+                InboundPort(
+                    spec.port,
+                    spec.app_port,
+                    PortMode(spec.mode or "PERMISSIVE"),
+                    http=spec.http,
+                    app_host=s.app_host,
+                    listen_host=s.inbound_host,
+                ),
+                None,
+            )
+            for spec in s.inbound_specs
+        ]
+
     def ready(self) -> bool:
-        return not self.stopping and (self.tls.ready or not self._needs_tls())
+        return not self.not_ready_reason()
+
+    def not_ready_reason(self) -> str:
+        """Why ``/ready`` answers 503 ('' when ready)."""
+        if self.stopping:
+            return "draining"
+        if not self.listening:
+            return "starting"
+        if self.policy is not None and self.policy.blocked:
+            return f"configuration not loaded: {self.policy.blocked}"
+        if not self.tls.ready and self._needs_tls():
+            return self.cert_error or "no certificate yet"
+        return ""
 
     def _needs_tls(self) -> bool:
         return any(listener.mode is not PortMode.DISABLE for listener in self.inbound) or bool(
@@ -240,44 +346,32 @@ class ProxyServer:
 
     # introspection ----------------------------------------------------------------------------
     def config_dump(self) -> dict[str, Any]:
-        secrets: list[dict[str, Any]] = []
-        if self.tls.ready:
-            snap = self.tls.current
-            leaf = snap.svid.leaf
-            secrets.append(
-                {
-                    "name": "default",
-                    "type": "Cert Chain",
-                    "spiffe_id": str(snap.svid.spiffe_id),
-                    "serial_number": snap.svid.serial_hex,
-                    "not_before": leaf.not_valid_before_utc.isoformat(),
-                    "not_after": leaf.not_valid_after_utc.isoformat(),
-                    "generation": snap.generation,
-                    "applied_at": snap.applied_at.isoformat() if snap.applied_at else None,
-                }
-            )
-            secrets.append(
-                {
-                    "name": "ROOTCA",
-                    "type": "CA",
-                    "roots": [
-                        {
-                            "subject": root.subject.rfc4514_string(),
-                            "serial_number": f"{root.serial_number:032x}",
-                            "not_after": root.not_valid_after_utc.isoformat(),
-                            "sha256": fp,
-                        }
-                        for root, fp in zip(
-                            snap.bundle.certificates, snap.bundle.fingerprints, strict=True
-                        )
-                    ],
-                }
-            )
+        """Listeners, secrets (serials, expiry), policy version — one shape for ``meshsec up``'s
+        sidecars and ``meshsec proxy run`` (MESH_STATE.md)."""
+        svid = self.tls.current.svid if self.tls.ready else None
+        policy = self.policy.describe() if self.policy is not None else {}
         return {
             "ready": self.ready(),
+            "not_ready_reason": self.not_ready_reason() or None,
+            "workload": policy.get("workload"),
+            "spiffe_id": str(svid.spiffe_id) if svid else None,
+            "certificate": {"serial": svid.serial_hex, "not_after": svid.not_after.isoformat()}
+            if svid
+            else None,
+            "policy_version": policy.get("policy_version"),
+            "rejected_edit": policy.get("rejected_edit", []),
             "listeners": [x.describe() for x in (*self.inbound, *self.outbound)],
-            "secrets": secrets,
-            "policy": {
+            "ports": [
+                {
+                    "port": binding.port if binding else x.port.listen_port,
+                    "mode": x.mode.value,
+                    "protocol": "http" if x.port.http else "tcp",
+                }
+                for x, binding in zip(self.inbound, self._bindings, strict=True)
+            ],
+            "secrets": build_secrets_dump(self.tls),
+            "policy": policy.get("policy")
+            or {
                 "authorizer": type(self.authorizer).__name__,
                 "version": getattr(self.authorizer, "version", None),
             },

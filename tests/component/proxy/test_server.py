@@ -58,8 +58,10 @@ async def _get(port: int, path: str) -> tuple[int, bytes]:
         ("15006:8080:STRICT", (15006, 8080, "STRICT", False)),
         ("15006:8080:permissive:http", (15006, 8080, "PERMISSIVE", True)),
         ("0:1:DISABLE:tcp", (0, 1, "DISABLE", False)),
+        ("15006:8080:http", (15006, 8080, None, True)),
+        ("15006:8080", (15006, 8080, None, False)),
     ],
-    ids=["strict", "permissive-http", "disable-tcp"],
+    ids=["strict", "permissive-http", "disable-tcp", "policy-http", "policy-tcp"],
 )
 def test_parse_inbound_spec(spec: str, parsed: tuple[object, ...]) -> None:
     s = parse_inbound_spec(spec)
@@ -69,13 +71,14 @@ def test_parse_inbound_spec(spec: str, parsed: tuple[object, ...]) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("15006:8080", "expected PORT:APPPORT:MODE"),
+        ("15006", "expected PORT:APPPORT"),
+        ("1:2:STRICT:http:x", "expected PORT:APPPORT"),
         ("15006:8080:LOOSE", "mode 'LOOSE'"),
         ("x:8080:STRICT", "port 'x'"),
         ("1:99999:STRICT", "application port '99999'"),
         ("1:2:STRICT:grpc", "protocol 'grpc'"),
     ],
-    ids=["short", "bad-mode", "bad-port", "port-range", "bad-protocol"],
+    ids=["short", "long", "bad-mode", "bad-port", "port-range", "bad-protocol"],
 )
 def test_parse_inbound_spec_errors(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -114,6 +117,38 @@ def test_settings_report_every_bad_value() -> None:
     assert "mode 'NOPE'" in text
     assert "--trust-domain" in text
     assert "1.1" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"inbound": ("1:2",)}, "no MODE"),
+        ({"workload": "w.ns"}, "--workload: only with --config-dir"),
+        ({"config_dir": Path("x")}, "--workload NAME.NAMESPACE is required"),
+        ({"config_dir": Path("x"), "workload": "w"}, "is not NAME.NAMESPACE"),
+        (
+            {"config_dir": Path("x"), "workload": "w.ns", "inbound": ("1:2:STRICT",)},
+            "drop ':STRICT'",
+        ),
+        (
+            {"config_dir": Path("x"), "workload": "w.ns", "endpoints": ("a:1=b:2",)},
+            "--endpoint: not with --config-dir",
+        ),
+        ({"concurrency": -1}, "--concurrency"),
+    ],
+    ids=[
+        "static-needs-mode",
+        "workload-alone",
+        "config-needs-workload",
+        "bad-workload",
+        "mode-with-config",
+        "endpoint-with-config",
+        "concurrency",
+    ],
+)
+def test_policy_settings_are_checked(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(ProxySettings, env={}, flags=flags)
 
 
 def test_load_cert_dir_names_the_broken_file(tmp_path: Path, ids: Identities) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from meshsec.config.sources.files import FileContent, build_snapshot
 from meshsec.mesh.launch import build_child_env
-from meshsec.mesh.policy_view import PolicyView
-from meshsec.mesh.registry import MeshRegistry, PortBinding, WorkloadEntry
-from meshsec.mesh.sidecar import PortAwarePolicy
 from meshsec.proxy.authz import PeerInfo
+from meshsec.proxy.policy import LivePolicy, PolicyView
+from meshsec.proxy.registry import PortBinding, Registry, WorkloadEntry
 
 
 def test_child_env_drops_mesh_and_proxy_settings_and_adds_extra() -> None:
@@ -42,7 +41,7 @@ def test_authorization_sees_the_declared_port_not_the_loopback_app_port() -> Non
     snapshot = build_snapshot([FileContent("p.yaml", POLICY.encode())])
     binding = PortBinding(8080, 43123, 43124, "tcp")
     entry = WorkloadEntry("a", "ns1", "sa", {"app": "a"}, (binding,))
-    policy = PortAwarePolicy(PolicyView(snapshot, MeshRegistry((entry,)), entry), (binding,))
+    policy = LivePolicy(PolicyView(snapshot, Registry((entry,)), entry))
     peer = PeerInfo("127.0.0.1", "spiffe://cluster.local/ns/x/sa/y")
     # the inbound listener reports the application's port; the rule names the declared one
     assert policy.authorize(peer, 43123, None).allowed

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from meshsec.config.sources.files import load_snapshot
-from meshsec.mesh.check import classify
-from meshsec.mesh.policy_view import PolicyView
-from meshsec.mesh.registry import MeshRegistry, PortBinding, WorkloadEntry, split_service_host
 from meshsec.proxy.authz import HttpRequestInfo, PeerInfo
 from meshsec.proxy.inbound import PortMode
+from meshsec.proxy.policy import PolicyView
+from meshsec.proxy.registry import PortBinding, Registry, WorkloadEntry, split_service_host
 from meshsec.proxy.upstream import ClientTlsMode
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "photo-sharing"
@@ -24,14 +23,14 @@ WORKLOADS = {
 }
 
 
-def _registry() -> MeshRegistry:
+def _registry() -> Registry:
     entries = []
     for ref, (sa, inbound) in WORKLOADS.items():
         name, ns = ref.split(".")
         entries.append(
             WorkloadEntry(name, ns, sa, {"app": name}, (PortBinding(8080, 20000, inbound, "http"),))
         )
-    return MeshRegistry(tuple(entries))
+    return Registry(tuple(entries))
 
 
 @pytest.fixture(scope="module")
@@ -104,19 +103,3 @@ def test_datastore_authorization(
 )
 def test_split_service_host(host: str, expected: tuple[str, str] | None) -> None:
     assert split_service_host(host, "me") == expected
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "error", "verdict"),
-    [
-        (200, "{}", "", "allowed"),
-        (404, "nope", "", "allowed"),  # the application answered
-        (403, "RBAC: access denied", "", "denied"),
-        (403, "forbidden by the app", "", "allowed"),
-        (503, "upstream connect error or disconnect", "", "refused"),
-        (0, "", "connection reset", "refused"),
-    ],
-    ids=["ok", "app-404", "rbac", "app-403", "upstream", "reset"],
-)
-def test_classify(status: int, body: str, error: str, verdict: str) -> None:
-    assert classify(status, body, error)[0] == verdict

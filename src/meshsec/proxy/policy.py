@@ -5,6 +5,11 @@ DestinationRule and AuthorizationPolicy) for one workload; the sidecar swaps vie
 when the config directory changes. :class:`LivePolicy` is the object the proxy's listeners hold:
 it implements the proxy's ``Authorizer``, ``ServiceResolver`` and ``ClientTlsPolicy`` protocols
 by delegating to the current view, so an edit applies to the next connection or request.
+
+Authorization sees the workload port as declared (what ``to.operation.ports`` names), not the
+port the application happens to listen on; and it fails closed while :attr:`LivePolicy.blocked`
+(the configuration could not be read completely: a missing AuthorizationPolicy must not mean
+"allow all").
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from meshsec.core.policy.model import MtlsMode, TlsMode
 from meshsec.core.policy.peer_authn import EffectiveMtls, PeerAuthenticationIndex
 from meshsec.core.policy.request import AuthzRequest, HttpAttributes
 from meshsec.core.policy.snapshot import PolicySnapshot
-from meshsec.mesh.registry import LOOPBACK, MeshRegistry, WorkloadEntry, resolve_service
 from meshsec.proxy.authz import Decision, HttpRequestInfo, PeerInfo
 from meshsec.proxy.inbound import PortMode
+from meshsec.proxy.registry import Registry, WorkloadEntry, resolve_service
 from meshsec.proxy.upstream import ClientTlsMode, ClientTlsSettings, Endpoint
 
 log = logging.getLogger(__name__)
@@ -44,7 +49,7 @@ class PolicyView:
     """Policy decisions for ``workload`` under one snapshot (immutable once built)."""
 
     snapshot: PolicySnapshot
-    registry: MeshRegistry
+    registry: Registry
     workload: WorkloadEntry
     _cache: dict[tuple[str, int], tuple[list[Endpoint], ClientTlsSettings]] = field(
         default_factory=dict
@@ -91,7 +96,7 @@ class PolicyView:
                 source_principal=peer.principal or None,
                 source_ip=peer.address,
                 http=http,
-                destination_ip=LOOPBACK,
+                destination_ip=self.workload.address,
             ),
             self.authz_policies,
             self.mesh,
@@ -120,7 +125,7 @@ class PolicyView:
             mode = self.effective_mtls(entry).mode_for_port(binding.port)
             endpoints.append(
                 Endpoint(
-                    LOOPBACK,
+                    entry.address,
                     binding.inbound,
                     (entry.spiffe_id,),
                     # Istio marks endpoints whose PeerAuthentication disables mTLS on that
@@ -159,16 +164,34 @@ def _path(value: str | None) -> Path | None:
 
 
 class LivePolicy:
-    """The proxy-facing policy: Authorizer + ServiceResolver + ClientTlsPolicy over a view."""
+    """The proxy-facing policy: Authorizer + ServiceResolver + ClientTlsPolicy over a view.
+
+    The inbound listeners report the application's port; ``declared`` maps it back to the
+    workload port as declared (what policies name). While ``blocked`` is non-empty every
+    connection and request is denied with that reason.
+    """
 
     def __init__(self, view: PolicyView) -> None:
         self.view = view
+        self.blocked = ""
+        self._declared = self._declared_ports(view.workload)
+
+    @staticmethod
+    def _declared_ports(workload: WorkloadEntry) -> dict[int, int]:
+        return {b.app_port: b.port for b in workload.ports}
 
     def swap(self, view: PolicyView) -> None:
+        self._declared = self._declared_ports(view.workload)
         self.view = view
 
+    @property
+    def version(self) -> str:
+        return self.view.version
+
     def authorize(self, peer: PeerInfo, port: int, request: HttpRequestInfo | None) -> Decision:
-        return self.view.authorize(peer, port, request)
+        if self.blocked:
+            return Decision(False, f"configuration not loaded: {self.blocked}")
+        return self.view.authorize(peer, self._declared.get(port, port), request)
 
     def resolve(self, host: str, port: int) -> Sequence[Endpoint]:
         return self.view.route(host, port)[0]
