@@ -27,7 +27,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,7 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
     ) -> None:
         self._store = store
         self._files = files
+        self._built: dict[str, tuple[object, secret_pb2.Secret]] = {}
         self._clock = clock
         self._metrics = metrics
         self._versions = itertools.count(1)
@@ -314,13 +315,31 @@ class SecretDiscoveryService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # ty
     def _build(self, name: str, snapshot: Snapshot) -> secret_pb2.Secret | None:
         if name == DEFAULT:
             workload = snapshot.valid_workload(self._clock.now())
-            return None if workload is None else build_tls_certificate_secret(name, workload)
+            if workload is None:
+                return None
+            return self._cached(
+                name, workload, lambda: build_tls_certificate_secret(name, workload)
+            )
         if name == ROOTCA:
             roots = snapshot.roots
-            return None if roots is None else build_validation_context_secret(name, roots)
+            if roots is None:
+                return None
+            return self._cached(name, roots, lambda: build_validation_context_secret(name, roots))
         if self._files is not None:
             return self._files.secret(name)
         return None
+
+    def _cached(
+        self, name: str, source: object, build: Callable[[], secret_pb2.Secret]
+    ) -> secret_pb2.Secret:
+        """One Secret message per published secret, shared by every stream's push (a rotation
+        with 100 streams encodes the key and builds the message once, not 100 times)."""
+        hit = self._built.get(name)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        secret = build()
+        self._built[name] = (source, secret)
+        return secret
 
     def _version(self, name: str, snapshot: Snapshot) -> int:
         if self._files is not None and is_file_resource_name(name):
