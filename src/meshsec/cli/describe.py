@@ -192,6 +192,8 @@ def render_identity(workload: WorkloadState, state: MeshState, ident: IdentityVi
         lines += [
             f"      {line}" for line in describe_issuers(chain, trust.roots, datetime.now(UTC))
         ]
+    elif not workload.refused_expected and trust.chain_problem:
+        lines.append(f"   Issuer chain: unknown ({trust.chain_problem})")
     return lines
 
 

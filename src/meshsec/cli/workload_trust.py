@@ -106,6 +106,7 @@ class WorkloadTrust:
     problem: str | None = None  # why roots or chain could not be read
     live_serial: str | None = None  # the agent's current certificate (when it answered)
     live: bool = False  # the agent answered
+    chain_problem: str | None = None  # why no chain could be read
 
     @property
     def has_certificate(self) -> bool:
@@ -242,7 +243,14 @@ def load_workload_trust(
     )
     problem = root_problem or (None if workload.refused_expected else chain_problem)
     return WorkloadTrust(
-        workload, roots, source, chain, problem, live_serial=live_serial, live=rows is not None
+        workload,
+        roots,
+        source,
+        chain,
+        problem,
+        live_serial=live_serial,
+        live=rows is not None,
+        chain_problem=chain_problem,
     )
 
 

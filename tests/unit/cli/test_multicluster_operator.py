@@ -476,6 +476,32 @@ def test_describe_says_when_the_chain_does_not_verify(
     assert "      DOES NOT VERIFY against its trusted roots: signature of" in out
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(b"garbage", "no PEM", id="garbage"),
+        pytest.param(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "", id="bad-der"
+        ),
+        pytest.param(b"x" * (1024 * 1024 + 1), "larger than 1048576 bytes", id="huge"),
+    ],
+)
+def test_describe_with_hostile_certificate_files(
+    mesh: Mesh, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    """Unreadable chain and root files are reported with the file's name, never a traceback;
+    the roots still come from the agent."""
+    certs = mesh.workload_dirs["ratings.bookinfo@cluster3"] / "certs"
+    (certs / "cert-chain.pem").write_bytes(content)
+    (certs / "root-cert.pem").write_bytes(content)
+    code, out, err = run(capsys, "describe", "ratings", "--mesh", str(mesh.dir))
+    assert code == 1, err  # outbound conflicts, as in every describe here
+    line = next(x for x in out.splitlines() if x.startswith("   Issuer chain: unknown ("))
+    assert f"{certs / 'cert-chain.pem'}: " in line
+    assert message in line
+    assert "(agent /debug/secrets)" in out
+
+
 def test_describe_warns_when_a_refused_workload_holds_a_certificate(
     mesh: Mesh, capsys: pytest.CaptureFixture[str]
 ) -> None:
