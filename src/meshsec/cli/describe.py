@@ -203,7 +203,7 @@ def identity_to_dict(ident: IdentityView) -> dict[str, Any]:
         {"subject": r.subject, "sha256": r.fingerprint, "source": r.source} for r in trust.roots
     ]
     return {
-        "cluster": None if ident.cluster is None else asdict(ident.cluster),
+        "cluster_info": None if ident.cluster is None else asdict(ident.cluster),
         "ca_cluster": ident.ca_cluster.name if ident.ca_cluster else None,
         "ca_signer": ident.ca_signer,
         "trusted_roots": roots,

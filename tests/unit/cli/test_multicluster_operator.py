@@ -519,8 +519,8 @@ def test_describe_json(mesh: Mesh, capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert code == 1, err  # its outbound calls to cluster3 / cluster5 conflict
     identity = json.loads(out)["identity"]
-    assert identity["cluster"]["name"] == "cluster1"
-    assert identity["cluster"]["role"] == "primary"
+    assert identity["cluster"] == "cluster1"  # the name, as in a single-cluster mesh
+    assert identity["cluster_info"]["role"] == "primary"
     assert identity["ca_cluster"] == "cluster1"
     assert identity["trusted_roots"][0]["sha256"] == fp(mesh.pki.root_a.root_cert)
     assert identity["certificate_chain"]["intermediate"] == "cluster1"
