@@ -264,10 +264,24 @@ class ProxySettings:
         problems.extend(self._policy_problems())
         if self.concurrency < 0 or self.concurrency > 256:
             problems.append(f"--concurrency: {self.concurrency} is not 0-256")
+        elif self.concurrency != 1:
+            problems.extend(self._shared_port_problems())
         if self.buffer_bytes < 4096:
             problems.append("--buffer-bytes: at least 4096")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _shared_port_problems(self) -> list[str]:
+        """Workers share listeners by port: port 0 would give each worker its own port."""
+        zero = [f"--inbound {s!r}" for s in self.inbound if s.split(":", 1)[0] == "0"]
+        zero += [f"--outbound {s!r}" for s in self.outbound if s.split(":", 1)[0] == "0"]
+        if self.http_proxy_port == 0:
+            zero.append("--http-proxy-port 0")
+        return [
+            f"--concurrency {self.concurrency}: {z} listens on port 0; workers share listeners "
+            "by port, give it a number"
+            for z in zero
+        ]
 
     def _policy_problems(self) -> list[str]:
         problems: list[str] = []

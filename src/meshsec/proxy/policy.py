@@ -21,7 +21,12 @@ from pathlib import Path
 
 from meshsec.core.policy.authz import AuthorizationIndex, evaluate
 from meshsec.core.policy.destination import DestinationRuleIndex, resolve_client_tls
-from meshsec.core.policy.model import MtlsMode, TlsMode
+from meshsec.core.policy.model import (
+    AuthorizationAction,
+    AuthorizationPolicy,
+    MtlsMode,
+    TlsMode,
+)
 from meshsec.core.policy.peer_authn import EffectiveMtls, PeerAuthenticationIndex
 from meshsec.core.policy.request import AuthzRequest, HttpAttributes
 from meshsec.core.policy.snapshot import PolicySnapshot
@@ -62,6 +67,7 @@ class PolicyView:
         self.destination_rules = DestinationRuleIndex(self.snapshot.destination_rules, mesh)
         authz = AuthorizationIndex(self.snapshot.authorization_policies, mesh)
         self.authz_policies = authz.for_workload(self.workload.namespace, self.workload.labels)
+        self.connection_scoped = all(_connection_scoped(p) for p in self.authz_policies)
         self.mtls = self.peer_authn.compose(self.workload.namespace, self.workload.labels)
         self._effective: dict[str, EffectiveMtls] = {}
 
@@ -159,6 +165,26 @@ class PolicyView:
         )
 
 
+def _connection_scoped(policy: AuthorizationPolicy) -> bool:
+    """Does ``policy`` decide the same for every HTTP request of one connection? True when no
+    rule looks at request attributes: operations (hosts, methods, paths, ports), ``when``
+    conditions, request principals (JWT) or remote IPs (X-Forwarded-For)."""
+    if policy.action is AuthorizationAction.CUSTOM:
+        return False
+    for rule in policy.rules:
+        if rule.operations or rule.when:
+            return False
+        for source in rule.sources:
+            if (
+                source.request_principals
+                or source.not_request_principals
+                or source.remote_ip_blocks
+                or source.not_remote_ip_blocks
+            ):
+                return False
+    return True
+
+
 def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
@@ -166,15 +192,18 @@ def _path(value: str | None) -> Path | None:
 class LivePolicy:
     """The proxy-facing policy: Authorizer + ServiceResolver + ClientTlsPolicy over a view.
 
-    The inbound listeners report the application's port; ``declared`` maps it back to the
-    workload port as declared (what policies name). While ``blocked`` is non-empty every
-    connection and request is denied with that reason.
+    The inbound listeners report the application's port; the workload's bindings map it back to
+    the port as declared (what policies name). While :attr:`blocked` is non-empty every
+    connection and request is denied with that reason. It is also a connection-scoped
+    authorizer for HTTP ports: when no applicable policy looks at request attributes, one
+    decision per connection and :attr:`version` serves every request on it.
     """
 
     def __init__(self, view: PolicyView) -> None:
         self.view = view
-        self.blocked = ""
+        self._blocked = ""
         self._declared = self._declared_ports(view.workload)
+        self._version: object = object()
 
     @staticmethod
     def _declared_ports(workload: WorkloadEntry) -> dict[int, int]:
@@ -183,15 +212,34 @@ class LivePolicy:
     def swap(self, view: PolicyView) -> None:
         self._declared = self._declared_ports(view.workload)
         self.view = view
+        self._version = object()
 
     @property
-    def version(self) -> str:
-        return self.view.version
+    def blocked(self) -> str:
+        return self._blocked
+
+    @blocked.setter
+    def blocked(self, reason: str) -> None:
+        if reason != self._blocked:
+            self._blocked = reason
+            self._version = object()
+
+    @property
+    def version(self) -> object:
+        """Changes whenever a decision may change (new view, blocked state)."""
+        return self._version
 
     def authorize(self, peer: PeerInfo, port: int, request: HttpRequestInfo | None) -> Decision:
-        if self.blocked:
-            return Decision(False, f"configuration not loaded: {self.blocked}")
+        if self._blocked:
+            return Decision(False, f"configuration not loaded: {self._blocked}")
         return self.view.authorize(peer, self._declared.get(port, port), request)
+
+    def connection_decision(self, peer: PeerInfo, port: int) -> Decision | None:
+        if self._blocked:
+            return Decision(False, f"configuration not loaded: {self._blocked}")
+        if not self.view.connection_scoped:
+            return None
+        return self.view.authorize(peer, self._declared.get(port, port), None)
 
     def resolve(self, host: str, port: int) -> Sequence[Endpoint]:
         return self.view.route(host, port)[0]

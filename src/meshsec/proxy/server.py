@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from meshsec.proxy.upstream import (
     ServiceResolver,
     UpstreamConnector,
 )
+from meshsec.proxy.workers import run_workers, worker_count
 from meshsec.runtime.clock import Clock, SystemClock
 
 log = logging.getLogger("meshsec.proxy")
@@ -118,6 +119,7 @@ class ProxyServer:
         metrics: ProxyMetrics | None = None,
         policy: PolicyController | None = None,
         admin: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -148,12 +150,14 @@ class ProxyServer:
             sniff_timeout=settings.sniff_timeout.total_seconds(),
             connect_timeout=settings.connect_timeout.total_seconds(),
             limits=limits,
+            reuse_port=reuse_port,  # --concurrency: every worker binds the same ports
         )
         self.outbound_options = OutboundOptions(
             trust_domains=mesh_domains,
             handshake_timeout=settings.handshake_timeout.total_seconds(),
             connect_timeout=settings.connect_timeout.total_seconds(),
             limits=limits,
+            reuse_port=reuse_port,  # --concurrency: every worker binds the same ports
         )
         self.serve_admin = admin
         self.inbound: list[InboundListener] = []
@@ -373,7 +377,7 @@ class ProxyServer:
             "policy": policy.get("policy")
             or {
                 "authorizer": type(self.authorizer).__name__,
-                "version": getattr(self.authorizer, "version", None),
+                "version": _text_or_none(getattr(self.authorizer, "version", None)),
             },
             "trust_domains": [td.name for td in self.trust_domains.all]
             if self.trust_domains
@@ -381,17 +385,32 @@ class ProxyServer:
         }
 
 
-async def serve_proxy(settings: ProxySettings) -> int:
-    server = ProxyServer(settings)
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def serve_proxy(
+    settings: ProxySettings, *, admin: bool = True, reuse_port: bool = False
+) -> int:
+    server = ProxyServer(settings, admin=admin, reuse_port=reuse_port)
     await server.start()
     await server.run_until_stopped()
     return 0
 
 
-def run_proxy(settings: ProxySettings) -> int:
-    """Run the sidecar on uvloop (stdlib asyncio where uvloop is unavailable) until signalled."""
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """On uvloop (stdlib asyncio where uvloop is unavailable)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        return asyncio.run(serve_proxy(settings))
-    return uvloop.run(serve_proxy(settings))
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def run_proxy(settings: ProxySettings) -> int:
+    """Run the sidecar until signalled: one process, or ``--concurrency`` workers."""
+    count = worker_count(settings.concurrency)
+    return run_workers(
+        count,
+        lambda index: _run_loop(serve_proxy(settings, admin=index == 0, reuse_port=count > 1)),
+    )

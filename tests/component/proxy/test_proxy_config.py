@@ -395,3 +395,22 @@ async def test_errors_in_the_first_read_fail_closed(mesh: Mesh, mesh_ca: TestCA)
     assert server.ready()
     got, _ = await _get(mesh.http_port, client_context(mesh.ids.client, mesh_ca.bundle), "/x")
     assert got == 200
+
+
+async def test_an_authorization_edit_applies_to_the_next_request_on_an_open_connection(
+    mesh: Mesh, mesh_ca: TestCA
+) -> None:
+    only_client = AUTHZ.split("  - from: [{source: {namespaces")[0]  # principals only
+    mesh.write("authz.yaml", only_client)
+    server = await mesh.sidecar("server.backend", mesh.ids.server, inbound=True)
+    assert server.policy is not None
+    assert server.policy.view.connection_scoped  # one decision per connection ...
+    ctx = client_context(mesh.ids.client, mesh_ca.bundle)
+    reader, writer = await open_tls(mesh.http_port, ctx)
+    request = b"GET /a HTTP/1.1\r\nhost: server\r\n\r\n"
+    assert (await http_request(reader, writer, request))[0] == 200
+    assert (await http_request(reader, writer, request))[0] == 200
+    mesh.write("authz.yaml", only_client.replace("sa/client", "sa/someone-else"))
+    assert _settle(server)
+    # ... until the policy version changes: the same keep-alive connection is now denied
+    assert await http_request(reader, writer, request) == (403, b"RBAC: access denied")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from meshsec.config.sources.files import load_snapshot
+from meshsec.config.sources.files import FileContent, build_snapshot, load_snapshot
 from meshsec.proxy.authz import HttpRequestInfo, PeerInfo
 from meshsec.proxy.inbound import PortMode
-from meshsec.proxy.policy import PolicyView
+from meshsec.proxy.policy import LivePolicy, PolicyView
 from meshsec.proxy.registry import PortBinding, Registry, WorkloadEntry, split_service_host
 from meshsec.proxy.upstream import ClientTlsMode
 
@@ -103,3 +103,49 @@ def test_datastore_authorization(
 )
 def test_split_service_host(host: str, expected: tuple[str, str] | None) -> None:
     assert split_service_host(host, "me") == expected
+
+
+CONNECTION_POLICIES = {
+    "principals": "- from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]",
+    "namespaces-ips": "- from: [{source: {namespaces: [a], ipBlocks: [127.0.0.0/8]}}]",
+    "paths": "- to: [{operation: {paths: [/x]}}]",
+    "when": "- when: [{key: 'request.headers[x-a]', values: [b]}]",
+    "request-principals": "- from: [{source: {requestPrincipals: ['*']}}]",
+    "remote-ip": "- from: [{source: {remoteIpBlocks: [10.0.0.0/8]}}]",
+}
+
+
+@pytest.mark.parametrize(
+    ("rules", "scoped"),
+    [
+        ("principals", True),
+        ("namespaces-ips", True),
+        ("paths", False),
+        ("when", False),
+        ("request-principals", False),
+        ("remote-ip", False),
+    ],
+    ids=list(CONNECTION_POLICIES),
+)
+def test_one_decision_per_connection_only_without_request_attributes(
+    rules: str, scoped: bool
+) -> None:
+    text = (
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: p, namespace: a}\nspec:\n  rules:\n  " + CONNECTION_POLICIES[rules] + "\n"
+    )
+    snapshot = build_snapshot([FileContent("p.yaml", text.encode())])
+    assert not snapshot.has_errors
+    entry = WorkloadEntry("w", "a", "w", {}, (PortBinding(80, 8080, 15006, "http"),))
+    live = LivePolicy(PolicyView(snapshot, Registry((entry,)), entry))
+    peer = PeerInfo("127.0.0.1", "spiffe://cluster.local/ns/a/sa/b")
+    decision = live.connection_decision(peer, 8080)
+    assert (decision is not None) is scoped
+    if decision is not None:
+        assert decision.allowed  # principal a/b from 127.0.0.1 matches both scoped policies
+    version = live.version
+    live.blocked = "1 error(s)"
+    assert live.version is not version
+    blocked = live.connection_decision(peer, 8080)
+    assert blocked is not None
+    assert not blocked.allowed
