@@ -178,6 +178,15 @@ class ProxyServer:
         self.tls.update(svid, bundle, now=self.clock.now())
         self.cert_error = ""
         self.certificates_applied.set()
+        if self.policy is not None and str(svid.spiffe_id) != self.policy.workload.spiffe_id:
+            # Envoy does not check this either, but it is almost always a wrong --workload or
+            # certificate source: peers' secure naming will refuse this sidecar
+            log.warning(
+                "certificate identity %s is not workload %s's %s",
+                svid.spiffe_id,
+                self.policy.workload.key,
+                self.policy.workload.spiffe_id,
+            )
 
     # lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -203,7 +212,12 @@ class ProxyServer:
                 )
             )
         elif s.sds_socket is not None:
-            source = SdsSecretSource(s.sds_socket, self.apply, clock=self.clock)
+            node = self._node_id()
+            source = (
+                SdsSecretSource(s.sds_socket, self.apply, clock=self.clock, node_id=node)
+                if node
+                else SdsSecretSource(s.sds_socket, self.apply, clock=self.clock)
+            )
             self.sds = source
             self._tasks.append(asyncio.ensure_future(source.run()))
         elif s.inbound or s.outbound or s.http_proxy_port is not None:
@@ -265,6 +279,13 @@ class ProxyServer:
             else "",
             f"; admin on {s.admin_addr}" if self.admin else "",
         )
+
+    def _node_id(self) -> str:
+        """The SDS node id Istio's sidecars send: ``sidecar~IP~NAME.NS~NS.svc.cluster.local``."""
+        if self.policy is None:
+            return ""
+        w = self.policy.workload
+        return f"sidecar~{w.address}~{w.name}.{w.namespace}~{w.namespace}.svc.cluster.local"
 
     def _inbound_ports(self) -> list[tuple[InboundPort, PortBinding | None]]:
         """Listeners in front of the application: the policy's workload ports (mode from

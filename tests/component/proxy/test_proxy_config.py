@@ -414,3 +414,15 @@ async def test_an_authorization_edit_applies_to_the_next_request_on_an_open_conn
     assert _settle(server)
     # ... until the policy version changes: the same keep-alive connection is now denied
     assert await http_request(reader, writer, request) == (403, b"RBAC: access denied")
+
+
+async def test_a_certificate_of_another_identity_is_logged(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="meshsec.proxy"):
+        await mesh.sidecar("server.backend", mesh.ids.client, inbound=True)
+    assert any(
+        f"certificate identity {CLIENT_ID} is not workload backend/server's {SERVER_ID}"
+        in r.getMessage()
+        for r in caplog.records
+    )

@@ -135,6 +135,8 @@ def test_settings_report_every_bad_value() -> None:
             "--endpoint: not with --config-dir",
         ),
         ({"concurrency": -1}, "--concurrency"),
+        ({"concurrency": 2, "inbound": ("0:2:STRICT",)}, "listens on port 0"),
+        ({"concurrency": 0, "http_proxy_port": 0}, "--http-proxy-port 0 listens on port 0"),
     ],
     ids=[
         "static-needs-mode",
@@ -144,6 +146,8 @@ def test_settings_report_every_bad_value() -> None:
         "mode-with-config",
         "endpoint-with-config",
         "concurrency",
+        "concurrency-port-0",
+        "concurrency-proxy-port-0",
     ],
 )
 def test_policy_settings_are_checked(flags: dict[str, object], message: str) -> None:
