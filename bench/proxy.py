@@ -200,6 +200,17 @@ def start(args: list[str], **kw: object) -> subprocess.Popen[bytes]:
     return proc
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def stop_all() -> None:
     for proc in _started:
         if proc.poll() is None:
@@ -457,10 +468,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             print(json.dumps({"round": round_, "proxy": name, **sample}), flush=True)
     results = {name: median_of(samples[name]) for name, _, _ in targets}
     direct = {k: int(v) for k, v in median_of(directs).items()}  # type: ignore[arg-type]
-    for name, port, root_pid in targets:  # last: it leaves memory behind in the process
+    # idle memory last, each in a freshly started proxy: a process that already served other
+    # connections reuses their freed memory and would look cheaper than it is
+    stop(haproxy)
+    stop(proxy)
+    commands = {"haproxy": ["haproxy", "-f", str(d / "haproxy.cfg")]}
+    for name, port, _ in targets:
+        fresh = start(commands.get(name, meshsec), env=env)
+        wait_port(port, fresh)
+        time.sleep(1)  # let every worker bind and settle
         results[name]["idle_KiB_per_conn"] = round(
-            idle_memory(port, tree(root_pid), d, args.idle), 1
+            idle_memory(port, tree(fresh.pid), d, args.idle), 1
         )
+        stop(fresh)
         print(json.dumps({"proxy": name, **results[name]}), flush=True)
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     ratios: dict[str, dict[str, float | None]] = {}
@@ -579,13 +599,26 @@ by the clients too; compare ratios, not absolute figures.
 """
 
 
+MARKER = "<!-- bench/proxy.py --record writes above this line -->"
+
+
 def record(section: str) -> None:
+    """Replace the generated part of the Proxy section (up to MARKER; hand-written notes below
+    the marker stay), or the whole section when it has no marker yet."""
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text()
     start_ = text.index("## Proxy\n")
     nxt = text.find("\n## ", start_ + 1)
     end = len(text) if nxt < 0 else nxt + 1
-    path.write_text(text[:start_] + section.rstrip("\n") + "\n\n" + text[end:])
+    marker = text.find(MARKER, start_, end)
+    if marker >= 0:
+        keep_from = marker
+        tail = ""
+    else:
+        keep_from = end
+        tail = MARKER + "\n\n"
+    generated = section.rstrip("\n") + "\n\n" + tail
+    path.write_text(text[:start_] + generated + text[keep_from:])
 
 
 def main() -> None:
