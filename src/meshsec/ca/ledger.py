@@ -126,6 +126,7 @@ class Ledger:
         self._written = 0
         self._queued = 0
         self._closed = False
+        self._flushing = 0  # threads in flush(): no batch window while they wait
         self._window = batch_window
         self._batch = batch_size
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
@@ -148,9 +149,13 @@ class Ledger:
         """Block until everything recorded so far is committed (or has failed)."""
         with self._lock:
             target = self._queued
+            self._flushing += 1  # ends the writer's batch window now
             self._wake.notify()
-            if not self._flushed.wait_for(lambda: self._written >= target, timeout):
-                raise LedgerError(self.path, f"flush did not finish within {timeout}s")
+            try:
+                if not self._flushed.wait_for(lambda: self._written >= target, timeout):
+                    raise LedgerError(self.path, f"flush did not finish within {timeout}s")
+            finally:
+                self._flushing -= 1
 
     def close(self) -> None:
         with self._lock:
@@ -165,7 +170,8 @@ class Ledger:
                 self._wake.wait_for(lambda: bool(self._pending) or self._closed)
                 if not self._closed:  # group commit: let concurrent requests join the batch
                     self._wake.wait_for(
-                        lambda: len(self._pending) >= self._batch or self._closed, self._window
+                        lambda: len(self._pending) >= self._batch or self._closed or self._flushing,
+                        self._window,
                     )
                 batch, self._pending = self._pending, []
                 closed = self._closed

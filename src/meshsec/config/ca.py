@@ -30,6 +30,11 @@ def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:
     return (host or "0.0.0.0", port)  # noqa: S104 - ":PORT" means every interface, as in Istio
 
 
+def format_host_port(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 host in brackets (the inverse of :func:`parse_host_port`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_cluster_alias(value: str) -> tuple[str, str]:
     """``ALIAS=CLUSTER`` -> (alias, cluster)."""
     alias, sep, cluster = value.partition("=")

@@ -13,10 +13,11 @@ from cryptography import x509
 from google.protobuf import struct_pb2
 
 from meshsec._proto import istio_ca_pb2, istio_ca_pb2_grpc
+from meshsec.ca.assembly import load_material
 from meshsec.ca.authn import Authenticator
 from meshsec.ca.authority import CertificateAuthority
+from meshsec.ca.grpc_server import RunningServer, start_grpc_server
 from meshsec.ca.ledger import LEDGER_FILE, IssuedRecord, load_issued
-from meshsec.ca.server import RunningServer, load_material, start_grpc_server
 from meshsec.ca.serving import ServingCertificates
 from meshsec.cluster import ClusterSigner, TokenRequest, mint_token
 from meshsec.config.ca import CaSettings

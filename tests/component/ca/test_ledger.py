@@ -62,3 +62,12 @@ def test_close_flushes_pending_rows(tmp_path: Path) -> None:
 def test_missing_ledger_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="meshsec ca serve"):
         list(load_issued(tmp_path / "ledger.sqlite"))
+
+
+def test_flush_ends_the_batch_window(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path, batch_window=60.0, batch_size=10_000)
+    ledger.record(_record(1))
+    ledger.flush(timeout=5.0)  # must not wait for the 60 s window to run out
+    assert [r.serial for r in load_issued(path)] == [_record(1).serial]
+    ledger.close()

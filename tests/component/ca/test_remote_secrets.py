@@ -18,14 +18,14 @@ import grpc
 import pytest
 from cryptography import x509
 
-from meshsec.ca.metrics import CaCounters
-from meshsec.ca.remote_clusters import RemoteClusters
-from meshsec.ca.server import (
+from meshsec.ca.assembly import (
     build_authenticators,
     build_remote_clusters,
     build_token_verifiers,
     load_material,
 )
+from meshsec.ca.metrics import CaCounters
+from meshsec.ca.remote_clusters import RemoteClusters
 from meshsec.cluster import ClusterSigner, init_cluster_dir
 from meshsec.cluster.apiserver import ClusterApiServer
 from meshsec.cluster.kubeconfig import mint_account_kubeconfig, render_remote_secret, render_yaml

@@ -10,8 +10,9 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 
+from meshsec.ca.assembly import load_material
 from meshsec.ca.authority import SERVING_DNS_NAMES, CertificateAuthority
-from meshsec.ca.server import load_material, start_grpc_server
+from meshsec.ca.grpc_server import start_grpc_server
 from meshsec.ca.serving import ServingCertificates
 from tests.component.ca.conftest import Clusters
 from tests.component.ca.support import make_settings, new_csr, token_for

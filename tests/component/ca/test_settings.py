@@ -97,7 +97,7 @@ def test_settings_file_in_camel_case(tmp_path: Path) -> None:
 def test_limits_defaults_and_their_help_say_what_is_answered(tmp_path: Path) -> None:
     import dataclasses
 
-    from meshsec.ca.server import grpc_server_options
+    from meshsec.ca.grpc_server import grpc_server_options
     from meshsec.config.load import setting_info
 
     s = load_settings(CaSettings, flags={"data_dir": tmp_path}, env={})
