@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from meshsec.config.errors import ConfigError
 from meshsec.config.sources.files import DirectorySource, digest, read_files
-from meshsec.core.policy.diagnostics import Level
+from meshsec.core.policy.diagnostics import Diagnostic, Level
 from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.proxy.inbound import PortMode
 from meshsec.proxy.policy import LivePolicy, PolicyView
@@ -77,7 +77,9 @@ class PolicyController:
         self.registry_of = registry_of
         self.clock = clock
         self.interval = interval
-        self.source = DirectorySource(self.paths, clock=clock, interval=interval)
+        self.source = DirectorySource(
+            self.paths, clock=clock, interval=interval, on_rejected=self._log_rejected
+        )
         first = self.source.snapshot()
         entry = identify(first)
         if entry is None:
@@ -109,6 +111,13 @@ class PolicyController:
 
     def port_mode(self, port: int) -> PortMode:
         return self.view.port_mode(port)
+
+    @staticmethod
+    def _log_rejected(diagnostics: tuple[Diagnostic, ...]) -> None:
+        """Every diagnostic of a rejected edit, each with its file:line (the source logs the
+        first one with the rejection)."""
+        for diagnostic in diagnostics[1:]:
+            log.warning("  rejected edit: %s", diagnostic)
 
     # applying ---------------------------------------------------------------------------------
     def _check_complete(self, snapshot: PolicySnapshot) -> None:
