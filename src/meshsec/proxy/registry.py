@@ -134,9 +134,13 @@ class ServiceTarget:
 class Registry:
     workloads: tuple[WorkloadEntry, ...] = field(default=())
 
-    def workload(self, namespace: str, name: str) -> WorkloadEntry | None:
+    def workload(self, namespace: str, name: str, cluster: str = "") -> WorkloadEntry | None:
         for w in self.workloads:
-            if w.namespace == namespace and w.name == name:
+            if (
+                w.namespace == namespace
+                and w.name == name
+                and (not cluster or w.cluster == cluster)
+            ):
                 return w
         return None
 
