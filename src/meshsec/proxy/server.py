@@ -93,7 +93,7 @@ def build_policy_controller(settings: ProxySettings, clock: Clock) -> PolicyCont
     def trust_domain(snapshot: PolicySnapshot) -> str:
         return effective_trust_domain(snapshot, settings)[0]
 
-    return PolicyController(
+    controller = PolicyController(
         [settings.config_dir],
         identify=identify_workload(settings.workload, ports, trust_domain),
         registry_of=lambda snapshot: build_registry(snapshot, trust_domain(snapshot)),
@@ -101,6 +101,20 @@ def build_policy_controller(settings: ProxySettings, clock: Clock) -> PolicyCont
         interval=settings.config_poll_interval.total_seconds(),
         workload_ref=settings.workload,
     )
+    name, _, namespace = settings.workload.partition(".")
+    declared = next(
+        (w for w in controller.view.snapshot.workloads_in(namespace) if w.name == name), None
+    )
+    for binding in ports:
+        if declared is not None and binding.port not in declared.ports:
+            log.warning(
+                "--inbound port %d is not a port of %s (declared: %s): Services that target "
+                "it will not list this workload as an endpoint",
+                binding.port,
+                declared.ref,
+                ", ".join(map(str, declared.ports)) or "none",
+            )
+    return controller
 
 
 class ProxyServer:

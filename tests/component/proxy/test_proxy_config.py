@@ -428,3 +428,22 @@ async def test_a_certificate_of_another_identity_is_logged(
         in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_an_inbound_port_the_workload_does_not_declare_is_logged(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(
+        ProxySettings,
+        env={},
+        flags={
+            "config_dir": mesh.config,
+            "workload": "server.backend",
+            "inbound": (f"{mesh.http_port}:1:http", "1:2"),
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="meshsec.proxy"):
+        ProxyServer(settings, clock=FakeClock())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("--inbound port 1 is not a port of Workload backend/server" in m for m in messages)
+    assert not any(f"--inbound port {mesh.http_port} " in m for m in messages)
