@@ -71,7 +71,8 @@ def run(
     endpoint: Annotated[
         list[str] | None,
         typer.Option(
-            "--endpoint", help="HOST:PORT=ADDRESS:PORT[#SPIFFE-ID...] registry entry, repeatable"
+            "--endpoint",
+            help="HOST:PORT=ADDRESS:PORT#SPIFFE-ID... registry entry (IDs optional), repeatable",
         ),
     ] = None,
     http_proxy_port: Annotated[
