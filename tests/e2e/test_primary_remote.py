@@ -176,6 +176,7 @@ def test_primary_remote_mesh_checks_and_follows_its_remote_secrets(tmp_path: Pat
     assert "1 not waited on (no remote secret: refused by the CA)" in out
     assert "no certificate" in out
     assert "UNAUTHENTICATED" in out  # (the table wraps the rest of the reason)
+    assert "--name cluster3 -o" in out  # the hint: how to attach cluster3
     assert not state_path.exists()
     assert not _listening(state["ca"]["addr"])
     for c in state["clusters"]:

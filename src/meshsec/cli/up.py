@@ -293,6 +293,13 @@ def _print_next(runtime: Any, directory: Path, console: Console) -> None:
                 f"http://{svc.meta.name}.{svc.namespace}.svc.cluster.local:{svc.ports[0].port}/"
                 f"   # as {first.entry.name}'s app does"
             )
+    for c in runtime.control.remotes:
+        watched = c.issuing.remote_secrets_dir
+        if c.remote_secret is None and watched is not None:
+            lines.append(
+                f"  meshsec create-remote-secret --cluster {c.cluster_dir} --name {c.name} "
+                f"-o {watched / (c.name + '.yaml')}   # attach {c.name} to {c.issuing.name}'s CA"
+            )
     lines.append(f"  edit a policy under {directory}: the sidecars apply it within a second")
     lines.append(f"  logs, certificates, state: {runtime.state_dir}")
     console.print("\n".join(lines), soft_wrap=True)
