@@ -7,7 +7,9 @@ specs, each error naming the spec and what is wrong:
 * ``--inbound PORT:APPPORT[:MODE][:http|tcp]`` — listen on PORT for the application on APPPORT;
   MODE is STRICT, PERMISSIVE or DISABLE (PeerAuthentication), required without
   ``--config-dir`` and refused with it (the mode then comes from the effective
-  PeerAuthentication of the port, live); ``http`` enables per-request authorization and XFCC.
+  PeerAuthentication of the port, live); ``http`` enables per-request authorization and XFCC
+  (with ``--config-dir`` and neither ``http`` nor ``tcp`` written: the protocol the workload
+  declares for the port).
 * ``--outbound LISTENPORT:HOST:PORT`` — a local TCP port mapped to HOST:PORT through the mesh.
 * ``--endpoint HOST:PORT=ADDRESS:PORT[#SAN...]`` — a static registry entry: where HOST:PORT runs
   and the SPIFFE IDs it runs as (secure naming); with SANs the client TLS is ISTIO_MUTUAL, without
@@ -34,6 +36,7 @@ class InboundSpec:
     app_port: int
     mode: str | None  # None: from PeerAuthentication (--config-dir)
     http: bool
+    protocol_given: bool = False  # ":http"/":tcp" written (else the workload's declaration)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ def parse_inbound_spec(spec: str) -> InboundSpec:
         _port(parts[1], spec, "application port"),
         mode,
         bool(rest) and rest[0].lower() == "http",
+        bool(rest),
     )
 
 

@@ -17,7 +17,9 @@ workload and keeps it current:
 
 What the workload is and which workloads the registry holds are functions of the snapshot,
 given by the caller: fixed for ``meshsec up`` (its ``sidecar.json``), read from the directory's
-Workloads for ``meshsec proxy run --config-dir``.
+Workloads for ``meshsec proxy run --config-dir`` (:func:`build_policy_controller`: the workload
+named by ``--workload``, ports from ``--inbound`` with the protocol the workload declares unless
+written, registry from the Workloads annotated ``meshsec.io/address``).
 """
 
 from __future__ import annotations
@@ -28,12 +30,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshsec.config.errors import ConfigError
-from meshsec.config.sources.files import DirectorySource, digest, read_files
+from meshsec.config.proxy import InboundSpec, ProxySettings
+from meshsec.config.sources.files import DirectorySource, digest, load_snapshot, read_files
 from meshsec.core.policy.diagnostics import Diagnostic, Level
 from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.proxy.inbound import PortMode
 from meshsec.proxy.policy import LivePolicy, PolicyView
-from meshsec.proxy.registry import PortBinding, Registry, WorkloadEntry, build_workload_entry
+from meshsec.proxy.registry import (
+    PortBinding,
+    Registry,
+    WorkloadEntry,
+    build_registry,
+    build_workload_entry,
+)
 from meshsec.runtime.clock import Clock
 
 log = logging.getLogger("meshsec.proxy.policy")
@@ -187,3 +196,58 @@ class PolicyController:
                 "authorization_policies": [p.ref for p in self.view.authz_policies],
             },
         }
+
+
+def effective_trust_domain(snapshot: PolicySnapshot, settings: ProxySettings) -> tuple[str, ...]:
+    """The mesh trust domain and aliases: the config's ``istio`` ConfigMap when it has one,
+    else the ``--trust-domain`` / ``--trust-domain-alias`` settings."""
+    mesh = snapshot.mesh_config
+    if mesh.origin is not None:
+        return (mesh.trust_domain, *mesh.trust_domain_aliases)
+    return (settings.trust_domain, *settings.trust_domain_aliases)
+
+
+def build_policy_controller(settings: ProxySettings, clock: Clock) -> PolicyController:
+    """``--config-dir`` + ``--workload``: the workload and the registry from the directory."""
+    assert settings.config_dir is not None
+    name, _, namespace = settings.workload.partition(".")
+    declared = next(
+        (w for w in load_snapshot([settings.config_dir]).workloads_in(namespace) if w.name == name),
+        None,
+    )
+
+    def protocol(spec: InboundSpec) -> str:
+        """``:http``/``:tcp`` as written, else what the workload declares (Istio picks a port's
+        protocol from its declaration too)."""
+        if not spec.protocol_given and declared is not None:
+            port_spec = declared.port_spec(spec.port)
+            if port_spec is not None:
+                return port_spec.protocol
+        return "http" if spec.http else "tcp"
+
+    ports = tuple(
+        PortBinding(spec.port, spec.app_port, spec.port, protocol(spec))
+        for spec in settings.inbound_specs
+    )
+
+    def trust_domain(snapshot: PolicySnapshot) -> str:
+        return effective_trust_domain(snapshot, settings)[0]
+
+    controller = PolicyController(
+        [settings.config_dir],
+        identify=identify_workload(settings.workload, ports, trust_domain),
+        registry_of=lambda snapshot: build_registry(snapshot, trust_domain(snapshot)),
+        clock=clock,
+        interval=settings.config_poll_interval.total_seconds(),
+        workload_ref=settings.workload,
+    )
+    for binding in ports:
+        if declared is not None and binding.port not in declared.ports:
+            log.warning(
+                "--inbound port %d is not a port of %s (declared: %s): Services that target "
+                "it will not list this workload as an endpoint",
+                binding.port,
+                declared.ref,
+                ", ".join(map(str, declared.ports)) or "none",
+            )
+    return controller

@@ -22,7 +22,6 @@ from typing import Any
 from meshsec.config.proxy import EndpointSpec, ProxySettings
 from meshsec.core.identity import TrustDomainSet
 from meshsec.core.pki import TrustBundle, X509Svid
-from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.proxy.admin import AdminServer, build_secrets_dump
 from meshsec.proxy.authz import AllowAll, Authorizer
 from meshsec.proxy.certdir import load_cert_dir, stamp_cert_dir, watch_cert_dir
@@ -30,9 +29,13 @@ from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
 from meshsec.proxy.metrics import ProxyMetrics
 from meshsec.proxy.outbound import HttpProxyListener, TcpOutboundListener
-from meshsec.proxy.policy_watch import PolicyController, identify_workload
+from meshsec.proxy.policy_watch import (
+    PolicyController,
+    build_policy_controller,
+    effective_trust_domain,
+)
 from meshsec.proxy.pump import PumpLimits
-from meshsec.proxy.registry import PortBinding, build_registry
+from meshsec.proxy.registry import PortBinding
 from meshsec.proxy.sds import SdsSecretSource
 from meshsec.proxy.tls import TlsContexts, TlsParams
 from meshsec.proxy.upstream import (
@@ -71,50 +74,6 @@ class StaticRegistry:
         if any(e.service_accounts for e in endpoints):
             return ClientTlsSettings(ClientTlsMode.ISTIO_MUTUAL, auto=True)
         return ClientTlsSettings(ClientTlsMode.DISABLE)
-
-
-def effective_trust_domain(snapshot: PolicySnapshot, settings: ProxySettings) -> tuple[str, ...]:
-    """The mesh trust domain and aliases: the config's ``istio`` ConfigMap when it has one,
-    else the ``--trust-domain`` / ``--trust-domain-alias`` settings."""
-    mesh = snapshot.mesh_config
-    if mesh.origin is not None:
-        return (mesh.trust_domain, *mesh.trust_domain_aliases)
-    return (settings.trust_domain, *settings.trust_domain_aliases)
-
-
-def build_policy_controller(settings: ProxySettings, clock: Clock) -> PolicyController:
-    """``--config-dir`` + ``--workload``: the workload and the registry from the directory."""
-    assert settings.config_dir is not None
-    ports = tuple(
-        PortBinding(spec.port, spec.app_port, spec.port, "http" if spec.http else "tcp")
-        for spec in settings.inbound_specs
-    )
-
-    def trust_domain(snapshot: PolicySnapshot) -> str:
-        return effective_trust_domain(snapshot, settings)[0]
-
-    controller = PolicyController(
-        [settings.config_dir],
-        identify=identify_workload(settings.workload, ports, trust_domain),
-        registry_of=lambda snapshot: build_registry(snapshot, trust_domain(snapshot)),
-        clock=clock,
-        interval=settings.config_poll_interval.total_seconds(),
-        workload_ref=settings.workload,
-    )
-    name, _, namespace = settings.workload.partition(".")
-    declared = next(
-        (w for w in controller.view.snapshot.workloads_in(namespace) if w.name == name), None
-    )
-    for binding in ports:
-        if declared is not None and binding.port not in declared.ports:
-            log.warning(
-                "--inbound port %d is not a port of %s (declared: %s): Services that target "
-                "it will not list this workload as an endpoint",
-                binding.port,
-                declared.ref,
-                ", ".join(map(str, declared.ports)) or "none",
-            )
-    return controller
 
 
 class ProxyServer:

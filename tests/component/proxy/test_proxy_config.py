@@ -447,3 +447,19 @@ def test_an_inbound_port_the_workload_does_not_declare_is_logged(
     messages = [r.getMessage() for r in caplog.records]
     assert any("--inbound port 1 is not a port of Workload backend/server" in m for m in messages)
     assert not any(f"--inbound port {mesh.http_port} " in m for m in messages)
+
+
+async def test_the_protocol_comes_from_the_workload_unless_written(mesh: Mesh) -> None:
+    settings = load_settings(
+        ProxySettings,
+        env={},
+        flags={
+            "config_dir": mesh.config,
+            "workload": "server.backend",
+            "inbound": (f"{mesh.http_port}:1", f"{mesh.tcp_port}:2:http"),
+        },
+    )
+    server = ProxyServer(settings, clock=FakeClock())
+    assert server.policy is not None
+    # declared http, nothing written -> http; declared tcp, ":http" written -> http
+    assert [b.protocol for b in server.policy.workload.ports] == ["http", "http"]
