@@ -222,7 +222,7 @@ def build_policy_controller(settings: ProxySettings, clock: Clock) -> PolicyCont
         if not spec.protocol_given and declared is not None:
             port_spec = declared.port_spec(spec.port)
             if port_spec is not None:
-                return port_spec.protocol
+                return port_spec.protocol.lower()
         return "http" if spec.http else "tcp"
 
     ports = tuple(

@@ -164,7 +164,7 @@ def build_workload_entry(
                 p,
                 p,
                 p,
-                specs[p].protocol if p in specs else "tcp",
+                specs[p].protocol.lower() if p in specs else "tcp",
                 specs[p].name if p in specs else "",
             )
             for p in workload.ports
