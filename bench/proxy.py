@@ -565,13 +565,22 @@ def markdown(run_: dict[str, object], args: argparse.Namespace, command: str) ->
             f"| {r['cpu_us_per_handshake']:,.0f} / {r['cpu_us_per_request']:,.1f} |"
         )
     table = "\n".join(rows)
+    cpus = os.cpu_count() or 1
+    peak = max(r["load"] for r in res.values())
+    warning = (
+        f"\n**Not an acceptance run: the load average reached {peak:.1f} on {cpus} CPUs while it "
+        "ran (other jobs on the machine), so the rates and latencies are mostly noise; the CPU "
+        "per handshake / request columns hold up best.**\n"
+        if peak > cpus
+        else ""
+    )
     return f"""## Proxy
 
 ### `bench/proxy.py` — side by side with haproxy (same run, same app, same certificates)
 
 `{command}` — recorded {when}; {hp_version.strip()}.
 Load: before `{before}`; after `{after}`.
-
+{warning}
 Both sides use every core: haproxy `nbthread {run_["workers"]}`; meshsec
 `meshsec proxy run --concurrency {run_["workers"]}` ({run_["meshsec_processes"]} worker
 process(es) on SO_REUSEPORT listeners). Both terminate mTLS with `verify required`, the same
