@@ -61,6 +61,8 @@ class LoopLedger:
         self.path = path
         self._conn = connect_ledger(path, busy_timeout=0.0)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._conn.execute("PRAGMA cache_size=-16384")  # KiB: the serial index's random leaves
+        self._conn.execute("PRAGMA mmap_size=268435456")  # reads without a syscall each
         self._window = batch_window
         self._batch_size = batch_size
         self._max_wait = max_wait
