@@ -40,6 +40,7 @@ class TlsTransport(asyncio.Protocol):
         "_closing",
         "_ctx",
         "_eof_in",
+        "_eof_in_pending",
         "_eof_out",
         "_eof_out_pending",
         "_in",
@@ -74,6 +75,7 @@ class TlsTransport(asyncio.Protocol):
         self._closing = False
         self._paused = False
         self._eof_in = False  # close_notify or TCP FIN received (passed to the app once)
+        self._eof_in_pending = False  # FIN while paused: passed on after the buffered records
         self._eof_out = False  # our close_notify sent
         self._eof_out_pending = False
         self.handshake: asyncio.Future[None] = self._loop.create_future()
@@ -97,9 +99,11 @@ class TlsTransport(asyncio.Protocol):
         if self._state == _HANDSHAKE:
             self._fail_handshake(ConnectionResetError("peer closed during the TLS handshake"))
             return False
-        if not self._paused:
+        if self._paused:
+            self._eof_in_pending = True
+        else:
             self._read_records()
-        self._input_ended()
+            self._input_ended()
         return True  # our write side stays open: the peer may still be reading
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -205,6 +209,9 @@ class TlsTransport(asyncio.Protocol):
     def _resume_read(self) -> None:
         if not self._paused and self._state == _OPEN:
             self._read_records()
+            if self._eof_in_pending and not self._paused:
+                self._eof_in_pending = False
+                self._input_ended()
 
     # the application's transport --------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -272,7 +279,7 @@ class TlsTransport(asyncio.Protocol):
             self._paused = False
             if self._raw is not None and not self._raw.is_closing():
                 self._raw.resume_reading()
-            if self._in.pending or self._ssl.pending():
+            if self._in.pending or self._ssl.pending() or self._eof_in_pending:
                 self._loop.call_soon(self._resume_read)
 
     def is_reading(self) -> bool:
