@@ -38,7 +38,7 @@ from meshsec.proxy.http1 import (
 )
 from meshsec.proxy.http1 import header_value as head_value
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
-from meshsec.proxy.pump import Link, Side
+from meshsec.proxy.pump import Link, WriteBatch
 from meshsec.proxy.tls import PeerIdentity
 
 log = logging.getLogger("meshsec.proxy.inbound")
@@ -61,29 +61,6 @@ class ConnectionScopedAuthorizer(Protocol):
         """The decision every HTTP request from ``peer`` on ``port`` gets under ``version``,
         or None when the applicable policies depend on request attributes."""
         ...
-
-
-class _Output:
-    """Writes to one side, batched while an input chunk is being processed."""
-
-    __slots__ = ("parts", "side")
-
-    def __init__(self, side: Side) -> None:
-        self.side = side
-        self.parts: list[bytes | memoryview] = []
-
-    def add(self, data: bytes | memoryview) -> None:
-        self.parts.append(data)
-
-    def flush(self) -> None:
-        parts = self.parts
-        if not parts:
-            return
-        if len(parts) == 1:
-            self.side.write(parts[0])
-        else:
-            self.side.write(b"".join(parts))
-        parts.clear()
 
 
 class InboundHttp:
@@ -151,8 +128,8 @@ class InboundHttp:
         self.responses = MessageReader(self._response_head, self._response_body, self._response_end)
         self._informational = False
         assert link.up is not None
-        self._to_client = _Output(link.down)
-        self._to_app = _Output(link.up)
+        self._to_client = WriteBatch(link.down)
+        self._to_app = WriteBatch(link.up)
         link.down.on_data = self._from_client
         link.up.on_data = self._from_app
 

@@ -37,7 +37,7 @@ from meshsec.proxy.http1 import (
 )
 from meshsec.proxy.listener import Acceptor
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
-from meshsec.proxy.pump import ConnectionTracker, Link, log_task_failure
+from meshsec.proxy.pump import ConnectionTracker, Link, WriteBatch, log_task_failure
 from meshsec.proxy.upstream import (
     Upstream,
     UpstreamConnector,
@@ -200,6 +200,7 @@ class ProxyHttpSession:
         self.requests = MessageReader(self._request_head, self._request_body, _nothing)
         self.responses: MessageReader | None = None
         self._informational = False
+        self._to_client = WriteBatch(link.down)  # a response head and its body: one write
         link.down.on_data = self._from_client
 
     # client → upstream ------------------------------------------------------------------------
@@ -335,13 +336,16 @@ class ProxyHttpSession:
         try:
             self.responses.feed(data)
         except HttpError as exc:
+            self._to_client.flush()
             log.warning("outbound http: bad response from %s: %s", self.authority, exc.reason)
             self.link.close()
+            return
+        self._to_client.flush()
 
     def _response_head(self, raw: bytes) -> BodyFramer | None:
         head = parse_response_head(raw)
         method = self.outstanding[0] if self.outstanding else None
-        self.link.down.write(raw)
+        self._to_client.add(raw)
         self._informational = 100 <= head.status < 200 and head.status != 101
         if self._informational:
             return BodyFramer(Framing.NONE)
@@ -354,7 +358,7 @@ class ProxyHttpSession:
         return response_framing(head, method)
 
     def _response_body(self, chunk: bytes | memoryview) -> None:
-        self.link.down.write(chunk)
+        self._to_client.add(chunk)
 
     def _end(self) -> None:
         if self._informational:

@@ -158,6 +158,31 @@ class Side(asyncio.Protocol):
             self.transport.abort()
 
 
+class WriteBatch:
+    """Writes to one side collected while an input chunk is processed, then sent as one
+    ``write`` (one TLS record batch, one ``send``): an HTTP head and the body bytes that came
+    with it, or several pipelined messages, do not cost a system call each."""
+
+    __slots__ = ("parts", "side")
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.parts: list[bytes | memoryview] = []
+
+    def add(self, data: bytes | memoryview) -> None:
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        parts = self.parts
+        if not parts:
+            return
+        if len(parts) == 1:
+            self.side.write(parts[0])
+        else:
+            self.side.write(b"".join(parts))
+        parts.clear()
+
+
 class Link:
     """A downstream/upstream pair with one idle timer and one close callback."""
 
