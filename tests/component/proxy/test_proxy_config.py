@@ -379,6 +379,28 @@ async def test_admin_reports_workload_ports_secrets_and_policy(mesh: Mesh) -> No
     status, body = await http_request(reader, writer, b"GET /ready HTTP/1.1\r\nhost: a\r\n\r\n")
     assert (status, body) == (200, b"LIVE\n")
 
+    # Istio's metric names and labels for what the policy decided
+    intruder = mesh.ids.ca.issue_svid("spiffe://cluster.local/ns/other/sa/intruder")
+    assert (await _get(mesh.http_port, client_context(mesh.ids.client, mesh.ids.ca.bundle), "/"))[
+        0
+    ] == 200
+    assert (await _get(mesh.http_port, client_context(intruder, mesh.ids.ca.bundle), "/"))[0] == 403
+    reader, writer = await open_plain(server.admin.bound_port)
+    _, metrics = await http_request(reader, writer, b"GET /metrics HTTP/1.1\r\nhost: a\r\n\r\n")
+    text = metrics.decode()
+    for code, principal in (
+        ("200", CLIENT_ID),
+        ("403", "spiffe://cluster.local/ns/other/sa/intruder"),
+    ):
+        assert any(
+            line.startswith("istio_requests_total{")
+            and f'response_code="{code}"' in line
+            and f'source_principal="{principal}"' in line
+            and 'connection_security_policy="mutual_tls"' in line
+            and f'destination_principal="{SERVER_ID}"' in line
+            for line in text.splitlines()
+        ), (code, text)
+
 
 async def test_an_unknown_workload_is_a_config_error(mesh: Mesh) -> None:
     with pytest.raises(ConfigError, match=r"--workload ghost\.backend: no Workload"):
