@@ -30,7 +30,6 @@ from meshsec.config.errors import ConfigError
 from meshsec.config.load import load_settings
 from meshsec.config.proxy import ProxySettings
 from meshsec.mesh.registry import LOOPBACK, MeshRegistry, WorkloadEntry
-from meshsec.proxy import registry as proxy_registry
 from meshsec.proxy.policy_watch import PolicyController
 from meshsec.proxy.server import ProxyServer
 from meshsec.runtime.clock import Clock, SystemClock
@@ -84,9 +83,7 @@ class SidecarConfig:
 def build_sidecar(config: SidecarConfig, *, clock: Clock | None = None) -> ProxyServer:
     """The proxy for one ``meshsec up`` workload (listeners start with ``await .start()``)."""
     clock = clock or SystemClock()
-    # sidecar.json's registry format is the proxy registry's (same JSON)
-    entry = proxy_registry.WorkloadEntry.from_json(config.workload.to_json())
-    registry = proxy_registry.Registry.from_json(config.registry.to_json())
+    entry, registry = config.workload, config.registry  # the proxy registry's types
     settings = load_settings(
         ProxySettings,
         env={},  # sidecar.json is the whole configuration
