@@ -30,6 +30,8 @@ def check_startup(settings: AgentSettings) -> None:
         )
     if problems:
         raise ConfigError(problems)
+    if settings.file_mounted_certs:
+        log.info("serving the certificates mounted in %s (no CA)", settings.mounted_certs_dir)
     if not settings.file_mounted_certs and not settings.ca_root_path.exists():
         log.warning(
             "CA root %s (PILOT_CERT_PROVIDER=%s) does not exist yet; will keep retrying",

@@ -23,6 +23,10 @@ ISTIOD_ROOT_CERT = Path("./var/run/secrets/istio/root-cert.pem")
 KUBERNETES_CA_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
 MOUNTED_CERTS_DIR = Path("./etc/certs")
 WORKLOAD_IDENTITY_DIR = Path("./var/run/secrets/workload-spiffe-uds")
+# Istio: if all three files exist here at start, they are served (FILE_MOUNTED_CERTS) instead
+# of calling a CA (istio-csr / cert-manager style credentials)
+WORKLOAD_CREDENTIALS_DIR = Path("./var/run/secrets/workload-spiffe-credentials")
+CREDENTIAL_FILES = ("cert-chain.pem", "key.pem", "root-cert.pem")
 DEFAULT_TOKEN_FILE = Path("./var/run/secrets/tokens/istio-token")
 
 CA_HEADER_PREFIX = "CA_HEADER_"
@@ -252,17 +256,29 @@ def check_ca_headers(headers: tuple[tuple[str, str], ...]) -> list[str]:
 def load_agent_settings(
     *, flags: Mapping[str, Any], file: Path | None, env: Mapping[str, str] | None = None
 ) -> AgentSettings:
-    """:func:`load_settings` for the agent, plus the ``CA_HEADER_*`` prefix variables (which
-    one field per name cannot express). ``env`` defaults to ``os.environ``."""
+    """:func:`load_settings` for the agent, plus what one field per setting cannot express:
+    the ``CA_HEADER_*`` prefix variables, and Istio's switch to serving
+    ``./var/run/secrets/workload-spiffe-credentials/`` (``FILE_MOUNTED_CERTS``) when its three
+    files exist at start. ``env`` defaults to ``os.environ``."""
     environ: Mapping[str, str] = os.environ if env is None else env
     settings = load_settings(AgentSettings, flags=flags, env=environ, file=file)
+    changes: dict[str, Any] = {}
     headers = parse_ca_headers(environ)
-    if not headers:
+    if headers:
+        changes["ca_headers"] = headers
+    if not settings.file_mounted_certs and has_workload_credentials(WORKLOAD_CREDENTIALS_DIR):
+        changes.update(file_mounted_certs=True, mounted_certs_dir=WORKLOAD_CREDENTIALS_DIR)
+    if not changes:
         return settings
     try:
-        return replace(settings, ca_headers=headers)
+        return replace(settings, **changes)
     except ValueError as exc:
         raise ConfigError([str(exc)]) from None
+
+
+def has_workload_credentials(directory: Path) -> bool:
+    """All of ``cert-chain.pem``, ``key.pem``, ``root-cert.pem`` exist in ``directory``."""
+    return all((directory / name).is_file() for name in CREDENTIAL_FILES)
 
 
 def split_host_port(addr: str) -> tuple[str, int]:
