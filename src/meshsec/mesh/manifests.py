@@ -244,6 +244,16 @@ def _check_workloads(snapshot: PolicySnapshot, plan: MeshPlan) -> Iterable[Diagn
 def _check_clusters(plan: MeshPlan) -> Iterable[Diagnostic]:
     names = [c.name for c in plan.clusters]
     for w in plan.workloads:
+        placed_in = plan.cluster(plan.cluster_of(w))
+        if w.mount_mtls_certs and placed_in is not None and not placed_in.attached:
+            yield _at(
+                dg.INVALID_VALUE,
+                f"spec.mountMtlsCerts in cluster {placed_in.name!r}, which has no remote secret: "
+                f"{placed_in.primary}'s CA cannot reach the cluster to write its istio.<sa> "
+                "secrets (set remoteSecret: true, or use the CSR flow)",
+                w,
+                "spec.mountMtlsCerts",
+            )
         if not w.cluster or w.cluster in names:
             continue
         if plan.declared_clusters:

@@ -161,6 +161,18 @@ def test_workload_cluster_must_exist(docs: str, workload_cluster: str, expected:
     assert any(expected in e for e in errors), errors
 
 
+def test_mounted_certificates_need_an_attached_cluster() -> None:
+    detached = cluster("c2", "{role: remote, remoteSecret: false}")
+    text = _in("a", "c2").replace(
+        "serviceAccount: sa1", "serviceAccount: sa1\n  mountMtlsCerts: true"
+    )
+    errors = _errors(_plan(BASE + PRIMARY + detached + text))
+    assert any(
+        "spec.mountMtlsCerts in cluster 'c2', which has no remote secret" in e for e in errors
+    )
+    assert _errors(_plan(BASE + PRIMARY + REMOTE + text)) == []
+
+
 def test_cluster1_may_be_named_without_cluster_documents() -> None:
     text = WORKLOAD.replace("serviceAccount: sa1", "serviceAccount: sa1\n  cluster: cluster1")
     assert _errors(_plan(BASE + text)) == []
