@@ -69,12 +69,24 @@ def classify(status: int, body: str, error: str) -> tuple[str, str]:
 
 
 def _summary(body: str) -> str:
-    """Who answered: the ``workload`` of a JSON answer (the example apps), else the first line."""
+    """Who answered: the ``workload`` of a JSON answer (the example apps) and the client identity
+    its sidecar verified (the ``URI=`` of the XFCC header the app echoes), else the first line."""
     with contextlib.suppress(ValueError, AttributeError):
         answer = json.loads(body)
         if isinstance(answer, dict) and "workload" in answer:
-            return f"from {answer['workload']}"
+            peer = _xfcc_uri(str(answer.get("client", "")))
+            return f"from {answer['workload']}" + (f" (saw client {peer})" if peer else "")
     return body.strip().splitlines()[0][:80] if body.strip() else ""
+
+
+def _xfcc_uri(xfcc: str) -> str:
+    """The client's URI SAN from an ``x-forwarded-client-cert`` value (last element)."""
+    element = xfcc.split(",")[-1]
+    for part in element.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip() == "URI":
+            return value.strip().strip('"')[:120]
+    return ""
 
 
 async def _request(host: str, port: int, raw: bytes, wait: float) -> tuple[int, str, str]:
