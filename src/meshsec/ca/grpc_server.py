@@ -22,7 +22,7 @@ from meshsec.ca.ledger import LEDGER_FILE
 from meshsec.ca.loop_ledger import LoopLedger
 from meshsec.ca.material import CaMaterial
 from meshsec.ca.metrics import CaCounters
-from meshsec.ca.service import CertificateService, build_generic_handler
+from meshsec.ca.service import CertificateService, add_to_server
 from meshsec.ca.serving import ServingCertificates
 from meshsec.config.ca import CaSettings, format_host_port, parse_host_port
 from meshsec.runtime.clock import Clock, SystemClock
@@ -93,7 +93,7 @@ async def start_grpc_server(
         max_request_bytes=settings.max_request_bytes,
     )
     server = grpc.aio.server(options=grpc_server_options(settings))
-    server.add_generic_rpc_handlers((build_generic_handler(service),))
+    add_to_server(service, server)
     host, listen_port = parse_host_port(settings.listen)
     address = format_host_port(host, listen_port if port is None else port)
     bound_mtls: int | None = None

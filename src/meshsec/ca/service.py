@@ -135,7 +135,7 @@ def encode_chain_element(pem: bytes) -> bytes:
 
 
 class CertificateService:
-    """The handler; :func:`build_generic_handler` registers it with a grpc.aio server.
+    """The handler; :func:`add_to_server` registers it with a grpc.aio server.
 
     Requests are decoded by protobuf (``IstioCertificateRequest``); replies are built as bytes
     (:func:`encode_chain_element`), the same wire format the generated serializer writes.
@@ -264,14 +264,21 @@ class CertificateService:
         return issued.leaf_pem
 
 
-def build_generic_handler(service: CertificateService) -> grpc.GenericRpcHandler[Any, Any]:
-    """``CreateCertificate`` with protobuf request decoding and the service's own reply bytes."""
-    method = grpc.unary_unary_rpc_method_handler(
-        service.CreateCertificate,
-        request_deserializer=istio_ca_pb2.IstioCertificateRequest.FromString,
-        response_serializer=None,  # CreateCertificate returns the encoded response
-    )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, {"CreateCertificate": method})
+def add_to_server(service: CertificateService, server: grpc.aio.Server) -> None:
+    """Serve ``CreateCertificate``: protobuf decodes requests, the service writes reply bytes.
+
+    Registered with grpc's core (``add_registered_method_handlers``, as generated code does), so
+    a call is matched to its handler in C rather than by a Python lookup per call; the generic
+    handler is the fallback generated code installs too."""
+    handlers = {
+        "CreateCertificate": grpc.unary_unary_rpc_method_handler(
+            service.CreateCertificate,
+            request_deserializer=istio_ca_pb2.IstioCertificateRequest.FromString,
+            response_serializer=None,  # CreateCertificate returns the encoded response
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]  # not in the stubs
 
 
 LOGGED_URIS = 5  # a CSR may carry hundreds of SANs; the log line names the first few

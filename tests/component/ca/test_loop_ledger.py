@@ -157,3 +157,24 @@ async def test_checkpoints_run_off_the_loop_every_checkpoint_pages(
         await ledger.commit(_record(i))
     await ledger.close()
     assert calls == [path]
+
+
+async def test_a_quiet_ca_writes_at_once_and_a_busy_one_waits_for_the_window(
+    tmp_path: Path,
+) -> None:
+    now = [1000.0]
+    path = tmp_path / "ledger.sqlite"
+    ledger = LoopLedger(path, batch_window=60.0, monotonic=lambda: now[0])
+    await asyncio.wait_for(ledger.commit(_record(1)), timeout=10)  # first ever: no window
+    now[0] += 120.0  # the next request comes long after the last write: still no window
+    await asyncio.wait_for(ledger.commit(_record(2)), timeout=10)
+    now[0] += 1.0  # within a window of the last write: requests overlap, wait for company
+    task = asyncio.create_task(ledger.commit(_record(3)))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not task.done()
+    assert f"{3:032x}" not in _committed(path)
+    ledger.flush()
+    await asyncio.wait_for(task, timeout=10)
+    await ledger.close()
+    assert _committed(path) == {f"{i:032x}" for i in (1, 2, 3)}
