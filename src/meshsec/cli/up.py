@@ -263,8 +263,10 @@ def _print_clusters(runtime: Any, console: Console) -> None:
 
 
 def _print_next(runtime: Any, directory: Path, console: Console) -> None:
+    from meshsec.cli.operator_output import cli_command
     from meshsec.mesh.refs import format_ref
 
+    cli = cli_command()
     mesh = f"--mesh {directory}"
     qualified = runtime.plan.qualified
     refs = [
@@ -274,18 +276,18 @@ def _print_next(runtime: Any, directory: Path, console: Console) -> None:
     first = runtime.runs[0] if runtime.runs else None
     mounted = next((r for r in runtime.runs if r.cert_model == "mounted"), None)
     lines = ["", "[bold]Try next[/] (in another shell; Ctrl-C here stops the mesh)"]
-    lines.append(f"  meshsec up {directory} --check     # the expectations, against this mesh")
-    lines.append(f"  meshsec status {mesh}")
+    lines.append(f"  {cli} up {directory} --check     # the expectations, against this mesh")
+    lines.append(f"  {cli} status {mesh}")
     if first is not None:
-        lines.append(f"  meshsec proxy-config secret {refs[0]} {mesh}")
+        lines.append(f"  {cli} proxy-config secret {refs[0]} {mesh}")
         lines.append(f"  openssl x509 -noout -serial -enddate -in {first.cert_dir}/cert-chain.pem")
         target = mounted or first
-        lines.append(f"  meshsec describe {refs[runtime.runs.index(target)]} {mesh}")
+        lines.append(f"  {cli} describe {refs[runtime.runs.index(target)]} {mesh}")
         services = runtime.plan.snapshot.services
         if len(refs) > 1 and services and services[-1].ports:
             svc = services[-1]
             lines.append(
-                f"  meshsec check {refs[0]} {svc.meta.name}.{svc.namespace}:{svc.ports[0].port} "
+                f"  {cli} check {refs[0]} {svc.meta.name}.{svc.namespace}:{svc.ports[0].port} "
                 f"{mesh}"
             )
             lines.append(
@@ -297,7 +299,7 @@ def _print_next(runtime: Any, directory: Path, console: Console) -> None:
         watched = c.issuing.remote_secrets_dir
         if c.remote_secret is None and watched is not None:
             lines.append(
-                f"  meshsec create-remote-secret --cluster {c.cluster_dir} --name {c.name} "
+                f"  {cli} create-remote-secret --cluster {c.cluster_dir} --name {c.name} "
                 f"-o {watched / (c.name + '.yaml')}   # attach {c.name} to {c.issuing.name}'s CA"
             )
     lines.append(f"  edit a policy under {directory}: the sidecars apply it within a second")
