@@ -102,7 +102,7 @@ def probe_tls_server(
     """Connect to a TLS server (the CA) and, given its root, verify the chain it presents.
 
     The CA's serving certificate names istiod's service, not the loopback address, so the host
-    name is not checked — only that the chain ends at the mesh root.
+    name is not checked — only that the chain ends at the root it was given.
     """
     try:
         host, port = split_address(addr)
@@ -125,4 +125,4 @@ def probe_tls_server(
             return Reachability(False, f"{addr}: TLS chain does not verify: {exc.verify_message}")
         except (ssl.SSLError, OSError) as exc:
             return Reachability(False, f"{addr}: TLS handshake failed: {exc}")
-    return Reachability(True, f"{addr}: {version}, serving chain verified against the mesh root")
+    return Reachability(True, f"{addr}: {version}, serving chain verified against its root")
