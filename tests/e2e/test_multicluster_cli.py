@@ -16,6 +16,8 @@ import contextlib
 import json
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -175,6 +177,47 @@ def test_multi_primary_status_and_refs(multi_primary: RunningMesh) -> None:
     assert (
         "candidates: sleep.sample@cluster1, sleep.sample@cluster2, sleep.sample@cluster3"
     ) in ambiguous.stderr
+
+
+def _call_inbound_as(mesh: RunningMesh, client: str, server: str) -> str:
+    """An HTTP request straight to ``server``'s inbound mTLS port, presenting ``client``'s
+    certificate and NOT checking the server's: what the SERVER sidecar decides about the
+    client's chain (a client sidecar would refuse a foreign root before the server is asked).
+    ``client``/``server`` are ``name@cluster`` in namespace ``sample``."""
+    by_ref = {f"{w['name']}@{w['cluster']}": w for w in mesh.state["workloads"]}
+    certs = Path(by_ref[client]["cert_dir"])
+    (port,) = by_ref[server]["ports"]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["istio-peer-exchange", "istio"])
+    ctx.load_cert_chain(certs / "cert-chain.pem", certs / "key.pem")
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port["inbound"]), timeout=10) as raw,
+            ctx.wrap_socket(raw) as tls,
+        ):
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: helloworld\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+    except (ssl.SSLError, OSError) as exc:
+        return f"refused: {exc}"
+    return answer.split(b"\r\n", 1)[0].decode() if answer else "refused: closed, no answer"
+
+
+def test_multi_primary_servers_refuse_a_client_of_another_root(multi_primary: RunningMesh) -> None:
+    """The other half of "refused both ways": every sleep has the same SPIFFE ID, which the
+    AuthorizationPolicy allows, so only the client's ROOT decides here."""
+    ok = _call_inbound_as(multi_primary, "sleep@cluster2", "helloworld-v1@cluster1")
+    assert ok.startswith("HTTP/1.1 200"), ok  # the control: a shared-root client is let in
+    for client, server in (
+        ("sleep@cluster3", "helloworld-v1@cluster1"),
+        ("sleep@cluster3", "helloworld-v2@cluster2"),
+        ("sleep@cluster1", "helloworld-v3@cluster3"),
+    ):
+        got = _call_inbound_as(multi_primary, client, server)
+        assert "TLSV1_ALERT_UNKNOWN_CA" in got, (client, server, got)  # the server said so
 
 
 def test_multi_primary_check_predicts_the_expectations(multi_primary: RunningMesh) -> None:
