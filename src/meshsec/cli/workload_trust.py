@@ -368,6 +368,7 @@ def compose_trust_relation(a: WorkloadTrust, b: WorkloadTrust, now: datetime) ->
     ca, cb = _where(a), _where(b)
     shared = tuple(r for r in a.roots if r.fingerprint in b.fingerprints)
     lines: list[str] = []
+    missing: list[str] = []  # said first: it decides, whatever the roots say
     problems: list[str] = []
     for side in (a, b):
         if not side.has_certificate:
@@ -376,7 +377,7 @@ def compose_trust_relation(a: WorkloadTrust, b: WorkloadTrust, now: datetime) ->
                 if side.workload.refused_expected
                 else "its agent holds none yet"
             )
-            problems.append(f"{side.workload.ref} has no certificate ({why})")
+            missing.append(f"{side.workload.ref} has no certificate ({why})")
     for peer, verifier in ((a, b), (b, a)):
         if peer.chain is None or not any(r.certificate for r in verifier.roots):
             continue  # nothing to verify with: the root fingerprints decide
@@ -416,6 +417,7 @@ def compose_trust_relation(a: WorkloadTrust, b: WorkloadTrust, now: datetime) ->
                 f"note: {side.workload.ref}'s agent reports no ROOTCA; its roots were read from "
                 f"{side.roots_source}"
             )
-    lines += problems
+    lines = missing + lines + problems
+    problems = missing + problems
     can_talk = bool(shared) and not problems
     return TrustRelation(can_talk, tuple(lines), shared, tuple(problems))
