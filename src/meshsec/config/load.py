@@ -23,8 +23,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from meshsec.config.errors import ConfigError
 
 T = TypeVar("T")
@@ -198,6 +196,8 @@ def _camel(name: str) -> str:
 
 def load_settings_file(path: Path) -> dict[str, Any]:
     """Read a YAML settings file into a mapping (keys in camelCase or snake_case)."""
+    import yaml  # only when a settings file is given: PyYAML is ~1 MB of RSS in every process
+
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ def write_atomic(
         raise FileOutputError(target, "already exists (use --force to overwrite)")
     directory = target.parent if str(target.parent) else Path(".")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        fd, tmp_name = _create_temp(directory, target.name)
     except OSError as exc:
         raise FileOutputError(
             target, f"cannot create a file in {directory}: {exc.strerror}"
@@ -72,6 +71,22 @@ def write_atomic(
             os.unlink(tmp_name)
         raise
     _fsync_dir(directory)
+
+
+def _create_temp(directory: Path, name: str) -> tuple[int, str]:
+    """A new ``.<name>.<random>.tmp`` in ``directory``, opened exclusively with mode 0600.
+
+    ``tempfile.mkstemp`` does the same but imports ``random`` and friends (0.6 MB of RSS in every
+    long-running process that writes a file, the node agent among them).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp_name = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp_name, flags, 0o600), tmp_name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary name for {name} in {directory}")
 
 
 def write_files_atomic(
