@@ -48,7 +48,6 @@ class Side(asyncio.Protocol):
         "_paused",
         "bytes_in",
         "closed",
-        "connected",
         "detached",
         "eof",
         "link",
@@ -67,7 +66,6 @@ class Side(asyncio.Protocol):
         self.pending: bytearray | None = None
         self.eof = False
         self.closed = False
-        self.connected = asyncio.get_running_loop().create_future()
         self.plain = True
         self.detached = False
         self.bytes_in = 0
@@ -80,8 +78,6 @@ class Side(asyncio.Protocol):
         self.plain = transport.get_extra_info("sslcontext") is None
         limits = self.link.limits
         self.transport.set_write_buffer_limits(high=limits.high_water, low=limits.low_water)
-        if not self.connected.done():
-            self.connected.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self.detached:
@@ -114,9 +110,6 @@ class Side(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.connected.done():
-            self.connected.set_exception(exc or ConnectionResetError("connection lost"))
-            self.connected.exception()  # mark retrieved
         if not self.detached:
             self.link.on_lost(self, exc)
 
