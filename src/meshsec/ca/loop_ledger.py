@@ -115,7 +115,7 @@ class LoopLedger:
                 return
             self._fail(exc)
             return
-        except sqlite3.Error as exc:
+        except Exception as exc:  # any failure: the waiters answer INTERNAL, never hang
             self._fail(exc)
             return
         self._rows, self._waiters = [], []
@@ -133,7 +133,7 @@ class LoopLedger:
         # entries and the tree pages above them come to about one page per row (measured).
         self._pages += len(rows) + 3
 
-    def _fail(self, exc: sqlite3.Error) -> None:
+    def _fail(self, exc: Exception) -> None:
         rows, waiters = self._rows, self._waiters
         self._rows, self._waiters = [], []
         # Nobody has these certificates yet: each waiting request answers INTERNAL.

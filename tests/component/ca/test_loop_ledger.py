@@ -178,3 +178,18 @@ async def test_a_quiet_ca_writes_at_once_and_a_busy_one_waits_for_the_window(
     await asyncio.wait_for(task, timeout=10)
     await ledger.close()
     assert _committed(path) == {f"{i:032x}" for i in (1, 2, 3)}
+
+
+async def test_an_unexpected_failure_fails_the_waiters_instead_of_hanging_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = LoopLedger(tmp_path / "ledger.sqlite")
+
+    def broken(rows: object) -> None:
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(ledger, "_write", broken)
+    with pytest.raises(LedgerError, match="no room"):
+        await asyncio.wait_for(ledger.commit(_record(1)), timeout=10)
+    monkeypatch.undo()
+    await ledger.close()
