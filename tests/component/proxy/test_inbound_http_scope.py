@@ -97,9 +97,7 @@ async def test_request_level_policies_are_evaluated_per_request(ids: Identities)
     reader, writer = await open_tls(listener.bound_port, client_context(ids.client, ids.ca.bundle))
     status, _ = await http_request(reader, writer, GET)
     assert status == 200
-    status, _ = await http_request(
-        reader, writer, b"GET /secret HTTP/1.1\r\nhost: backend\r\n\r\n"
-    )
+    status, _ = await http_request(reader, writer, b"GET /secret HTTP/1.1\r\nhost: backend\r\n\r\n")
     assert status == 403
     assert [c[2].path for c in authz.calls if c[2] is not None] == ["/a", "/secret"]
     assert [r[1] for r in app.requests] == ["/a"]
