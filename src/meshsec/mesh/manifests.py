@@ -37,6 +37,7 @@ from meshsec.mesh.topology import (
     DEFAULT_CLUSTER,
     IMPLICIT_CLUSTER,
     ClusterSpec,
+    invalid_cluster_names,
     parse_clusters,
 )
 
@@ -142,7 +143,7 @@ def build_mesh_plan(
         declared or (IMPLICIT_CLUSTER,),
         bool(declared),
     )
-    diags.extend(_check_workloads(snapshot, plan))
+    diags.extend(_check_workloads(snapshot, plan, invalid_cluster_names(documents, declared)))
     expectations: list[Expectation] = []
     for doc in documents:
         if is_expectations_document(doc):
@@ -169,7 +170,9 @@ def _at(info: dg.CodeInfo, message: str, workload: Workload, path: str) -> Diagn
     )
 
 
-def _check_workloads(snapshot: PolicySnapshot, plan: MeshPlan) -> Iterable[Diagnostic]:
+def _check_workloads(
+    snapshot: PolicySnapshot, plan: MeshPlan, rejected_clusters: frozenset[str]
+) -> Iterable[Diagnostic]:
     workloads = plan.workloads
     if not workloads:
         yield dg.make(
@@ -226,7 +229,7 @@ def _check_workloads(snapshot: PolicySnapshot, plan: MeshPlan) -> Iterable[Diagn
                     w,
                     f"spec.env.{key}",
                 )
-    yield from _check_clusters(plan)
+    yield from _check_clusters(plan, rejected_clusters)
     seen: dict[str, Workload] = {}
     for w in workloads:
         key = f"{w.name}.{w.namespace}@{plan.cluster_of(w)}"
@@ -241,7 +244,7 @@ def _check_workloads(snapshot: PolicySnapshot, plan: MeshPlan) -> Iterable[Diagn
         seen[key] = w
 
 
-def _check_clusters(plan: MeshPlan) -> Iterable[Diagnostic]:
+def _check_clusters(plan: MeshPlan, rejected: frozenset[str]) -> Iterable[Diagnostic]:
     names = [c.name for c in plan.clusters]
     for w in plan.workloads:
         placed_in = plan.cluster(plan.cluster_of(w))
@@ -254,8 +257,8 @@ def _check_clusters(plan: MeshPlan) -> Iterable[Diagnostic]:
                 w,
                 "spec.mountMtlsCerts",
             )
-        if not w.cluster or w.cluster in names:
-            continue
+        if not w.cluster or w.cluster in names or w.cluster in rejected:
+            continue  # (a rejected Cluster document has its own error)
         if plan.declared_clusters:
             message = (
                 f"spec.cluster {w.cluster!r}: no kind: Cluster by that name; clusters: "

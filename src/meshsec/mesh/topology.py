@@ -80,6 +80,23 @@ def is_cluster_document(doc: SourceDocument) -> bool:
     return isinstance(data, dict) and data.get("kind") == CLUSTER_KIND
 
 
+def invalid_cluster_names(
+    documents: Sequence[SourceDocument], valid: Sequence[ClusterSpec]
+) -> frozenset[str]:
+    """Names of Cluster documents that were rejected (their own diagnostics say why): a
+    reference to one is not "no Cluster by that name", and is not reported again."""
+    kept = {c.name for c in valid}
+    names = set()
+    for doc in documents:
+        if not is_cluster_document(doc):
+            continue
+        meta = doc.data.get("metadata") if isinstance(doc.data, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if isinstance(name, str) and name not in kept:
+            names.add(name)
+    return frozenset(names)
+
+
 def parse_clusters(
     documents: Sequence[SourceDocument],
 ) -> tuple[tuple[ClusterSpec, ...], list[Diagnostic]]:
@@ -106,6 +123,7 @@ def parse_clusters(
             continue
         seen[spec.name] = spec
     primaries = [s.name for s in seen.values() if s.is_primary]
+    rejected = invalid_cluster_names(documents, list(seen.values()))
     if parsed and not primaries:
         spec, r, _ = parsed[0]
         r.report(
@@ -119,6 +137,10 @@ def parse_clusters(
             continue
         if spec.is_primary or not primaries:
             out.append(spec)
+            diags.extend(r.diagnostics)
+            continue
+        if primary_given and spec.primary in rejected:
+            out.append(spec)  # the primary's own document carries the error
             diags.extend(r.diagnostics)
             continue
         resolved = _resolve_primary(spec, r, primary_given, seen, primaries)
@@ -263,6 +285,7 @@ __all__ = [
     "DEFAULT_NETWORK",
     "IMPLICIT_CLUSTER",
     "ClusterSpec",
+    "invalid_cluster_names",
     "is_cluster_document",
     "parse_clusters",
 ]

@@ -23,6 +23,7 @@ def cluster(name: str, spec: str) -> str:
 
 PRIMARY = cluster("c1", "{role: primary}")
 REMOTE = cluster("c2", "{role: remote}")
+REMOTE_OF_C2 = cluster("c3", "{role: remote, primary: c2}")
 
 
 def placed(plan: MeshPlan) -> list[tuple[str, str]]:
@@ -159,6 +160,29 @@ def test_workload_cluster_must_exist(docs: str, workload_cluster: str, expected:
     )
     errors = _errors(_plan(BASE + text + docs))
     assert any(expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("docs", "expected"),
+    [
+        (
+            PRIMARY + cluster("c2", "{role: secondary}"),
+            "invalid role 'secondary'; valid values: primary, remote",
+        ),
+        (
+            PRIMARY + cluster("c2", "{role: primray}") + REMOTE_OF_C2,
+            "invalid role 'primray'",
+        ),
+    ],
+    ids=["workload-in-it", "remote-of-it"],
+)
+def test_a_rejected_cluster_is_reported_once_not_as_missing(docs: str, expected: str) -> None:
+    """A workload (or remote) naming a Cluster whose document was rejected gets no second,
+    misleading "no Cluster by that name": the one error is the cluster's own."""
+    text = WORKLOAD.replace("serviceAccount: sa1", "serviceAccount: sa1\n  cluster: c2")
+    errors = _errors(_plan(BASE + text + docs))
+    [error] = errors
+    assert expected in error
 
 
 def test_mounted_certificates_need_an_attached_cluster() -> None:
