@@ -183,6 +183,11 @@ def workloads_from_snapshot(snapshot: PolicySnapshot) -> tuple[WorkloadState, ..
 def resolve_service(ref: str, snapshot: PolicySnapshot) -> tuple[Service, int | None]:
     """``name``, ``name.namespace``, or the FQDN, optionally ``:port`` → (Service, port)."""
     text, port = ref, None
+    if "@" in ref:
+        raise UnknownService(
+            f"{ref!r}: a Service spans clusters (its endpoints are the selected workloads of "
+            "every cluster); name no @cluster in a Service"
+        )
     head, colon, tail = ref.rpartition(":")
     if colon:
         if not tail.isascii() or not tail.isdigit() or not 1 <= int(tail) <= 65535:

@@ -686,6 +686,18 @@ def test_check_across_clusters(
     assert expected in out
 
 
+@pytest.mark.parametrize(
+    "service", ["ratings.bookinfo:9080@cluster2", "ratings.bookinfo@cluster2:9080"]
+)
+def test_check_a_service_takes_no_cluster(
+    mesh: Mesh, capsys: pytest.CaptureFixture[str], service: str
+) -> None:
+    got, _, err = run(capsys, "check", "reviews@cluster1", service, "--mesh", str(mesh.dir))
+    assert got == 2
+    assert "a Service spans clusters" in err
+    assert "name no @cluster in a Service" in err
+
+
 def test_check_shared_root_reaches_both_clusters(
     mesh: Mesh, capsys: pytest.CaptureFixture[str]
 ) -> None:
