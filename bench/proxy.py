@@ -5,7 +5,9 @@
 
 Installs ``haproxy`` and ``apache2-utils`` (Debian packages) when missing. Both proxies terminate
 mTLS (client certificate required, verified against the same root; TLS 1.2-1.3, the Istio cipher
-list) in front of one uvloop HTTP/1.1 app. haproxy runs ``mode tcp`` with ``nbthread N``;
+list) in front of one uvloop HTTP/1.1 app. haproxy runs with ``nbthread N``, one ``mode tcp``
+frontend (the peer of meshsec's TCP port) and one ``mode http`` frontend that replaces XFCC
+from the verified client certificate (the peer of meshsec's HTTP port);
 meshsec runs ``meshsec proxy run --concurrency N`` (N = CPUs) with **policy enforcement on**:
 ``--config-dir`` holding a mesh-wide STRICT PeerAuthentication and an AuthorizationPolicy that
 ALLOWs the bench client's principal, one STRICT TCP port and one STRICT HTTP port (per-request
@@ -409,6 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     d = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     certs = write_material(d)
     app_port, ms_tcp, ms_http, hp_port = free_port(), free_port(), free_port(), free_port()
+    hp_http = free_port()
     workers = args.workers
     # haproxy needs 2 fds per connection and refuses a maxconn the fd limit cannot hold
     maxconn = max(args.idle * 2, 4000)
@@ -425,6 +428,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         f"ca-file {d / 'root.pem'} verify required alpn istio-peer-exchange,istio,http/1.1\n"
         "  default_backend app\n"
         f"backend app\n  server app 127.0.0.1:{app_port}\n"
+        # the L7 peer of meshsec's HTTP port: every request head parsed, an inbound XFCC
+        # replaced by one built from the verified client certificate, denied without one
+        f"frontend mtls_http\n  mode http\n  timeout http-request 10s\n  option http-keep-alive\n"
+        f"  bind 127.0.0.1:{hp_http} ssl crt {d / 'haproxy.pem'} "
+        f"ca-file {d / 'root.pem'} verify required alpn istio-peer-exchange,istio,http/1.1\n"
+        "  http-request deny deny_status 403 unless { ssl_c_used } { ssl_c_verify 0 }\n"
+        "  http-request del-header x-forwarded-client-cert\n"
+        '  http-request set-header x-forwarded-client-cert "Hash=%[ssl_c_sha1,hex];'
+        'Subject=\\"%[ssl_c_s_dn]\\""\n'
+        "  default_backend app_http\n"
+        f"backend app_http\n  mode http\n  server app 127.0.0.1:{app_port}\n"
     )
     meshsec = [str(ROOT / ".venv/bin/meshsec"), "proxy", "run", "--cert-dir", str(certs)]
     meshsec += ["--admin-addr", "", "--log-level", "warning"]
@@ -447,12 +461,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     app = start([sys.executable, "-c", APP, str(app_port), str(args.big_mib)])
     haproxy = start(["haproxy", "-f", str(d / "haproxy.cfg")])
     proxy = start(meshsec, env=env)
-    for port, proc in ((app_port, app), (hp_port, haproxy), (ms_tcp, proxy), (ms_http, proxy)):
+    listening = ((app_port, app), (hp_port, haproxy), (hp_http, haproxy), (ms_tcp, proxy))
+    for port, proc in (*listening, (ms_http, proxy)):
         wait_port(port, proc)
     time.sleep(1)  # let every worker bind
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     targets = (
         ("haproxy", hp_port, haproxy.pid),
+        ("haproxy-http", hp_http, haproxy.pid),
         ("meshsec-tcp", ms_tcp, proxy.pid),
         ("meshsec-http", ms_http, proxy.pid),
     )
@@ -472,7 +488,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # connections reuses their freed memory and would look cheaper than it is
     stop(haproxy)
     stop(proxy)
-    commands = {"haproxy": ["haproxy", "-f", str(d / "haproxy.cfg")]}
+    haproxy_cmd = ["haproxy", "-f", str(d / "haproxy.cfg")]
+    commands = {"haproxy": haproxy_cmd, "haproxy-http": haproxy_cmd}
     for name, port, _ in targets:
         fresh = start(commands.get(name, meshsec), env=env)
         wait_port(port, fresh)
@@ -484,8 +501,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         print(json.dumps({"proxy": name, **results[name]}), flush=True)
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     ratios: dict[str, dict[str, float | None]] = {}
-    base = results["haproxy"]
+    peers = {"meshsec-tcp": "haproxy", "meshsec-http": "haproxy-http"}
     for name in ("meshsec-tcp", "meshsec-http"):
+        base = results[peers[name]]
         ratios[name] = {
             k: round(v / base[k], 2) if base[k] else None
             for k, v in results[name].items()
@@ -552,10 +570,12 @@ def markdown(run_: dict[str, object], args: argparse.Namespace, command: str) ->
     ]
     labels = {
         "haproxy": f"haproxy `nbthread {run_['workers']}`, `mode tcp`",
-        "meshsec-tcp": "meshsec STRICT TCP port",
-        "meshsec-http": "meshsec STRICT HTTP port (head parse, authz, XFCC, metrics per request)",
+        "meshsec-tcp": "meshsec STRICT TCP port (ratio to haproxy `mode tcp`)",
+        "haproxy-http": "haproxy `mode http` (head parse, XFCC set, deny without a verified cert)",
+        "meshsec-http": "meshsec STRICT HTTP port (head parse, authz, XFCC, metrics per request; "
+        "ratio to haproxy `mode http`)",
     }
-    for name in ("haproxy", "meshsec-tcp", "meshsec-http"):
+    for name in ("haproxy", "meshsec-tcp", "haproxy-http", "meshsec-http"):
         r = res[name]
         rows.append(
             f"| {labels[name]} | {cell(name, 'handshakes_per_s')} "
@@ -586,8 +606,9 @@ Both sides use every core: haproxy `nbthread {run_["workers"]}`; meshsec
 process(es) on SO_REUSEPORT listeners). Both terminate mTLS with `verify required`, the same
 root, ciphers and ALPN. Policy enforcement on the meshsec side: {run_["policy"]}.
 Medians of {args.rounds} interleaved rounds of {args.seconds} s per measurement.
-Ratios are meshsec / haproxy (higher is better, except memory: lower is better; target ≥ 1.0×
-on the three rates, ≤ 1.5× memory).
+Ratios are meshsec / its haproxy peer — the TCP port to `mode tcp`, the HTTP port to
+`mode http`, which does per-request work of the same kind (higher is better, except memory:
+lower is better; target ≥ 1.0× on the three rates, ≤ 1.5× memory).
 
 {table}
 
