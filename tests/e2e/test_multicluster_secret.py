@@ -160,3 +160,20 @@ def test_create_remote_secret_refuses_bad_input(clusters: tuple[Path, Path]) -> 
     )
     assert http.returncode == 2
     assert "https://" in http.stderr
+    other = run_meshsec(
+        "create-remote-secret", "--cluster", str(c2), "--name", "c3", "--server", "https://x:1"
+    )
+    assert other.returncode == 0, other.stderr  # istioctl's --name is free; we warn
+    assert f"warning: --name c3 but {c2} is cluster cluster2" in other.stderr
+    assert "networking.istio.io/cluster: c3" in other.stdout
+    same = run_meshsec(
+        "create-remote-secret",
+        "--cluster",
+        str(c2),
+        "--name",
+        "cluster2",
+        "--server",
+        "https://x:1",
+    )
+    assert same.returncode == 0, same.stderr
+    assert "warning" not in same.stderr

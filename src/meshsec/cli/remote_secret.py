@@ -48,6 +48,15 @@ def create_remote_secret(
     except ValueError as exc:
         raise ConfigError([f"--token-ttl: {exc}"]) from None
     signer = load_cluster_signer(cluster)
+    if name != signer.trust.name:
+        # istioctl cannot know a cluster's own name; we can: a mismatch sends TokenReviews for
+        # `clusterid: <name>` to this cluster's API server (its tokens say nothing of <name>)
+        typer.echo(
+            f"warning: --name {name} but {cluster} is cluster {signer.trust.name}: the primary's "
+            f"CA will check tokens from callers with clusterid {name} on {signer.trust.name}'s "
+            "API server",
+            err=True,
+        )
     kubeconfig = mint_account_kubeconfig(
         signer, name, server=server, now=datetime.now(UTC), ttl=ttl
     )
