@@ -20,9 +20,15 @@ What it does, in one run on this machine:
   change in the machine's load hits every peer alike, and ratios are taken within a round;
 * counts a meshsec request as signed only if the CA's own success counter moved by the same
   amount (h2load cannot see gRPC status trailers, so HTTP 200 alone proves nothing);
+* measures each peer's server CPU per certificate (user + system time of all its processes
+  over the round / certificates returned): steadier than certs/s on a shared machine;
 * prints one JSON line per measurement and a summary line with medians and the ratios
-  meshsec/cfssl and meshsec/minimal per transport; ``--record`` rewrites the "CA throughput"
-  section of docs/benchmarks.md.
+  meshsec/cfssl and meshsec/minimal per transport (certs/s and CPU per cert, each the median of
+  the per-round ratios); ``--record`` rewrites the "CA throughput" section of docs/benchmarks.md.
+
+A/B against another revision in the same run: ``git archive <rev> src | tar -x -C /tmp/base``
+then ``--baseline-src /tmp/base/src`` adds that meshsec as peer "baseline" (and the ratios
+meshsec/baseline). ``--only`` (repeatable) and ``--transport`` narrow the run.
 
 Both servers and the load generator share the machine's cores, as they would on one node. The
 comparison is of throughput only: Debian's cfssl ignores URI SANs, so certificate contents differ.
