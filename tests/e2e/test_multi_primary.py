@@ -38,6 +38,9 @@ def test_multi_primary_check_and_its_trust_material(tmp_path: Path) -> None:
         assert line in out  # the clusters table
     assert "200 from sample/helloworld-v2@cluster2" in out  # cluster1 -> cluster2
     assert "200 from sample/helloworld-v1@cluster1" in out  # cluster2 -> cluster1
+    # the four refusals with cluster3 are about trust (its services are up: sleep@cluster3 ->
+    # helloworld-v3 is allowed), not a connection that failed for some other reason
+    assert out.count("upstream connect error (CERTIFICATE_VERIFY_FAILED)") == 4
 
     state = mesh_dir / ".meshsec"
     assert not (state / "state.json").exists()  # stopped cleanly

@@ -90,6 +90,8 @@ def test_primary_remote_mesh_checks_and_follows_its_remote_secrets(tmp_path: Pat
         assert "productpage.sample@cluster3" in out
         assert "unknown cluster 'cluster3'" in out  # the CA's reason for the refusal
         assert "200 from sample/ratings@cluster1" in out  # cluster2 -> cluster1 over mTLS
+        # the handshake worked and the server's policy refused the verified principal
+        assert out.count("403 RBAC: access denied") == 2
 
         # --- state.json: clusters, and per workload its cluster, CA and root
         clusters = {c["name"]: c for c in state["clusters"]}
