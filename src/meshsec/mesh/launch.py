@@ -7,6 +7,7 @@ sidecar or an application's proxy behind the flags ``meshsec up`` passes
 
 from __future__ import annotations
 
+import random
 import socket
 import sys
 from collections.abc import Mapping
@@ -104,12 +105,36 @@ class WorkloadRun:
 
 
 class PortAllocator:
-    """Free loopback ports, held open until all are chosen (so none is handed out twice)."""
+    """Free loopback ports for the mesh's processes, held open until all are chosen.
 
-    def __init__(self) -> None:
+    The children bind them only after :meth:`release`, so a port must not be one the kernel may
+    meanwhile give to somebody's outgoing connection: ports come from below the ephemeral range
+    (``net.ipv4.ip_local_port_range``), at random, so two meshes starting at once rarely try the
+    same one — and a port in use is skipped.
+    """
+
+    LOWEST = 10000
+    ATTEMPTS = 200
+
+    def __init__(self, *, lowest: int = LOWEST, ephemeral_start: int | None = None) -> None:
         self._held: list[socket.socket] = []
+        self._low = lowest
+        self._high = ephemeral_start if ephemeral_start is not None else _ephemeral_start()
+        self._random = random.SystemRandom()
 
     def take(self) -> int:
+        """A port below the ephemeral range if one is free after a few tries, else the kernel's."""
+        if self._high > self._low:
+            for _ in range(self.ATTEMPTS):
+                port = self._random.randrange(self._low, self._high)
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    sock.bind((LOOPBACK, port))
+                except OSError:
+                    sock.close()
+                    continue
+                self._held.append(sock)
+                return port
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind((LOOPBACK, 0))
         self._held.append(sock)
@@ -119,6 +144,14 @@ class PortAllocator:
         for sock in self._held:
             sock.close()
         self._held.clear()
+
+
+def _ephemeral_start(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    """First port of the kernel's ephemeral range (Linux); 32768 when it cannot be read."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def build_agent_process(
