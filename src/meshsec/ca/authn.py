@@ -16,6 +16,7 @@ only ``request authenticate failure``.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -336,9 +337,11 @@ class KubeJwtAuthenticator:
             if candidate and verifier is not None:
                 return candidate, verifier
         remotes = sorted(c for c in self.clusters if c != self._local)
+        # Istio's wording and Go formatting (%q for names, %v for the list), so log searches
+        # written for istiod's message find ours
         raise UnknownClusterFailure(
-            f"client claims to be in cluster {cluster[:100]!r}, but we only know about "
-            f"local cluster {self._local!r} and remote clusters {remotes}",
+            f"client claims to be in cluster {_go_quote(cluster[:100])}, but we only know about "
+            f"local cluster {_go_quote(self._local)} and remote clusters [{' '.join(remotes)}]",
             cluster[:100],
         )
 
@@ -371,3 +374,8 @@ class KubeJwtAuthenticator:
                 self._identities.clear()
             self._identities[key] = identity
         return identity
+
+
+def _go_quote(text: str) -> str:
+    """Double-quoted and escaped like Go's ``%q``: control characters never reach a log raw."""
+    return json.dumps(text, ensure_ascii=True)

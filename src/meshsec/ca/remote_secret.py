@@ -68,8 +68,22 @@ class RemoteSecret:
     clusters: tuple[RemoteKubeconfig, ...]
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
 def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).replace('"<unicode string>", ', "").split())[:300]
+    """A YAML error as one line WITHOUT PyYAML's source snippet: a remote secret holds a bearer
+    token, and the snippet would copy part of it into the log. Only the problem and where."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = [p for p in (exc.context, exc.problem) if p]
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        # PyYAML quotes what it found ("found undefined alias 'x'"): that may be token text too
+        problem = _QUOTED.sub("'…'", " ".join(" ".join(parts).split()))
+        return (problem or "malformed YAML")[:200] + where
+    if isinstance(exc, yaml.YAMLError):
+        return type(exc).__name__
+    return " ".join(str(exc).split())[:300]
 
 
 def _named(items: object, kind: str, name: str, source: str, key: str) -> dict[str, Any]:

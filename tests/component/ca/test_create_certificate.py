@@ -275,8 +275,8 @@ async def test_unknown_cluster_is_named_in_the_log(
     # The caller learns which of its own claims failed, nothing about the CA's clusters.
     assert result.details == "request authenticate failure (unknown cluster 'cluster9')"
     assert (
-        "client claims to be in cluster 'cluster9', but we only know about local cluster "
-        "'cluster1' and remote clusters ['cluster2']" in caplog.text
+        'client claims to be in cluster "cluster9", but we only know about local cluster '
+        '"cluster1" and remote clusters [cluster2]' in caplog.text
     )
     assert ca.counter("citadel_server_authentication_failure_count") == 1
 

@@ -150,8 +150,8 @@ async def test_remote_workload_gets_a_certificate_only_while_the_secret_exists(
     before = await call(mesh.ca, new_csr()[1], token=token, cluster_id="cluster2")
     assert before.code is grpc.StatusCode.UNAUTHENTICATED
     assert (
-        "client claims to be in cluster 'cluster2', but we only know about local cluster "
-        "'cluster1' and remote clusters []" in caplog.text
+        'client claims to be in cluster "cluster2", but we only know about local cluster '
+        '"cluster1" and remote clusters []' in caplog.text
     )
 
     mesh.add("cluster2.yaml", remote_secret(c2))
@@ -201,7 +201,7 @@ async def test_unknown_cluster_is_refused(mesh: Mesh, caplog: pytest.LogCaptureF
     token = token_for(mesh.cluster2.signer)
     result = await call(mesh.ca, new_csr()[1], token=token, cluster_id="cluster9")
     assert result.code is grpc.StatusCode.UNAUTHENTICATED
-    assert "remote clusters ['cluster2']" in caplog.text
+    assert "remote clusters [cluster2]" in caplog.text
 
 
 async def test_remote_api_down_fails_closed(

@@ -79,8 +79,8 @@ async def test_unknown_cluster_uses_istios_message(cluster: str) -> None:
     with pytest.raises(UnknownClusterFailure) as info:
         await authenticator().authenticate(request(cluster))
     assert str(info.value) == (
-        f"client claims to be in cluster '{cluster}', but we only know about local cluster "
-        "'cluster1' and remote clusters ['cluster2', 'static']"
+        f'client claims to be in cluster "{cluster}", but we only know about local cluster '
+        '"cluster1" and remote clusters [cluster2 static]'
     )
 
 

@@ -227,3 +227,36 @@ def test_cluster_configured_elsewhere_is_refused() -> None:
     )
     assert result.clusters == {}
     assert "already configured" in result.refused["a"]
+
+
+LEAKY_TOKEN = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXBheWxvYWQtZm9yLXRlc3Rz.SIGNATUREsig123"
+
+
+def _broken_secrets() -> dict[str, str]:
+    good_kubeconfig = render_yaml(
+        build_kubeconfig("cluster2", server="https://127.0.0.1:6443", ca_pem=CA_PEM, token="t")
+    )
+    inner = good_kubeconfig.replace("token: t", f"token: {LEAKY_TOKEN}: {LEAKY_TOKEN}")
+    outer = render_remote_secret("cluster2", yaml.safe_load(good_kubeconfig))
+    return {
+        # the token line of the kubeconfig inside the Secret is malformed YAML
+        "inner-kubeconfig": mutate(outer, lambda d: d["stringData"].update(cluster2=inner)),
+        # the Secret itself is malformed on a line holding the token
+        "outer-secret": outer + f"  broken: {LEAKY_TOKEN}: {LEAKY_TOKEN}\n",
+        # an "alias" made of token text: PyYAML would quote it back
+        "alias": f"stringData: *{LEAKY_TOKEN}\n",
+    }
+
+
+@pytest.mark.parametrize("name", list(_broken_secrets()))
+def test_a_malformed_secret_never_puts_token_text_in_the_error(name: str) -> None:
+    with pytest.raises(RemoteSecretError) as info:
+        parse_remote_secret(_broken_secrets()[name], source="cluster2.yaml")
+    message = str(info.value)
+    assert "not valid YAML" in message
+    leaked = [
+        LEAKY_TOKEN[i : i + 8]
+        for i in range(len(LEAKY_TOKEN) - 8)
+        if LEAKY_TOKEN[i : i + 8] in message
+    ]
+    assert not leaked, message
