@@ -18,7 +18,6 @@ SIGTERM/SIGINT stop accepting, drain open connections briefly and exit 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -31,7 +30,7 @@ from meshsec.config.load import load_settings
 from meshsec.config.proxy import ProxySettings
 from meshsec.mesh.registry import LOOPBACK, MeshRegistry, WorkloadEntry
 from meshsec.proxy.policy_watch import PolicyController
-from meshsec.proxy.server import ProxyServer
+from meshsec.proxy.server import ProxyServer, run_event_loop
 from meshsec.runtime.clock import Clock, SystemClock
 from meshsec.runtime.log import setup_logging
 
@@ -130,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot read %s: %s", args.config, exc)
         return 2
     try:
-        # stdlib loop, as before: on uvloop the outbound HTTP proxy's upstream requests hang in
-        # this build (photo-sharing e2e; reported to the data-path owner)
-        return asyncio.run(_serve(config))
+        return run_event_loop(_serve(config))  # uvloop, like `meshsec proxy run`
     except ConfigError as exc:
         log.error("%s: %s", args.config, exc)
         return 2

@@ -176,13 +176,15 @@ class HttpProxyListener(_OutboundBase):
     async def _serve(self, conn: socket.socket, address: str) -> None:
         loop = asyncio.get_running_loop()
         link = Link(self.options.limits)
+        # The session takes the client's bytes from the first one: uvloop may deliver data
+        # before connect_accepted_socket returns here, and nothing would read it later.
+        ProxyHttpSession(self, link, address)
         try:
             await loop.connect_accepted_socket(lambda: link.down, conn)
         except OSError:
             link.abort()
             return
         self.connections.add(link)
-        ProxyHttpSession(self, link, address)
 
 
 class ProxyHttpSession:

@@ -392,7 +392,7 @@ async def serve_proxy(
     return 0
 
 
-def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
     """On uvloop (stdlib asyncio where uvloop is unavailable)."""
     try:
         import uvloop
@@ -406,5 +406,5 @@ def run_proxy(settings: ProxySettings) -> int:
     count = worker_count(settings.concurrency)
     return run_workers(
         count,
-        lambda index: _run_loop(serve_proxy(settings, admin=index == 0, reuse_port=count > 1)),
+        lambda index: run_event_loop(serve_proxy(settings, admin=index == 0, reuse_port=count > 1)),
     )

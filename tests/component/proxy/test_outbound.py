@@ -440,3 +440,34 @@ async def test_mutual_with_file_certificates(
     assert (app.lines == [b"m\n"]) is reaches
     if reaches:
         assert authz.calls[0][0].principal == CLIENT_ID  # the file cert was presented
+
+
+def _send_at_once_and_read(port: int, request: bytes) -> bytes:
+    """A client that writes its request the moment it connects (before the proxy can have set
+    up anything for the connection) and reads the whole answer; a hang is a 5 s timeout."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)  # nothing more: the proxy answers and closes
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+async def test_http_proxy_handles_bytes_that_arrive_with_the_connection(ids: Identities) -> None:
+    # uvloop may deliver the first bytes while the accept coroutine is still resuming: they must
+    # be processed, not held in the link's pending buffer forever (the client then hung)
+    connector = outbound_connector(
+        tls_contexts(ids.client, ids.ca.bundle), FakeResolver(), FakeClientTlsPolicy()
+    )
+    proxy = HttpProxyListener("127.0.0.1", 0, connector, None)
+    await proxy.start()
+    track(proxy)
+    request = b"GET http://nowhere.svc/ HTTP/1.1\r\nhost: nowhere.svc\r\n\r\n"
+    answers = await asyncio.gather(
+        *(asyncio.to_thread(_send_at_once_and_read, proxy.bound_port, request) for _ in range(20))
+    )
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 503 Service Unavailable"] * 20
+    await proxy.drain(5)
