@@ -211,7 +211,7 @@ class UpstreamConnector:
                     verify_subject_alt_names(der, settings.subject_alt_names, destination)
                 except PeerRejected as exc:
                     log.warning("outbound %s: %s", destination, exc)
-                    link.up.abort()
+                    _drop_upstream(link)
                     raise
             return Upstream(destination, "", True)
         try:
@@ -221,7 +221,7 @@ class UpstreamConnector:
             verify_secure_naming(identity, sans, destination)
         except PeerRejected as exc:
             log.warning("outbound %s: %s", destination, exc)
-            link.up.abort()
+            _drop_upstream(link)
             raise
         return Upstream(destination, identity.principal, True)
 
@@ -267,6 +267,15 @@ class UpstreamConnector:
             )
             self._file_contexts[key] = ctx
         return ctx
+
+
+def _drop_upstream(link: Link) -> None:
+    """Abort a refused server's connection without ending the client's: an HTTP proxy still
+    answers the client (503), a TCP listener closes it itself."""
+    side = link.up
+    link.detach_upstream()
+    if side is not None:
+        side.abort()
 
 
 def _mtime(path: Path | None) -> float:
