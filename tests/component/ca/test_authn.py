@@ -142,7 +142,7 @@ async def test_cluster_selection_and_messages(clusters: Clusters) -> None:
         await authn.authenticate(_request())
     with pytest.raises(AuthFailure, match="no bearer token exists"):
         await authn.authenticate(_request(authorization=f"Basic {t1}"))
-    with pytest.raises(AuthFailure, match="remote clusters \\['cluster2'\\]"):
+    with pytest.raises(AuthFailure, match="remote clusters \\[cluster2\\]"):
         await authn.authenticate(_request(authorization=f"Bearer {t1}", clusterid="nope"))
     # Two clusterid values: ignored (Istio honours exactly one), so the local cluster checks it.
     both = RequestInfo(
