@@ -281,7 +281,7 @@ AUTO_PLAINTEXT_NOTE = (
 
 def compose_endpoint_tls(tls: ClientTls, server_mode: MtlsMode) -> ClientTls:
     """What reaches one endpoint: auto mTLS does not send TLS to an endpoint whose port is
-    DISABLE (the sidecar's outbound does the same, see mesh/policy_view.py)."""
+    DISABLE (the sidecar's outbound does the same, see proxy/policy.py)."""
     if endpoint_client_tls_mode(tls, server_mode) is not tls.mode:
         return replace(
             tls, mode=TlsMode.DISABLE, subject_alt_names=(), sni=None, notes=(AUTO_PLAINTEXT_NOTE,)

@@ -1,12 +1,14 @@
 """Assembly of the sidecar from :class:`~meshsec.config.proxy.ProxySettings`.
 
-Certificates come from ``--cert-dir`` (watched) or the agent's SDS socket; the registry and
-client TLS policy, until the policy engine and config sources plug in, from static ``--endpoint``
-entries
-(:class:`StaticRegistry`); authorization defaults to allow-all (no AuthorizationPolicy). Each of
-these is a small Protocol, so the real implementations replace them without touching this file's
-callers. SIGTERM/SIGINT: readiness goes false, listeners stop accepting, open connections get
-``drain_duration`` to finish, the rest are closed; exit 0.
+Certificates come from ``--cert-dir`` (watched) or the agent's SDS socket. With
+``--config-dir`` (and ``--workload``) a :class:`~meshsec.proxy.policy_watch.PolicyController`
+supplies the port modes, AuthorizationPolicy, registry and DestinationRule client TLS, all live;
+without it the registry and client TLS come from static ``--endpoint`` entries
+(:class:`StaticRegistry`) and authorization is allow-all (no AuthorizationPolicy). Each of these
+is a small Protocol owned by the listeners, so either source plugs in without touching them.
+``--concurrency N`` forks N such servers (:mod:`meshsec.proxy.workers`). SIGTERM/SIGINT:
+readiness goes false, listeners stop accepting, open connections get ``drain_duration`` to
+finish, the rest are closed; exit 0.
 """
 
 from __future__ import annotations
