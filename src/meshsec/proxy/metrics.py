@@ -6,8 +6,10 @@ Istio (Envoy stats via the ``istio.stats`` filter): ``istio_requests_total``,
 (``source`` on outbound, ``destination`` on inbound), ``source_principal``,
 ``destination_principal``, ``destination_service``, ``connection_security_policy``
 (``mutual_tls`` | ``none``; Istio reports ``unknown`` on the client side) and, for requests,
-``response_code`` and ``request_protocol``. meshsec-only counters are prefixed ``meshsec_proxy_``.
-Label children are cached so the hot path does one dict lookup per event.
+``request_protocol``, ``response_code`` and ``response_flags`` (Envoy's short flags, ``-`` for
+none; ``UC``: the upstream connection ended before a response head). meshsec-only counters are
+prefixed ``meshsec_proxy_``. Label children are cached so the hot path does one dict lookup per
+event.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ TCP_LABELS = (
     "destination_service",
     "connection_security_policy",
 )
-REQUEST_LABELS = (*TCP_LABELS, "request_protocol", "response_code")
+REQUEST_LABELS = (*TCP_LABELS, "request_protocol", "response_code", "response_flags")
 UNKNOWN = "unknown"
+NO_FLAGS = "-"
+UPSTREAM_CONNECTION_TERMINATION = "UC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +97,25 @@ class ProxyMetrics:
         if received:
             self._child(self._received, values).inc(received)
 
-    def request(self, labels: ConnectionLabels, response_code: int) -> None:
-        self._child(self._requests, (*labels.values(), "http", str(response_code))).inc()
+    def request(
+        self, labels: ConnectionLabels, response_code: int, response_flags: str = NO_FLAGS
+    ) -> None:
+        values = (*labels.values(), "http", str(response_code), response_flags)
+        self._child(self._requests, values).inc()
 
     def rejected(self, direction: str, reason: str) -> None:
         self._child(self._rejected, (direction, reason)).inc()
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """A counter's current value (tests and the admin page); 0.0 when never incremented."""
-        value = self.registry.get_sample_value(name, labels or {})
-        return value if value is not None else 0.0
+        """The sum of a counter's samples whose labels include ``labels`` (labels not given are
+        summed over); 0.0 when none was incremented."""
+        wanted = (labels or {}).items()
+        return sum(
+            (
+                sample.value
+                for metric in self.registry.collect()
+                for sample in metric.samples
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted)
+            ),
+            0.0,
+        )

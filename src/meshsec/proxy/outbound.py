@@ -29,6 +29,7 @@ from meshsec.proxy.http1 import (
     BodyFramer,
     Framing,
     MessageReader,
+    ReaderState,
     build_response,
     parse_request_head,
     parse_response_head,
@@ -36,7 +37,7 @@ from meshsec.proxy.http1 import (
     response_framing,
 )
 from meshsec.proxy.listener import Acceptor
-from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
+from meshsec.proxy.metrics import UPSTREAM_CONNECTION_TERMINATION, ConnectionLabels, ProxyMetrics
 from meshsec.proxy.pump import ConnectionTracker, Link, WriteBatch, log_task_failure
 from meshsec.proxy.upstream import (
     Upstream,
@@ -46,6 +47,9 @@ from meshsec.proxy.upstream import (
 log = logging.getLogger("meshsec.proxy.outbound")
 
 _PROXY_HEADERS = (b"proxy-connection", b"proxy-authorization")
+# Envoy's local reply when the upstream connection ends before a response head (flag UC)
+RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers"
+TERMINATED_BEFORE_HEADERS = f"{RESET_BEFORE_HEADERS}. reset reason: connection termination"
 
 
 class _OutboundBase:
@@ -283,7 +287,7 @@ class ProxyHttpSession:
             status = 503
             labels = self.listener._labels(None, host)
             self.listener.metrics.request(labels, status)
-            self._fail(status, "upstream connect error or disconnect/reset before headers")
+            self._fail(status, RESET_BEFORE_HEADERS)
             return False
         self.authority = (host, port)
         self.upstream = upstream
@@ -313,6 +317,7 @@ class ProxyHttpSession:
         assert self.link.up is not None
         self.responses = MessageReader(self._response_head, self._response_body, self._end)
         self.link.up.on_data = self._from_upstream
+        self.link.up.on_end = self._upstream_ended
         self.waiting = None
         self._send_request(raw, raw.split(b" ", 1)[0])
         self.link.start()
@@ -370,6 +375,28 @@ class ProxyHttpSession:
             self.outstanding.popleft()
         if self.waiting is not None and not self.outstanding:
             self._spawn(self._switch())
+
+    def _upstream_ended(self) -> bool:
+        """The upstream sent EOF or its connection was lost. A request still waits for its
+        response head (none, or only part of one, has arrived): answer 503 like Envoy (flag UC)
+        and close. Otherwise the link passes the end on to the client as before: after an idle
+        upstream's EOF, or inside a forwarded response (which ends there, truncated)."""
+        link, up, responses = self.link, self.link.up, self.responses
+        if link.closed or up is None or responses is None or not self.outstanding:
+            return False
+        if up.closed and up.eof:
+            return False  # the EOF came with nothing outstanding and was passed to the client
+        if responses.state is not ReaderState.HEAD:
+            return False  # a response head went to the client: it is truncated
+        log.warning(
+            "outbound http %s:%s from %s: upstream connection ended before a response head",
+            *(self.authority or ("?", 0)),
+            self.address,
+        )
+        if self.labels is not None:
+            self.listener.metrics.request(self.labels, 503, UPSTREAM_CONNECTION_TERMINATION)
+        self._fail(503, TERMINATED_BEFORE_HEADERS)
+        return True
 
     def _fail(self, status: int, reason: str) -> None:
         self.link.down.write(build_response(status, reason.encode()))

@@ -15,6 +15,9 @@ objects). Guarantees:
 * **Idle timeout** — no byte in either direction for ``idle_timeout`` seconds closes both sides
   (one timer per link, re-armed lazily).
 * **Errors stay per connection** — callbacks never raise; a broken side closes its link only.
+* **End hook** — a filter may set ``Side.on_end`` to see a side's EOF or lost connection first
+  (the HTTP proxy answers 503 when its upstream ends before a response head); when it returns
+  True the link does nothing more for that event. Only the end events look at it, never data.
 
 :class:`ConnectionTracker` keeps the open links of a listener for graceful drain.
 """
@@ -39,6 +42,7 @@ class PumpLimits:
 
 
 DataSink = Callable[[bytes], None]
+EndHook = Callable[[], bool]  # True: the event was handled, the link does nothing more
 
 
 class Side(asyncio.Protocol):
@@ -53,6 +57,7 @@ class Side(asyncio.Protocol):
         "link",
         "name",
         "on_data",
+        "on_end",
         "pending",
         "plain",
         "transport",
@@ -63,6 +68,7 @@ class Side(asyncio.Protocol):
         self.name = name
         self.transport: asyncio.Transport | None = None
         self.on_data: DataSink | None = None
+        self.on_end: EndHook | None = None
         self.pending: bytearray | None = None
         self.eof = False
         self.closed = False
@@ -103,14 +109,14 @@ class Side(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
-        if not self.detached:
+        if not self.detached and not self.ended_here():
             self.link.on_eof(self)
         # Plain TCP: keep our write half open for the reply. TLS ignores the return value.
         return True if self.plain else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.detached:
+        if not self.detached and not self.ended_here():
             self.link.on_lost(self, exc)
 
     def pause_writing(self) -> None:
@@ -128,6 +134,18 @@ class Side(asyncio.Protocol):
             other.resume()
 
     # helpers --------------------------------------------------------------------------------------
+    def ended_here(self) -> bool:
+        """The end hook's verdict on an EOF or a lost connection (False without a hook)."""
+        hook = self.on_end
+        if hook is None:
+            return False
+        try:
+            return hook()
+        except Exception:  # callbacks never raise into the event loop
+            log.exception("%s end hook failed", self.name)
+            self.link.close()
+            return True
+
     def pause(self) -> None:
         if not self._paused and self.transport is not None and not self.closed:
             self._paused = True
@@ -233,7 +251,7 @@ class Link:
                 data, side.pending = bytes(side.pending), None
                 side.on_data(data)
             side.resume()
-            if side.eof:
+            if side.eof and not side.ended_here():
                 self.on_eof(side)
 
     # events -----------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
+import struct
 
 import pytest
 
@@ -471,3 +473,105 @@ async def test_http_proxy_handles_bytes_that_arrive_with_the_connection(ids: Ide
     )
     assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 503 Service Unavailable"] * 20
     await proxy.drain(5)
+
+
+_UC_BODY = (
+    b"upstream connect error or disconnect/reset before headers."
+    b" reset reason: connection termination"
+)
+
+
+async def _raw_upstream(reply: bytes, *, reset: bool = False) -> tuple[FakeResolver, list[bytes]]:
+    """A plaintext server that reads one request head, writes ``reply`` and then closes its
+    connection (a TCP reset instead of a FIN with ``reset``); "raw" resolves to it."""
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        if reply:
+            writer.write(reply)
+            await writer.drain()
+        if reset:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    server = track(await asyncio.start_server(serve, "127.0.0.1", 0))
+    resolver = FakeResolver()
+    resolver.add("raw", 80, Endpoint("127.0.0.1", server.sockets[0].getsockname()[1], ()))
+    return resolver, heads
+
+
+async def _proxy_to_raw(ids: Identities, resolver: FakeResolver) -> HttpProxyListener:
+    policy = FakeClientTlsPolicy(default=ClientTlsSettings(ClientTlsMode.DISABLE))
+    proxy = HttpProxyListener(
+        "127.0.0.1",
+        0,
+        outbound_connector(tls_contexts(ids.client, ids.ca.bundle), resolver, policy),
+        ProxyMetrics(),
+    )
+    await proxy.start()
+    track(proxy)
+    return proxy
+
+
+async def _answer_until_close(port: int, request: bytes) -> bytes:
+    reader, writer = await open_plain(port)
+    track(writer)
+    writer.write(request)
+    await writer.drain()
+    return await asyncio.wait_for(reader.read(), 5)  # everything up to the proxy's close
+
+
+_GET_RAW = b"GET http://raw/x HTTP/1.1\r\nhost: raw\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("reply", "reset", "before"),
+    [
+        (b"", False, b""),
+        (b"", True, b""),
+        (b"HTTP/1.1 200 OK\r\ncontent-len", False, b""),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", False, b"HTTP/1.1 100 Continue\r\n\r\n"),
+    ],
+    ids=["closed-after-request", "reset-after-request", "partial-head", "after-100-continue"],
+)
+async def test_http_proxy_answers_503_when_upstream_ends_before_a_response_head(
+    ids: Identities, reply: bytes, reset: bool, before: bytes
+) -> None:
+    resolver, heads = await _raw_upstream(reply, reset=reset)
+    proxy = await _proxy_to_raw(ids, resolver)
+    answer = await _answer_until_close(proxy.bound_port, _GET_RAW)
+    assert len(heads) == 1
+    assert heads[0].startswith(b"GET /x HTTP/1.1\r\n")  # the request went upstream
+    assert answer.startswith(before + b"HTTP/1.1 503 Service Unavailable\r\n")
+    head, _, body = answer[len(before) :].partition(b"\r\n\r\n")
+    assert f"content-length: {len(_UC_BODY)}".encode() in head.split(b"\r\n")
+    assert body == _UC_BODY  # one answer, then the connection closed
+    labels = {"destination_service": "raw", "response_code": "503"}
+    assert proxy.metrics.sample("istio_requests_total", labels | {"response_flags": "UC"}) == 1
+    assert proxy.metrics.sample("istio_requests_total", labels) == 1  # no other 503 counted
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\n\r\nthe body ends with the connection",
+    ],
+    ids=["truncated-body", "complete-then-close", "body-until-close"],
+)
+async def test_http_proxy_passes_on_an_upstream_end_after_a_response_head(
+    ids: Identities, reply: bytes
+) -> None:
+    # the head was forwarded: what the upstream sent is all the client gets (a truncated
+    # response stays truncated), then the connection closes; no 503 after it
+    resolver, _ = await _raw_upstream(reply)
+    proxy = await _proxy_to_raw(ids, resolver)
+    assert await _answer_until_close(proxy.bound_port, _GET_RAW) == reply
+    labels = {"destination_service": "raw"}
+    assert proxy.metrics.sample("istio_requests_total", labels | {"response_code": "200"}) == 1
+    assert proxy.metrics.sample("istio_requests_total", labels | {"response_code": "503"}) == 0
