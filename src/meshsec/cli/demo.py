@@ -1,4 +1,4 @@
-"""``meshsec demo``: the main job until the local mesh exists (``make run``).
+"""``meshsec demo``: one CA, one certificate, over the real API (``make run`` is ``meshsec up``).
 
 Creates a local cluster, starts the real CA (``meshsec ca serve`` in a subprocess, TLS, all
 cores), mints a service-account token for ``default/demo``, makes a key and CSR locally, calls

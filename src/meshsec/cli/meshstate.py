@@ -415,7 +415,7 @@ N = TypeVar("N", bound=ClusterScoped)
 
 def resolve_workload(ref: str, workloads: Iterable[N], clusters: Iterable[str] = ()) -> N:
     """``name[.namespace][@cluster]`` → the workload, by the rules of ``meshsec up``
-    expectations (:mod:`meshsec.mesh.refs`, /work/notes/REFS.md): without ``@cluster`` the
+    expectations (:mod:`meshsec.mesh.refs`, docs/cli.md): without ``@cluster`` the
     reference must match exactly one workload across all clusters. Errors (exit 2) list the
     candidates in qualified form, or the known workloads / clusters."""
     items = list(workloads)

@@ -1,4 +1,4 @@
-"""Workload references across clusters: ``name[.namespace][@cluster]`` (see /work/notes/REFS.md).
+"""Workload references across clusters: ``name[.namespace][@cluster]`` (see docs/cli.md).
 
 * ``photo-frontend.photo-ns`` — istioctl style: the LAST dot splits name and namespace;
 * ``productpage.sample@cluster2`` — the workload in cluster ``cluster2``.

@@ -19,7 +19,7 @@ Start order (each step waits on readiness, with a timeout, before the next):
 6. per workload the application, with ``PORT`` (and ``PORT_<n>`` for every declared port) and
    ``HTTP_PROXY`` = its sidecar; waited until its ports accept connections.
 
-``state.json`` (see /work/notes/MESH_STATE.md) is written once everything runs and removed on a
+``state.json`` (:mod:`meshsec.mesh.state`) is written once everything runs and removed on a
 clean stop. :meth:`MeshRuntime.stop` stops applications, sidecars, agents, then the CAs and API
 servers, each process group with SIGTERM then SIGKILL, and removes any socket left behind.
 """

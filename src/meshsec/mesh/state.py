@@ -1,4 +1,4 @@
-"""``state.json``: what the operator CLI reads about a running mesh (/work/notes/MESH_STATE.md).
+"""``state.json``: what the operator CLI reads about a running mesh (docs/architecture.md).
 
 Version 1; fields are only ever added. The top-level ``ca`` is the first primary's CA (the
 single-cluster readers' view); ``clusters`` describes every cluster, and each workload names its

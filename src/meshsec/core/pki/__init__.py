@@ -2,7 +2,7 @@
 
 Pure: no files, sockets, clocks or randomness that is not passed in (key generation uses the OS
 random source through ``cryptography``). The shells (``meshsec.ca``, ``meshsec.agent``, the CLI)
-call these functions; see /work/notes/PKI_API.md for the contract.
+call these functions; the names imported below are the package's API.
 """
 
 from meshsec.core.pki.bundle import TrustBundle, certificate_fingerprint
