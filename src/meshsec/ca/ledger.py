@@ -8,6 +8,11 @@ waits at most ``batch_window`` for more (or until ``batch_size`` rows), commits 
 transaction and resolves all their futures, so
 concurrent requests share one commit and throughput does not serialize on the database.
 
+The CA's workers do not use this thread writer: they commit on their event loop
+(:mod:`meshsec.ca.loop_ledger`, same schema and durability). :class:`Ledger` records the
+``istio.<sa>`` certificates ``meshsec up`` signs for mounted-certificate workloads;
+:func:`load_issued` is the reader (``meshsec ca issued``).
+
 Durability: WAL with ``synchronous=NORMAL``. A committed row survives the CA process being killed
 (SIGKILL, OOM) because the WAL write has reached the OS; only an OS crash or power loss can drop
 the last commits before a checkpoint. ``synchronous=FULL`` (an fsync per commit) would cover that
