@@ -3,7 +3,8 @@
 Two workers (``--concurrency 2``) in front of a small HTTP application, certificates from a cert
 directory, policy from a directory of Istio YAML: mTLS callers allowed or denied by principal,
 a PeerAuthentication edit applied by every worker, a broken edit rejected with the last good
-policy kept, SIGTERM stops the parent and its workers with exit code 0.
+policy kept, ``/metrics`` summed over both workers, SIGTERM stops the parent and its workers
+with exit code 0 and removes the workers' shared metrics directory.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ import os
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.ca_process import MESHSEC, run_meshsec
 from tests.testca import TestCA
@@ -135,6 +140,22 @@ def _wait(predicate: Any, what: str, proc: subprocess.Popen[str], timeout: float
     pytest.fail(f"timed out waiting for {what}")
 
 
+def _requests(families: Iterable[Metric], code: str) -> float:
+    """The sum of ``istio_requests_total`` samples with ``response_code`` ``code``."""
+    return sum(
+        float(s.value)
+        for family in families
+        for s in family.samples
+        if s.name == "istio_requests_total" and s.labels.get("response_code") == code
+    )
+
+
+def _merge(counter_file: Path) -> Iterable[Metric]:
+    """One worker's counters, read from its file as prometheus_client's collector reads them."""
+    merged: Iterable[Metric] = MultiProcessCollector.merge([str(counter_file)])  # type: ignore[no-untyped-call]
+    return merged
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -156,6 +177,8 @@ def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
     client = _context(ca, CLIENT_ID, tmp_path)
     intruder = _context(ca, "spiffe://cluster.local/ns/other/sa/intruder", tmp_path)
 
+    scratch = tmp_path / "tmp"  # the proxy's TMPDIR: where its shared metrics directory goes
+    scratch.mkdir()
     log_path = tmp_path / "proxy.log"
     log = log_path.open("w")
     proc = subprocess.Popen(
@@ -181,7 +204,11 @@ def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
-        env={"MESHSEC_PROXY_CONFIG_POLL_INTERVAL": "200ms", "PATH": "/usr/bin:/bin"},
+        env={
+            "MESHSEC_PROXY_CONFIG_POLL_INTERVAL": "200ms",
+            "PATH": "/usr/bin:/bin",
+            "TMPDIR": str(scratch),
+        },
     )
     try:
         _wait(lambda: _admin(admin, "/ready")[0] == 200, "/ready", proc)
@@ -191,13 +218,35 @@ def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
         assert dump["ports"] == [{"port": port, "mode": "STRICT", "protocol": "http"}]
         assert dump["secrets"][0]["serial_number"] == svid.serial_hex
 
-        # several connections, so both workers serve some
-        for _ in range(6):
+        # many connections, so both workers serve some (SO_REUSEPORT hashes each connection's
+        # source port: all 24 on one worker has odds of 2 in 2**24)
+        allowed, denied = 24, 6
+        for _ in range(allowed):
             status, body = _get(port, client)
             assert status == 200
             assert f"URI={CLIENT_ID}" in body
+        for _ in range(denied):
             assert _get(port, intruder)[0] == 403
         assert _get(port, None)[0] == 0  # STRICT: plaintext refused
+
+        # /metrics is the sum over both workers (Envoy sums its worker threads), each of which
+        # served some: its own counter file in the private shared directory says how many
+        (shared,) = scratch.glob("meshsec-proxy-metrics-*")
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o700
+        per_worker = {
+            pid: _requests(_merge(shared / f"counter_{pid}.db"), "200")
+            for pid in _children(proc.pid)
+            if (shared / f"counter_{pid}.db").exists()
+        }
+        assert len(per_worker) == 2, per_worker
+        assert all(per_worker.values()), per_worker
+        assert sum(per_worker.values()) == allowed
+        for path in ("/metrics", "/stats/prometheus"):
+            status, text = _admin(admin, path)
+            assert status == 200
+            families = list(text_string_to_metric_families(text))
+            assert _requests(families, "200") == allowed, text
+            assert _requests(families, "403") == denied, text
 
         # PERMISSIVE: every worker applies it (plaintext then passes the mode; the
         # AuthorizationPolicy still wants the client's principal: 403, not a refused connection)
@@ -215,6 +264,7 @@ def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
     finally:
         workers = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)
+        code: int | None
         try:
             code = proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -223,6 +273,7 @@ def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
         log.close()
     assert code == 0, log_path.read_text()
     assert not [pid for pid in workers if _is_worker(pid)]
+    assert list(scratch.iterdir()) == []  # the shared metrics directory is removed on exit
 
 
 def _is_worker(pid: int) -> bool:

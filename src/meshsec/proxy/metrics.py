@@ -10,14 +10,31 @@ Istio (Envoy stats via the ``istio.stats`` filter): ``istio_requests_total``,
 none; ``UC``: the upstream connection ended before a response head). meshsec-only counters are
 prefixed ``meshsec_proxy_``. Label children are cached so the hot path does one dict lookup per
 event.
+
+``--concurrency N`` (N > 1) uses prometheus_client's multiprocess mode so the admin port reports
+the sum over every worker, as Envoy sums its worker threads' stats: the parent creates a private
+directory (:func:`shared_metrics_dir`, 0700, removed on exit), each worker switches to per-pid
+metric files in it before creating its first metric (:func:`record_to_shared_dir`), worker 0's
+``/metrics`` reads all of them (:func:`build_aggregate_registry`) and the parent forgets a worker's
+live gauges when it exits (:func:`forget_worker`). Counters are summed over workers. There is no
+gauge today; one added here must pass ``multiprocess_mode`` (``livesum`` for counts of open
+things such as connections, ``max``/``mostrecent`` for timestamps or versions). One worker (the
+default, and ``meshsec up``'s sidecars) keeps the in-process registry: no files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, values
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 TCP_LABELS = (
     "reporter",
@@ -30,6 +47,7 @@ REQUEST_LABELS = (*TCP_LABELS, "request_protocol", "response_code", "response_fl
 UNKNOWN = "unknown"
 NO_FLAGS = "-"
 UPSTREAM_CONNECTION_TERMINATION = "UC"
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it to place its files
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +137,37 @@ class ProxyMetrics:
             ),
             0.0,
         )
+
+
+@contextlib.contextmanager
+def shared_metrics_dir() -> Iterator[Path]:
+    """The parent's private directory for its workers' metric files: created empty (mode 0700,
+    so no other user reads or plants metric files), removed with its files on exit."""
+    path = Path(tempfile.mkdtemp(prefix="meshsec-proxy-metrics-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def record_to_shared_dir(path: Path) -> None:
+    """In a forked worker, before its first metric: every metric created from now on keeps its
+    value in this process's per-pid files under ``path`` (prometheus_client's multiprocess mode;
+    the library picks its value class from the environment once, at import, so it is chosen
+    again here)."""
+    os.environ[MULTIPROC_DIR_ENV] = str(path)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def build_aggregate_registry(path: Path) -> CollectorRegistry:
+    """A registry whose collection merges every worker's files under ``path``: counters summed,
+    gauges by their ``multiprocess_mode``. Separate from any worker's own registry, which would
+    report that worker's values twice."""
+    registry = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
+    return registry
+
+
+def forget_worker(path: Path, pid: int) -> None:
+    """A worker exited: drop its live gauges (its counters stay in the sums)."""
+    mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]

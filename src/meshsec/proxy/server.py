@@ -19,7 +19,10 @@ import logging
 import signal
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from meshsec.config.proxy import EndpointSpec, ProxySettings
 from meshsec.core.identity import TrustDomainSet
@@ -29,7 +32,13 @@ from meshsec.proxy.authz import AllowAll, Authorizer
 from meshsec.proxy.certdir import load_cert_dir, stamp_cert_dir, watch_cert_dir
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
-from meshsec.proxy.metrics import ProxyMetrics
+from meshsec.proxy.metrics import (
+    ProxyMetrics,
+    build_aggregate_registry,
+    forget_worker,
+    record_to_shared_dir,
+    shared_metrics_dir,
+)
 from meshsec.proxy.outbound import HttpProxyListener, TcpOutboundListener
 from meshsec.proxy.policy_watch import (
     PolicyController,
@@ -95,7 +104,10 @@ class ProxyServer:
         policy: PolicyController | None = None,
         admin: bool = True,
         reuse_port: bool = False,
+        admin_registry: CollectorRegistry | None = None,
     ) -> None:
+        """``admin_registry``: what ``/metrics`` reports (default: ``metrics``' own registry;
+        ``--concurrency``: the sum over every worker)."""
         self.settings = settings
         self.clock = clock or SystemClock()
         if policy is None and settings.config_dir is not None:
@@ -110,6 +122,7 @@ class ProxyServer:
         self.resolver: ServiceResolver = resolver or registry
         self.tls_policy: ClientTlsPolicy = tls_policy or registry
         self.metrics = metrics or ProxyMetrics()
+        self.admin_registry = admin_registry or self.metrics.registry
         self.tls = TlsContexts(TlsParams(min_version=settings.min_tls_version))
         mesh_domains = TrustDomainSet.build(trust_domain[0], trust_domain[1:])
         self.trust_domains = None if settings.skip_validate_trust_domain else mesh_domains
@@ -232,7 +245,7 @@ class ProxyServer:
                 int(admin_port),
                 ready=self.ready,
                 config_dump=self.config_dump,
-                registry=self.metrics.registry,
+                registry=self.admin_registry,
                 not_ready_reason=self.not_ready_reason,
             )
             await self.admin.start()
@@ -386,9 +399,22 @@ def _text_or_none(value: object) -> str | None:
 
 
 async def serve_proxy(
-    settings: ProxySettings, *, admin: bool = True, reuse_port: bool = False
+    settings: ProxySettings,
+    *,
+    admin: bool = True,
+    reuse_port: bool = False,
+    metrics_dir: Path | None = None,
 ) -> int:
-    server = ProxyServer(settings, admin=admin, reuse_port=reuse_port)
+    """``metrics_dir``: a ``--concurrency`` worker's shared metrics directory (its metrics go to
+    files there; the admin worker reports the sum over every worker's)."""
+    if metrics_dir is not None:
+        record_to_shared_dir(metrics_dir)
+    server = ProxyServer(
+        settings,
+        admin=admin,
+        reuse_port=reuse_port,
+        admin_registry=build_aggregate_registry(metrics_dir) if metrics_dir and admin else None,
+    )
     await server.start()
     await server.run_until_stopped()
     return 0
@@ -406,7 +432,13 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 def run_proxy(settings: ProxySettings) -> int:
     """Run the sidecar until signalled: one process, or ``--concurrency`` workers."""
     count = worker_count(settings.concurrency)
-    return run_workers(
-        count,
-        lambda index: run_event_loop(serve_proxy(settings, admin=index == 0, reuse_port=count > 1)),
-    )
+    if count <= 1:
+        return run_workers(1, lambda _index: run_event_loop(serve_proxy(settings)))
+    with shared_metrics_dir() as metrics_dir:
+        return run_workers(
+            count,
+            lambda index: run_event_loop(
+                serve_proxy(settings, admin=index == 0, reuse_port=True, metrics_dir=metrics_dir)
+            ),
+            exited=lambda pid: forget_worker(metrics_dir, pid),
+        )

@@ -3,11 +3,11 @@
 Python runs one event loop per core at most, so the proxy scales over cores with processes: the
 parent forks N workers before any loop exists; each is a complete proxy (own loop, certificate
 source, policy watch) whose listeners are bound with ``SO_REUSEPORT``, so the kernel spreads new
-connections over them. Worker 0 also serves the admin port (its ``/metrics`` are its own
-counters; ``/config_dump`` shows the configuration every worker applies, since they all read the
-same sources). The parent forwards SIGTERM/SIGINT to the workers and waits for them; when one
-worker fails, the others are stopped too and its exit code is the parent's (a supervisor restarts
-the whole proxy, as it would restart Envoy).
+connections over them. Worker 0 also serves the admin port (its ``/metrics`` sum every
+worker's metrics, :mod:`meshsec.proxy.metrics`; ``/config_dump`` shows the configuration every
+worker applies, since they all read the same sources). The parent forwards SIGTERM/SIGINT to the
+workers and waits for them; when one worker fails, the others are stopped too and its exit code
+is the parent's (a supervisor restarts the whole proxy, as it would restart Envoy).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ log = logging.getLogger("meshsec.proxy.workers")
 
 Serve = Callable[[int], int]
 """Runs worker ``index`` to completion, returns its exit code."""
+Exited = Callable[[int], None]
+"""Told the pid of each worker the parent reaps."""
 
 
 def worker_count(concurrency: int) -> int:
@@ -30,8 +32,9 @@ def worker_count(concurrency: int) -> int:
     return concurrency if concurrency > 0 else (os.cpu_count() or 1)
 
 
-def run_workers(count: int, serve: Serve) -> int:
-    """Fork ``count`` workers running ``serve(index)``; wait for all; the first failure wins."""
+def run_workers(count: int, serve: Serve, *, exited: Exited | None = None) -> int:
+    """Fork ``count`` workers running ``serve(index)``; wait for all; the first failure wins.
+    ``exited(pid)`` runs in the parent as each worker is reaped."""
     if count <= 1:
         return serve(0)
     pids: list[int] = []
@@ -55,7 +58,7 @@ def run_workers(count: int, serve: Serve) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _wait_all(pids)
+        return _wait_all(pids, exited)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -67,7 +70,7 @@ def _signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def _wait_all(pids: list[int]) -> int:
+def _wait_all(pids: list[int], exited: Exited | None) -> int:
     remaining = set(pids)
     result = 0
     while remaining:
@@ -78,6 +81,8 @@ def _wait_all(pids: list[int]) -> int:
         if pid not in remaining:
             continue
         remaining.discard(pid)
+        if exited is not None:
+            exited(pid)
         code = os.waitstatus_to_exitcode(status)
         if code != 0 and result == 0:
             result = code if code > 0 else 1
