@@ -114,3 +114,8 @@ class HttpApp:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+
+
+def parse_echo_fields(body: bytes) -> dict[str, str]:
+    """``HttpApp``'s reply body (``key=value`` lines: method, path, xfcc, ...) as a mapping."""
+    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)

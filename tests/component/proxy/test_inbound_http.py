@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 
 from meshsec.proxy.inbound import PortMode
 from meshsec.proxy.metrics import ProxyMetrics
-from tests.component.proxy.apps import HttpApp
+from tests.component.proxy.apps import HttpApp, parse_echo_fields
 from tests.component.proxy.harness import (
     CLIENT_ID,
     SERVER_ID,
@@ -25,10 +25,6 @@ from tests.component.proxy.harness import (
     track,
 )
 from tests.fakes.authz import FakeAuthorizer
-
-
-def _fields(body: bytes) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
 
 
 async def test_xfcc_is_set_for_mtls_and_client_copy_is_stripped(ids: Identities) -> None:
@@ -49,7 +45,7 @@ async def test_xfcc_is_set_for_mtls_and_client_copy_is_stripped(ids: Identities)
         b"GET /a HTTP/1.1\r\nhost: backend\r\nx-forwarded-client-cert: " + forged + b"\r\n\r\n",
     )
     assert status == 200
-    fields = _fields(body)
+    fields = parse_echo_fields(body)
     der = ids.client.leaf.public_bytes(serialization.Encoding.DER)
     expected = f"By={SERVER_ID};Hash={hashlib.sha256(der).hexdigest()};URI={CLIENT_ID}"
     assert fields["xfcc"] == expected
@@ -59,7 +55,7 @@ async def test_xfcc_is_set_for_mtls_and_client_copy_is_stripped(ids: Identities)
         reader, writer, b"POST /b HTTP/1.1\r\nhost: backend\r\ncontent-length: 5\r\n\r\nhello"
     )
     assert status == 200
-    assert _fields(body)["body"] == "hello"
+    assert parse_echo_fields(body)["body"] == "hello"
     await close(writer)
     await listener.drain(5)
     labels = {
@@ -87,7 +83,7 @@ async def test_plaintext_request_gets_no_xfcc_and_forged_one_is_removed(ids: Ide
         b"GET / HTTP/1.1\r\nhost: b\r\nX-Forwarded-Client-Cert: URI=spiffe://x/ns/a/sa/b\r\n\r\n",
     )
     assert status == 200
-    assert _fields(body)["xfcc_count"] == "0"
+    assert parse_echo_fields(body)["xfcc_count"] == "0"
     await close(writer)
     await listener.drain(5)
     await app.stop()

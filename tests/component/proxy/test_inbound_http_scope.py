@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from meshsec.proxy.authz import Decision, PeerInfo
 from meshsec.proxy.inbound import PortMode
 from meshsec.proxy.inbound_http import ConnectionScopedAuthorizer
-from tests.component.proxy.apps import HttpApp
+from tests.component.proxy.apps import HttpApp, parse_echo_fields
 from tests.component.proxy.harness import (
     CLIENT_ID,
     SERVER_ID,
@@ -42,10 +42,6 @@ class ScopedAuthorizer(FakeAuthorizer):
         return self.scoped
 
 
-def _fields(body: bytes) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
-
-
 async def test_connection_decision_is_reused_until_the_policy_version_changes(
     ids: Identities,
 ) -> None:
@@ -69,8 +65,8 @@ async def test_connection_decision_is_reused_until_the_policy_version_changes(
     # XFCC spliced into a head that carried none
     der = ids.client.leaf.public_bytes(serialization.Encoding.DER)
     expected = f"By={SERVER_ID};Hash={hashlib.sha256(der).hexdigest()};URI={CLIENT_ID}"
-    assert _fields(body)["xfcc"] == expected
-    assert _fields(body)["xfcc_count"] == "1"
+    assert parse_echo_fields(body)["xfcc"] == expected
+    assert parse_echo_fields(body)["xfcc_count"] == "1"
     # a new policy version that denies the connection applies to the very next request
     authz.version = 2
     authz.scoped = Decision(False, "denied by new policy")
