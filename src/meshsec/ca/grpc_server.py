@@ -24,7 +24,8 @@ from meshsec.ca.material import CaMaterial
 from meshsec.ca.metrics import CaCounters
 from meshsec.ca.service import CertificateService, add_to_server
 from meshsec.ca.serving import ServingCertificates
-from meshsec.config.ca import CaSettings, format_host_port, parse_host_port
+from meshsec.config.ca import CaSettings
+from meshsec.config.load import format_host_port, parse_host_port
 from meshsec.runtime.clock import Clock, SystemClock
 
 if TYPE_CHECKING:

@@ -43,7 +43,8 @@ from meshsec.ca.metrics import (
     reported_chain_not_after,
 )
 from meshsec.ca.workers import WorkerSpec, run_worker
-from meshsec.config.ca import CaSettings, format_host_port, parse_host_port
+from meshsec.config.ca import CaSettings
+from meshsec.config.load import format_host_port, parse_host_port
 from meshsec.runtime.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)

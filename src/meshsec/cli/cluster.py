@@ -61,7 +61,7 @@ def serve(
     import threading
 
     from meshsec.cluster.apiserver import ClusterApiServer
-    from meshsec.config.ca import parse_host_port
+    from meshsec.config.load import parse_host_port
     from meshsec.runtime.log import setup_logging
 
     try:

@@ -12,27 +12,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from meshsec.config.load import parse_port_number, setting
+from meshsec.config.load import parse_host_port, setting
 
 CA_KEY_TYPES = ("ec-p256", "ec-p384", "rsa")
-
-
-def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``; empty host = all interfaces) -> (host, port)."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not (port_text.isascii() and port_text.isdigit()):
-        raise ValueError(f"{what} {value[:80]!r} must be HOST:PORT (e.g. 127.0.0.1:15012)")
-    port = parse_port_number(port_text)
-    if port is None:
-        raise ValueError(f"{what} {value[:80]!r}: port {port_text[:20]!r} is out of range 0-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return (host or "0.0.0.0", port)  # noqa: S104 - ":PORT" means every interface, as in Istio
-
-
-def format_host_port(host: str, port: int) -> str:
-    """``HOST:PORT``, with an IPv6 host in brackets (the inverse of :func:`parse_host_port`)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_cluster_alias(value: str) -> tuple[str, str]:

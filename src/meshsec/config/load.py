@@ -143,6 +143,24 @@ def parse_port_number(text: str, *, minimum: int = 0) -> int | None:
     return port if minimum <= port <= 65535 else None
 
 
+def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``; empty host = all interfaces) -> (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"{what} {value[:80]!r} must be HOST:PORT (e.g. 127.0.0.1:15012)")
+    port = parse_port_number(port_text)
+    if port is None:
+        raise ValueError(f"{what} {value[:80]!r}: port {port_text[:20]!r} is out of range 0-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return (host or "0.0.0.0", port)  # noqa: S104 - ":PORT" means every interface, as in Istio
+
+
+def format_host_port(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 host in brackets (the inverse of :func:`parse_host_port`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _convert(value: Any, tp: Any, info: SettingInfo) -> Any:
     """Turn a raw value (string from env/flags, or YAML scalar/list) into the field's type."""
     base, optional = _unwrap_optional(tp)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from meshsec.config.ca import CaSettings, parse_host_port
+from meshsec.config.ca import CaSettings
 from meshsec.config.errors import ConfigError
-from meshsec.config.load import load_settings
+from meshsec.config.load import load_settings, parse_host_port
 
 
 def test_defaults_are_istios(tmp_path: Path) -> None:
