@@ -12,6 +12,7 @@ variable (Istio's name where one exists) and flags win over the environment, whi
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -32,42 +33,64 @@ class Flag:
     kind: str  # "str" | "path" | "socket" | "bool"
     help: str
 
+    @property
+    def described(self) -> str:
+        """``help`` plus the environment variable the settings loader reads for this field
+        (taken from :class:`~meshsec.config.agent.AgentSettings`, so the two cannot drift)."""
+        env = _settings_env().get(self.field)
+        return f"{self.help} (env {env})" if env else self.help
+
+
+@functools.cache
+def _settings_env() -> dict[str, str]:
+    """AgentSettings field → its first environment variable name."""
+    import dataclasses
+
+    from meshsec.config.agent import AgentSettings
+    from meshsec.config.load import setting_info
+
+    return {
+        f.name: setting_info(f).env[0]
+        for f in dataclasses.fields(AgentSettings)
+        if setting_info(f).env
+    }
+
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("--ca-addr", "ca_addr", "str", "CA HOST:PORT (env CA_ADDR)"),
-    Flag("--ca-root", "ca_root", "path", "root that verifies the CA (env CA_ROOT_CA)"),
-    Flag("--token-file", "token_file", "path", "service-account token (env MESHSEC_TOKEN_FILE)"),
-    Flag("--cluster-id", "cluster_id", "str", "clusterid header (env ISTIO_META_CLUSTER_ID)"),
-    Flag("--sds-socket", "sds_socket", "path", "Envoy SDS socket (env MESHSEC_SDS_SOCKET)"),
+    Flag("--ca-addr", "ca_addr", "str", "CA HOST:PORT"),
+    Flag("--ca-root", "ca_root", "path", "root that verifies the CA"),
+    Flag("--token-file", "token_file", "path", "service-account token"),
+    Flag("--cluster-id", "cluster_id", "str", "clusterid header"),
+    Flag("--sds-socket", "sds_socket", "path", "Envoy SDS socket"),
     Flag(
         "--workload-socket",
         "workload_socket",
         "socket",
-        "SPIFFE Workload API socket, unix:///path or a path (env SPIFFE_ENDPOINT_SOCKET)",
+        "SPIFFE Workload API socket, unix:///path or a path",
     ),
-    Flag("--output-certs", "output_certs", "path", "write cert files here (env OUTPUT_CERTS)"),
-    Flag("--status", "status", "str", "status HTTP HOST:PORT (env MESHSEC_STATUS_ADDR)"),
-    Flag("--trust-domain", "trust_domain", "str", "trust domain (env TRUST_DOMAIN)"),
+    Flag("--output-certs", "output_certs", "path", "write cert files here"),
+    Flag("--status", "status", "str", "status HTTP HOST:PORT"),
+    Flag("--trust-domain", "trust_domain", "str", "trust domain"),
     Flag(
         "--ca-mtls-addr",
         "ca_mtls_addr",
         "str",
-        "CA port for client-cert renewal without a token (env MESHSEC_CA_MTLS_ADDR)",
+        "CA port for client-cert renewal without a token",
     ),
     Flag(
         "--file-mounted-certs",
         "file_mounted_certs",
         "bool",
-        "serve ./etc/certs files, no CA (env FILE_MOUNTED_CERTS)",
+        "serve ./etc/certs files, no CA",
     ),
     Flag(
         "--mounted-certs-dir",
         "mounted_certs_dir",
         "path",
-        "mounted certs dir (env MESHSEC_MOUNTED_CERTS_DIR)",
+        "mounted certs dir",
     ),
-    Flag("--secret-ttl", "secret_ttl", "str", "requested lifetime (env SECRET_TTL)"),
-    Flag("--log-level", "log_level", "str", "debug | info | warning (env MESHSEC_LOG_LEVEL)"),
+    Flag("--secret-ttl", "secret_ttl", "str", "requested lifetime"),
+    Flag("--log-level", "log_level", "str", "debug | info | warning"),
 )
 
 DESCRIPTION = (
@@ -80,10 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     for flag in FLAGS:
         if flag.kind == "bool":
-            parser.add_argument(flag.option, dest=flag.field, action="store_true", help=flag.help)
+            parser.add_argument(
+                flag.option, dest=flag.field, action="store_true", help=flag.described
+            )
         else:
             metavar = "PATH" if flag.kind in ("path", "socket") else "VALUE"
-            parser.add_argument(flag.option, dest=flag.field, metavar=metavar, help=flag.help)
+            parser.add_argument(flag.option, dest=flag.field, metavar=metavar, help=flag.described)
     parser.add_argument("--config", metavar="FILE", help="settings file (YAML)")
     return parser
 

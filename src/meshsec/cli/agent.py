@@ -50,12 +50,12 @@ def run(ctx: typer.Context, **values: Any) -> None:
 
 def _option(flag: Flag) -> inspect.Parameter:
     if flag.kind == "bool":
-        annotation: Any = Annotated[bool, typer.Option(flag.option, help=flag.help)]
+        annotation: Any = Annotated[bool, typer.Option(flag.option, help=flag.described)]
         default: Any = False
     else:
         metavar = "PATH" if flag.kind in ("path", "socket") else "TEXT"
         annotation = Annotated[
-            str | None, typer.Option(flag.option, help=flag.help, metavar=metavar)
+            str | None, typer.Option(flag.option, help=flag.described, metavar=metavar)
         ]
         default = None
     return inspect.Parameter(
