@@ -32,16 +32,16 @@ from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.mesh.cert_probe import CertificateSubject, check_certificate
 from meshsec.mesh.expectations import CERTIFICATE, OUTSIDE, Expectation, workload_key
 from meshsec.mesh.refs import format_ref
-from meshsec.mesh.registry import (
-    LOOPBACK,
-    MeshRegistry,
-    PortBinding,
-    WorkloadEntry,
-    resolve_service,
-)
 from meshsec.mesh.runtime import MeshRuntime
 from meshsec.mesh.state import REFUSED_EXPECTED
 from meshsec.mesh.topology import DEFAULT_CLUSTER
+from meshsec.proxy.registry import (
+    LOOPBACK,
+    PortBinding,
+    Registry,
+    WorkloadEntry,
+    resolve_service,
+)
 
 RBAC_DENIED = "RBAC: access denied"
 
@@ -119,7 +119,7 @@ class MeshEndpoints:
     ``name.namespace@cluster`` (:func:`meshsec.mesh.expectations.workload_key`)."""
 
     snapshot: PolicySnapshot
-    registry: MeshRegistry
+    registry: Registry
     http_proxies: Mapping[str, int]
     certificates: Mapping[str, CertificateSubject] = field(default_factory=dict)
     log_dirs: Mapping[str, Path] = field(default_factory=dict)
@@ -156,7 +156,7 @@ class MeshEndpoints:
             subjects[key] = CertificateSubject.from_state(w, state, shown)
             if w.get("log_dir"):
                 logs[key] = Path(w["log_dir"])
-        return cls(snapshot, MeshRegistry(tuple(entries)), proxies, subjects, logs)
+        return cls(snapshot, Registry(tuple(entries)), proxies, subjects, logs)
 
 
 async def run_expectation(mesh: MeshEndpoints, exp: Expectation, wait: float = 10.0) -> CheckResult:

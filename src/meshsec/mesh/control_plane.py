@@ -33,9 +33,9 @@ from meshsec.cluster.kubeconfig import mint_account_kubeconfig, render_remote_se
 from meshsec.mesh.launch import UpOptions, build_child_env
 from meshsec.mesh.manifests import MeshPlan
 from meshsec.mesh.processes import ManagedProcess
-from meshsec.mesh.registry import LOOPBACK
 from meshsec.mesh.topology import ClusterSpec
 from meshsec.mesh.trust import ensure_intermediate, ensure_mesh_root
+from meshsec.proxy.registry import LOOPBACK
 from meshsec.runtime.clock import Clock
 from meshsec.runtime.files import KEY_MODE, PUBLIC_MODE, write_atomic
 

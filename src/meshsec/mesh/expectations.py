@@ -34,7 +34,7 @@ from meshsec.core.policy.document import (
 )
 from meshsec.core.policy.snapshot import PolicySnapshot
 from meshsec.mesh.refs import ClusterScoped, format_ref, parse_workload_ref, resolve_workload_ref
-from meshsec.mesh.registry import split_service_host
+from meshsec.proxy.registry import split_service_host
 
 EXPECTATIONS_KIND = "Expectations"
 MESHSEC_API = "meshsec.io/v1alpha1"

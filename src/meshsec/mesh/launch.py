@@ -17,7 +17,7 @@ from pathlib import Path
 
 from meshsec.core.policy.model import Workload
 from meshsec.mesh.processes import ManagedProcess
-from meshsec.mesh.registry import LOOPBACK, WorkloadEntry
+from meshsec.proxy.registry import LOOPBACK, WorkloadEntry
 
 # Variables a child must not inherit from the user's shell: they would re-configure the agent
 # or the sidecar behind the flags meshsec up passes (flags win, but not every setting is a flag).

@@ -56,10 +56,10 @@ from meshsec.mesh.launch import (
 from meshsec.mesh.manifests import MeshPlan
 from meshsec.mesh.probes import format_duration, http_get
 from meshsec.mesh.processes import ManagedProcess
-from meshsec.mesh.registry import LOOPBACK, MeshRegistry, PortBinding, WorkloadEntry
 from meshsec.mesh.sidecar import SidecarConfig
 from meshsec.mesh.state import compose_state
 from meshsec.mesh.topology import DEFAULT_CLUSTER
+from meshsec.proxy.registry import LOOPBACK, PortBinding, Registry, WorkloadEntry
 from meshsec.runtime.clock import Clock, SystemClock
 from meshsec.runtime.files import PUBLIC_MODE, write_atomic
 from meshsec.runtime.pids import process_alive
@@ -89,7 +89,7 @@ class MeshRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self.failed: asyncio.Future[StartupError] | None = None
         self.started_at = datetime.now(UTC)
-        self.registry = MeshRegistry()
+        self.registry = Registry()
         self.short_sockets: Path | None = None
         self.ledgers: dict[str, Ledger] = {}
         self.wrote_state = False
@@ -206,7 +206,7 @@ class MeshRuntime:
                         refused,
                     )
                 )
-            self.registry = MeshRegistry(tuple(entries))
+            self.registry = Registry(tuple(entries))
         finally:
             ports.release()
         for run in self.runs:

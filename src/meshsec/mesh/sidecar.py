@@ -28,8 +28,8 @@ from typing import Any
 from meshsec.config.errors import ConfigError
 from meshsec.config.load import load_settings
 from meshsec.config.proxy import ProxySettings
-from meshsec.mesh.registry import LOOPBACK, MeshRegistry, WorkloadEntry
 from meshsec.proxy.policy_watch import PolicyController
+from meshsec.proxy.registry import LOOPBACK, Registry, WorkloadEntry
 from meshsec.proxy.server import ProxyServer, run_event_loop
 from meshsec.runtime.clock import Clock, SystemClock
 from meshsec.runtime.log import setup_logging
@@ -44,7 +44,7 @@ class SidecarConfig:
     """The JSON the runtime writes for one sidecar."""
 
     workload: WorkloadEntry
-    registry: MeshRegistry
+    registry: Registry
     config_dir: Path
     cert_dir: Path
     http_proxy_port: int
@@ -57,7 +57,7 @@ class SidecarConfig:
         data = json.loads(path.read_text())
         return cls(
             WorkloadEntry.from_json(data["workload"]),
-            MeshRegistry.from_json(data["registry"]),
+            Registry.from_json(data["registry"]),
             Path(data["config_dir"]),
             Path(data["cert_dir"]),
             int(data["http_proxy_port"]),

@@ -16,7 +16,7 @@ from typing import Any
 
 from meshsec.mesh.control_plane import ClusterRuntime, ControlPlane
 from meshsec.mesh.launch import WorkloadRun
-from meshsec.mesh.registry import LOOPBACK
+from meshsec.proxy.registry import LOOPBACK
 
 STATE_VERSION = 1
 EXPECTED = "expected"

@@ -15,8 +15,8 @@ from datetime import datetime
 from meshsec.core.pki import PkiError, format_remaining, parse_certificates_pem
 from meshsec.mesh.cert_probe import CertificateSubject, request_certificate
 from meshsec.mesh.refs import format_ref
-from meshsec.mesh.registry import LOOPBACK
 from meshsec.mesh.runtime import MeshRuntime, WorkloadRun, http_get
+from meshsec.proxy.registry import LOOPBACK
 
 NO_CERTIFICATE = "no certificate"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from meshsec.mesh.registry import MeshRegistry, PortBinding, WorkloadEntry
 from meshsec.mesh.sidecar import SidecarConfig, build_sidecar
 from meshsec.proxy.authz import PeerInfo
 from meshsec.proxy.inbound import PortMode
+from meshsec.proxy.registry import PortBinding, Registry, WorkloadEntry
 from meshsec.proxy.server import ProxyServer
 from tests.fakes.clock import FakeClock
 from tests.testca import TestCA
@@ -56,7 +56,7 @@ def _config(tmp_path: Path, mode: str = "STRICT") -> SidecarConfig:
     (config_dir / "pa.yaml").write_text(PA.format(mode=mode))
     entry = WorkloadEntry("w", "ns1", "sa1", {"app": "w"}, (PortBinding(8080, 1, 0, "http"),))
     return SidecarConfig(
-        entry, MeshRegistry((entry,)), config_dir, tmp_path / "certs", 0, 0, "cluster.local"
+        entry, Registry((entry,)), config_dir, tmp_path / "certs", 0, 0, "cluster.local"
     )
 
 
