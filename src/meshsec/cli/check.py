@@ -4,7 +4,7 @@ For each port of the service and each workload behind it: the TLS the client sen
 or auto mTLS) against the server port's PeerAuthentication mode → OK / CONFLICT with the reason,
 secure naming (the client must accept the identity the server presents), and the authorization
 verdict for the client's identity. Exit 1 on any CONFLICT or DENY (or a service with no workload
-behind it), 2 for unknown names, 3 when no mesh (and no ``--config``) is found.
+behind it), 2 for unknown names, 3 when no mesh (and no ``--config-dir``) is found.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ CHECK_COLUMNS = (
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
-        "--config",
+        "--config-dir",
         help="Manifest directory to read policies from (default: the running mesh's); "
         "with no running mesh, workloads come from these manifests.",
     ),

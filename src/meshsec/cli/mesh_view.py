@@ -49,7 +49,7 @@ from meshsec.errors import MeshsecError
 
 
 class MissingConfig(MeshsecError):
-    """``--config`` names nothing (exit 2)."""
+    """``--config-dir`` names nothing (exit 2)."""
 
 
 class UnknownService(MeshsecError):
@@ -141,7 +141,7 @@ class MeshView:
 
 
 def load_mesh_view(mesh: Path | None, config: Path | None, *, cwd: Path) -> MeshView:
-    """state.json (when found) + the manifests (``--config`` or the state's mesh_dir)."""
+    """state.json (when found) + the manifests (``--config-dir`` or the state's mesh_dir)."""
     state: MeshState | None = None
     try:
         state = load_mesh_state(find_state_file(mesh, cwd=cwd))
@@ -150,7 +150,7 @@ def load_mesh_view(mesh: Path | None, config: Path | None, *, cwd: Path) -> Mesh
             raise
     if config is not None:
         if not config.exists():
-            raise MissingConfig(f"--config {config}: no such file or directory")
+            raise MissingConfig(f"--config-dir {config}: no such file or directory")
         config_dir = config
     else:
         assert state is not None  # find_state_file raised otherwise

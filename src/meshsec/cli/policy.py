@@ -57,7 +57,7 @@ def _fail(message: str) -> typer.Exit:
 @policy_app.command("explain")
 def explain(
     config: Annotated[
-        Path, typer.Option("--config", help="Directory (or file) of Kubernetes/Istio YAML.")
+        Path, typer.Option("--config-dir", help="Directory (or file) of Kubernetes/Istio YAML.")
     ],
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Workload namespace.")],
     labels: Annotated[
@@ -97,7 +97,7 @@ def explain(
     if output not in ("text", "json"):
         raise _fail(f"--output must be text or json, not {output!r}")
     if not config.exists():
-        raise _fail(f"--config {config}: no such file or directory")
+        raise _fail(f"--config-dir {config}: no such file or directory")
     if source_principal is not None and plaintext:
         raise _fail("--source-principal and --plaintext are mutually exclusive")
     ports = list(port or [])

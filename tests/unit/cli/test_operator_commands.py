@@ -504,7 +504,14 @@ def test_check_offline_from_manifests(
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     code, out, err = run(
-        capsys, "check", "photo-frontend", "photo-backend", "--config", str(tmp_path), "-o", "json"
+        capsys,
+        "check",
+        "photo-frontend",
+        "photo-backend",
+        "--config-dir",
+        str(tmp_path),
+        "-o",
+        "json",
     )
     assert code == 0, err
     assert json.loads(out)["routes"][0]["endpoints"][0]["authorization"]["decision"] == "ALLOW"
@@ -524,7 +531,7 @@ def test_describe_offline_uses_the_manifests(
             ),
         )
     )
-    code, out, err = run(capsys, "describe", "legacy", "--config", str(tmp_path), "-o", "json")
+    code, out, err = run(capsys, "describe", "legacy", "--config-dir", str(tmp_path), "-o", "json")
     assert code == 0, err
     identity = json.loads(out)["identity"]
     assert identity["cert_model"] == "mounted"
@@ -638,7 +645,7 @@ def test_unusable_sidecar_dump_is_refused(document: Any, message: str) -> None:
 def test_missing_config_dir_is_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(capsys, "check", "a", "b", "--config", str(tmp_path / "nope"))
+    code, _, err = run(capsys, "check", "a", "b", "--config-dir", str(tmp_path / "nope"))
     assert code == 2
     assert "no such file or directory" in err
 

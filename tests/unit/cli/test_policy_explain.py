@@ -93,7 +93,7 @@ def test_seed_scenario(
 ) -> None:
     port_args = [a for p in ports for a in ("--port", p)]
     code, doc = explain_json(
-        capsys, "--config", str(SEED), "--namespace", namespace, "--labels", labels, *port_args
+        capsys, "--config-dir", str(SEED), "--namespace", namespace, "--labels", labels, *port_args
     )
     assert code == 0
     assert doc["mode"] == mode
@@ -105,7 +105,7 @@ def test_seed_scenario(
 
 def test_seed_istio_mutual_destination_rules(capsys: pytest.CaptureFixture[str]) -> None:
     _, doc = explain_json(
-        capsys, "--config", str(SEED), "-n", "my-namespace", "-l", "app=my-service"
+        capsys, "--config-dir", str(SEED), "-n", "my-namespace", "-l", "app=my-service"
     )
     (service,) = doc["services"]
     assert service["tls_mode"] == "ISTIO_MUTUAL"
@@ -121,7 +121,7 @@ def test_seed_legacy_auto_mtls_sends_plaintext_to_the_disabled_port(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Istio's EDS marks legacy's DISABLE endpoint tlsMode=disabled: auto mTLS goes plaintext."""
-    _, doc = explain_json(capsys, "--config", str(SEED), "-n", "sensitive", "-l", "app=legacy")
+    _, doc = explain_json(capsys, "--config-dir", str(SEED), "-n", "sensitive", "-l", "app=legacy")
     (service,) = doc["services"]
     assert (service["tls_mode"], service["auto"], service["server_mode"]) == (
         "ISTIO_MUTUAL",
@@ -133,7 +133,7 @@ def test_seed_legacy_auto_mtls_sends_plaintext_to_the_disabled_port(
 
 def test_semantics_port_levels_ties_and_ignored(capsys: pytest.CaptureFixture[str]) -> None:
     code, doc = explain_json(
-        capsys, "--config", str(SEMANTICS), "-n", "payments", "-l", "app=api,tier=backend"
+        capsys, "--config-dir", str(SEMANTICS), "-n", "payments", "-l", "app=api,tier=backend"
     )
     assert code == 0
     assert doc["mode"] == "STRICT"
@@ -160,7 +160,7 @@ def test_semantics_port_levels_ties_and_ignored(capsys: pytest.CaptureFixture[st
 
 def test_semantics_unset_workload_inherits(capsys: pytest.CaptureFixture[str]) -> None:
     _, doc = explain_json(
-        capsys, "--config", str(SEMANTICS), "-n", "payments", "-l", "app=batch", "--port", "80"
+        capsys, "--config-dir", str(SEMANTICS), "-n", "payments", "-l", "app=batch", "--port", "80"
     )
     assert doc["mode"] == "PERMISSIVE"
     assert doc["decided_by"]["level"] == "namespace"
@@ -168,7 +168,7 @@ def test_semantics_unset_workload_inherits(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_semantics_port_level_dr_replacement(capsys: pytest.CaptureFixture[str]) -> None:
-    _, doc = explain_json(capsys, "--config", str(SEMANTICS), "-n", "payments", "-l", "app=api")
+    _, doc = explain_json(capsys, "--config-dir", str(SEMANTICS), "-n", "payments", "-l", "app=api")
     by_port = {s["port"]: s for s in doc["services"]}
     assert (by_port[80]["tls_mode"], by_port[80]["source"]) == ("ISTIO_MUTUAL", "destination")
     assert by_port[80]["subject_alt_names"] == [
@@ -228,7 +228,16 @@ def test_authorization(
     rule: int | None,
 ) -> None:
     got, doc = explain_json(
-        capsys, "--config", str(SEMANTICS), "-n", "payments", "-l", "app=api", "-p", "8080", *extra
+        capsys,
+        "--config-dir",
+        str(SEMANTICS),
+        "-n",
+        "payments",
+        "-l",
+        "app=api",
+        "-p",
+        "8080",
+        *extra,
     )
     assert got == code
     auth = doc["authorization"]
@@ -239,7 +248,16 @@ def test_authorization(
 
 def test_plaintext_into_strict_port_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     code, doc = explain_json(
-        capsys, "--config", str(SEED), "-n", "sensitive", "-l", "app=x", "-p", "80", "--plaintext"
+        capsys,
+        "--config-dir",
+        str(SEED),
+        "-n",
+        "sensitive",
+        "-l",
+        "app=x",
+        "-p",
+        "80",
+        "--plaintext",
     )
     assert code == 1
     assert doc["source"]["principal"] is None
@@ -248,7 +266,7 @@ def test_plaintext_into_strict_port_is_rejected(capsys: pytest.CaptureFixture[st
 
 def test_text_output_like_istioctl_describe(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
-        capsys, "--config", str(SEMANTICS), "-n", "payments", "-l", "app=api", "-p", "8080"
+        capsys, "--config-dir", str(SEMANTICS), "-n", "payments", "-l", "app=api", "-p", "8080"
     )
     assert code == 0
     assert "Effective PeerAuthentication:\n   Workload mTLS mode: STRICT\n" in out
@@ -264,39 +282,48 @@ def test_text_output_like_istioctl_describe(capsys: pytest.CaptureFixture[str]) 
     ("args", "message"),
     [
         pytest.param(
-            ["--config", "/nonexistent/dir", "-n", "x"], "no such file", id="missing-config"
+            ["--config-dir", "/nonexistent/dir", "-n", "x"], "no such file", id="missing-config"
         ),
         pytest.param(
-            ["--config", str(SEED), "-n", "x", "-l", "novalue"], "key=value", id="bad-labels"
+            ["--config-dir", str(SEED), "-n", "x", "-l", "novalue"], "key=value", id="bad-labels"
         ),
         pytest.param(
-            ["--config", str(SEED), "-n", "x", "-p", "70000"], "out of range", id="bad-port"
+            ["--config-dir", str(SEED), "-n", "x", "-p", "70000"], "out of range", id="bad-port"
         ),
         pytest.param(
-            ["--config", str(SEED), "-n", "x", "-o", "yaml"], "text or json", id="bad-output"
+            ["--config-dir", str(SEED), "-n", "x", "-o", "yaml"], "text or json", id="bad-output"
         ),
         pytest.param(
-            ["--config", str(SEED), "-n", "x", "--source-principal", "Cluster.Local/ns/a/sa/b"],
+            ["--config-dir", str(SEED), "-n", "x", "--source-principal", "Cluster.Local/ns/a/sa/b"],
             "--source-principal",
             id="bad-principal",
         ),
         pytest.param(
-            ["--config", str(SEED), "-n", "x", "--source-principal", "td/ns/a/sa/b?x"],
+            ["--config-dir", str(SEED), "-n", "x", "--source-principal", "td/ns/a/sa/b?x"],
             "query",
             id="principal-with-query",
         ),
         pytest.param(
-            ["--config", str(SEED), "-n", "x", "--source-ip", "10.0.0.300"],
+            ["--config-dir", str(SEED), "-n", "x", "--source-ip", "10.0.0.300"],
             "not an IP address",
             id="bad-source-ip",
         ),
         pytest.param(
-            ["--config", str(SEED), "-n", "x", "--source-ip", "10.0.0.1", "--header", "nocolon"],
+            [
+                "--config-dir",
+                str(SEED),
+                "-n",
+                "x",
+                "--source-ip",
+                "10.0.0.1",
+                "--header",
+                "nocolon",
+            ],
             "Name:value",
             id="bad-header",
         ),
         pytest.param(
-            ["--config", str(SEED), "-n", "x", "--plaintext", "--source-principal", "a/b"],
+            ["--config-dir", str(SEED), "-n", "x", "--plaintext", "--source-principal", "a/b"],
             "mutually exclusive",
             id="plaintext-and-principal",
         ),
@@ -314,7 +341,7 @@ def test_bad_input_exits_2(
 def test_config_errors_warn_but_still_explain(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
         capsys,
-        "--config",
+        "--config-dir",
         str(FIXTURES / "seed"),
         "-n",
         "sensitive",
@@ -358,7 +385,7 @@ spec:
   trafficPolicy: {tls: {mode: DISABLE}}
 """
     )
-    base = ["--config", str(tmp_path), "-n", "shop", "-l", "app=cart", "-p", "8080"]
+    base = ["--config-dir", str(tmp_path), "-n", "shop", "-l", "app=cart", "-p", "8080"]
     base += ["--source-principal", "cluster.local/ns/client/sa/c"]
     code, doc = explain_json(capsys, *base, "--header", "x-team: payments")
     assert (code, doc["authorization"]["decision"], doc["authorization"]["rule"]) == (0, "ALLOW", 0)
@@ -387,7 +414,7 @@ spec:
 
 def test_labels_may_be_repeated(capsys: pytest.CaptureFixture[str]) -> None:
     _, doc = explain_json(
-        capsys, "--config", str(SEMANTICS), "-n", "payments", "-l", "tier=x", "-l", "app=api"
+        capsys, "--config-dir", str(SEMANTICS), "-n", "payments", "-l", "tier=x", "-l", "app=api"
     )
     assert doc["labels"] == {"tier": "x", "app": "api"}
     assert doc["decided_by"]["policy"] == "payments/api"
