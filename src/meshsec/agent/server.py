@@ -35,7 +35,8 @@ from meshsec.agent.status import StatusServer
 from meshsec.agent.store import SecretStore
 from meshsec.agent.tokens import FileTokenSource
 from meshsec.agent.workloadapi.service import WorkloadApiService
-from meshsec.config.agent import AgentSettings, split_host_port
+from meshsec.config.agent import AgentSettings
+from meshsec.config.load import parse_host_port
 from meshsec.core.pki import KeySpec
 from meshsec.runtime.clock import Clock
 
@@ -138,7 +139,7 @@ class Agent:
             await self._serve_grpc(sds_path, self._add_sds)
             if workload_path is not None:
                 await self._serve_grpc(workload_path, self._add_workload_api)
-            host, port = split_host_port(self.settings.status)
+            host, port = parse_host_port(self.settings.status, what="--status")
             status = await self.status.start(host, port)
         except BaseException:
             await self.stop()

@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from meshsec.config.load import parse_host_port
 from meshsec.errors import MeshsecError
 
 TIMEOUT = 3.0
@@ -42,10 +43,9 @@ def split_address(addr: str) -> tuple[str, int]:
     state file (edited, or committed to a repository by someone else) is refused rather than
     contacted.
     """
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{addr!r} is not host:port")
-    host = host.strip("[]")
+    host, port = parse_host_port(addr, listen=False)
+    if port == 0:
+        raise ValueError(f"address {addr[:80]!r}: port 0 cannot be contacted")
     if host != "localhost":
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -53,7 +53,7 @@ def split_address(addr: str) -> tuple[str, int]:
             loopback = False
         if not loopback:
             raise ValueError(f"{addr!r} is not a loopback address; refusing to contact it")
-    return host, int(port)
+    return host, port
 
 
 def fetch(what: str, addr: str, path: str, *, timeout: float = TIMEOUT) -> HttpReply:

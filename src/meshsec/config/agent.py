@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from meshsec.config.errors import ConfigError
-from meshsec.config.load import load_settings, parse_port_number, setting
+from meshsec.config.load import load_settings, parse_host_port, setting
 from meshsec.core.identity import IdentityError, SpiffeId, TrustDomain
 
 ISTIOD_ROOT_CERT = Path("./var/run/secrets/istio/root-cert.pem")
@@ -180,11 +180,14 @@ class AgentSettings:
             )
         except IdentityError as exc:
             problems.append(f"workload identity: {exc}")
-        for label, addr in (("--ca-addr", self.ca_addr), ("--status", self.status)):
+        addresses = [("--ca-addr", self.ca_addr, False), ("--status", self.status, True)]
+        if self.ca_mtls_addr:
+            addresses.append(("--ca-mtls-addr", self.ca_mtls_addr, False))
+        for label, addr, listen in addresses:
             try:
-                split_host_port(addr)
+                parse_host_port(addr, what=label, listen=listen)
             except ValueError as exc:
-                problems.append(f"{label}: {exc}")
+                problems.append(str(exc))
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -279,16 +282,3 @@ def load_agent_settings(
 def has_workload_credentials(directory: Path) -> bool:
     """All of ``cert-chain.pem``, ``key.pem``, ``root-cert.pem`` exist in ``directory``."""
     return all((directory / name).is_file() for name in CREDENTIAL_FILES)
-
-
-def split_host_port(addr: str) -> tuple[str, int]:
-    """``host:port`` / ``[v6]:port`` → (host, port); port 0 allowed (pick a free one)."""
-    host, sep, port_text = addr.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{addr!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    port = parse_port_number(port_text)
-    if port is None:
-        raise ValueError(f"{addr[:80]!r}: port {port_text[:20]!r} is not a number from 0 to 65535")
-    return host, port

@@ -143,8 +143,12 @@ def parse_port_number(text: str, *, minimum: int = 0) -> int | None:
     return port if minimum <= port <= 65535 else None
 
 
-def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``; empty host = all interfaces) -> (host, port)."""
+def parse_host_port(value: str, *, what: str = "address", listen: bool = True) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) -> (host, port).
+
+    A ``listen`` address may leave the host out (``:PORT`` = every interface, as in Istio); an
+    address to connect to (``listen=False``) must name its host.
+    """
     host, sep, port_text = value.rpartition(":")
     if not sep or not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"{what} {value[:80]!r} must be HOST:PORT (e.g. 127.0.0.1:15012)")
@@ -153,6 +157,8 @@ def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:
         raise ValueError(f"{what} {value[:80]!r}: port {port_text[:20]!r} is out of range 0-65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    if not host and not listen:
+        raise ValueError(f"{what} {value[:80]!r} must name a host (HOST:PORT)")
     return (host or "0.0.0.0", port)  # noqa: S104 - ":PORT" means every interface, as in Istio
 
 

@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from meshsec.config.agent import parse_unix_socket_path
-from meshsec.config.load import parse_port_number, setting
+from meshsec.config.load import parse_host_port, parse_port_number, setting
 from meshsec.core.identity import IdentityError, SpiffeId, TrustDomain
 
 MODES = ("STRICT", "PERMISSIVE", "DISABLE")
@@ -262,9 +262,10 @@ class ProxySettings:
         if self.cert_dir is not None and self.sds_socket is not None:
             problems.append("--cert-dir and --sds-socket: give one certificate source, not both")
         if self.admin_addr:
-            _, sep, admin_port = self.admin_addr.rpartition(":")
-            if not sep or parse_port_number(admin_port) is None:
-                problems.append(f"--admin-addr: {self.admin_addr[:80]!r} is not HOST:PORT")
+            try:
+                parse_host_port(self.admin_addr, what="--admin-addr")
+            except ValueError as exc:
+                problems.append(str(exc))
         problems.extend(self._policy_problems())
         if self.concurrency < 0 or self.concurrency > 256:
             problems.append(f"--concurrency: {self.concurrency} is not 0-256")

@@ -12,14 +12,25 @@ from meshsec.cli.main import main
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--status", "localhost"], "--status: 'localhost' is not HOST:PORT"),
-        (["--ca-addr", "ca:99999"], "port '99999' is not a number from 0 to 65535"),
+        (["--status", "localhost"], "--status 'localhost' must be HOST:PORT"),
+        (["--ca-addr", ":15012"], "--ca-addr ':15012' must name a host"),
+        (["--ca-mtls-addr", "ca"], "--ca-mtls-addr 'ca' must be HOST:PORT"),
+        (["--ca-addr", "ca:99999"], "port '99999' is out of range 0-65535"),
         (["--workload-socket", "tcp://127.0.0.1:8081"], "only unix domain sockets"),
         (["--trust-domain", "Cluster.Local"], "trust domains are lower-case"),
         (["--secret-ttl", "soon"], "flag --secret-ttl: 'soon' is not a duration"),
         (["--ca-root", "/nonexistent/root.pem"], "--ca-root /nonexistent/root.pem: file does not"),
     ],
-    ids=["status", "ca-port", "tcp-socket", "trust-domain", "ttl", "ca-root-missing"],
+    ids=[
+        "status",
+        "ca-no-host",
+        "ca-mtls",
+        "ca-port",
+        "tcp-socket",
+        "trust-domain",
+        "ttl",
+        "ca-root-missing",
+    ],
 )
 def test_bad_input_exits_2_with_reason(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path

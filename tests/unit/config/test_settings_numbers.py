@@ -38,11 +38,11 @@ HUGE = "9" * 5000
     [
         ("ca", {"MESHSEC_CA_LISTEN": f"127.0.0.1:{HUGE}"}, "is out of range 0-65535"),
         ("ca", {"MESHSEC_CA_LISTEN": "127.0.0.1:²"}, "must be HOST:PORT"),
-        ("agent", {"CA_ADDR": f"ca:{HUGE}"}, "is not a number from 0 to 65535"),
-        ("agent", {"CA_ADDR": "ca:²"}, "is not a number from 0 to 65535"),
+        ("agent", {"CA_ADDR": f"ca:{HUGE}"}, "is out of range 0-65535"),
+        ("agent", {"CA_ADDR": "ca:²"}, "must be HOST:PORT"),
         ("proxy", {"MESHSEC_PROXY_OUTBOUND": f"{HUGE}:svc:80"}, "is not a port number"),
-        ("proxy", {"MESHSEC_PROXY_ADMIN_ADDR": f"127.0.0.1:{HUGE}"}, "is not HOST:PORT"),
-        ("proxy", {"MESHSEC_PROXY_ADMIN_ADDR": "127.0.0.1:²"}, "is not HOST:PORT"),
+        ("proxy", {"MESHSEC_PROXY_ADMIN_ADDR": f"127.0.0.1:{HUGE}"}, "is out of range 0-65535"),
+        ("proxy", {"MESHSEC_PROXY_ADMIN_ADDR": "127.0.0.1:²"}, "must be HOST:PORT"),
     ],
     ids=[
         "ca-huge",
