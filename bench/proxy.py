@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/proxy.py [--seconds 5] [--big-mib 1024] [--idle 2000] [--rate 1000]
                                     [--workers N] [--record]
+                                    [--only handshakes,keepalive,...] [--baseline-src DIR]
 
 Installs ``haproxy`` and ``apache2-utils`` (Debian packages) when missing. Both proxies terminate
 mTLS (client certificate required, verified against the same root; TLS 1.2-1.3, the Istio cipher
@@ -26,6 +27,12 @@ head parse, authorization, XFCC, metrics). Measures, per proxy:
 
 Prints one JSON line per proxy and ratio lines; ``--record`` also rewrites the "Proxy" section
 of docs/benchmarks.md. Never part of the test run. Every process it starts is stopped on exit.
+
+For iterating on one cost: ``--only handshakes`` (any of ``latency, handshakes, keepalive,
+download, idle``, comma-separated) runs just those measurements; ``--baseline-src DIR`` also
+runs the meshsec of another source tree (e.g. ``git worktree add /tmp/base <commit>``; its
+``src`` is put first on the path) as ``base-tcp`` / ``base-http`` in the same interleaved rounds,
+and prints current / baseline ratios next to the haproxy ones (an A/B under the same load).
 """
 
 from __future__ import annotations
@@ -380,12 +387,25 @@ def idle_memory(port: int, pids: list[int], d: Path, n: int) -> float:
     return (after - before) / n
 
 
-def supports(flag: str) -> bool:
+MEASUREMENTS = ("latency", "handshakes", "keepalive", "download", "idle")
+ENTRY = "import sys; from meshsec.cli.main import entrypoint; sys.exit(entrypoint())"
+
+
+def meshsec_command(src: Path | None) -> tuple[list[str], dict[str, str]]:
+    """The command (and environment) that runs ``meshsec`` from this tree or from ``src``."""
+    env = {**os.environ, "MESHSEC_PROXY_INBOUND_HOST": "127.0.0.1"}
+    if src is None:
+        return [str(ROOT / ".venv/bin/meshsec")], env
+    env["PYTHONPATH"] = str(src / "src")  # ahead of the venv's editable path to this tree
+    return [sys.executable, "-c", ENTRY], env
+
+
+def supports(flag: str, command: list[str], env: dict[str, str]) -> bool:
     out = subprocess.run(
-        [str(ROOT / ".venv/bin/meshsec"), "proxy", "run", "--help"],
+        [*command, "proxy", "run", "--help"],
         capture_output=True,
         text=True,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**env, "COLUMNS": "200"},
     ).stdout
     return flag in out
 
@@ -440,43 +460,72 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "  default_backend app_http\n"
         f"backend app_http\n  mode http\n  server app 127.0.0.1:{app_port}\n"
     )
-    meshsec = [str(ROOT / ".venv/bin/meshsec"), "proxy", "run", "--cert-dir", str(certs)]
-    meshsec += ["--admin-addr", "", "--log-level", "warning"]
-    policy = "none (no --config-dir in this build: every request allowed by the no-policy hook)"
-    if supports("--config-dir"):
-        (d / "mesh").mkdir()
-        (d / "mesh" / "bench.yaml").write_text(CONFIG.format(tcp=ms_tcp, http=ms_http))
-        meshsec += ["--config-dir", str(d / "mesh"), "--workload", "server.bench"]
-        meshsec += ["--inbound", f"{ms_tcp}:{app_port}:tcp"]
-        meshsec += ["--inbound", f"{ms_http}:{app_port}:http"]
-        policy = "STRICT PeerAuthentication + AuthorizationPolicy ALLOW the client principal"
-    else:
-        meshsec += ["--inbound", f"{ms_tcp}:{app_port}:STRICT"]
-        meshsec += ["--inbound", f"{ms_http}:{app_port}:STRICT:http"]
+    policy = ""
     procs = 1
-    if supports("--concurrency"):
-        meshsec += ["--concurrency", str(workers)]
-        procs = workers
-    env = {**os.environ, "MESHSEC_PROXY_INBOUND_HOST": "127.0.0.1"}
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+    sources: list[tuple[str, Path | None]] = [("meshsec", None)]
+    if args.baseline_src is not None:
+        sources.append(("base", args.baseline_src))
+    ports: dict[str, tuple[int, int]] = {}
+    for label, src in sources:
+        tcp, http = (ms_tcp, ms_http) if src is None else (free_port(), free_port())
+        ports[label] = (tcp, http)
+        cmd, env = meshsec_command(src)
+        mesh = d / f"mesh-{label}"
+        meshsec = [*cmd, "proxy", "run", "--cert-dir", str(certs)]
+        meshsec += ["--admin-addr", "", "--log-level", "warning"]
+        policy = "none (no --config-dir in this build: every request allowed by the no-policy hook)"
+        if supports("--config-dir", cmd, env):
+            mesh.mkdir()
+            (mesh / "bench.yaml").write_text(CONFIG.format(tcp=tcp, http=http))
+            meshsec += ["--config-dir", str(mesh), "--workload", "server.bench"]
+            meshsec += ["--inbound", f"{tcp}:{app_port}:tcp"]
+            meshsec += ["--inbound", f"{http}:{app_port}:http"]
+            policy = "STRICT PeerAuthentication + AuthorizationPolicy ALLOW the client principal"
+        else:
+            meshsec += ["--inbound", f"{tcp}:{app_port}:STRICT"]
+            meshsec += ["--inbound", f"{http}:{app_port}:STRICT:http"]
+        if supports("--concurrency", cmd, env):
+            meshsec += ["--concurrency", str(workers)]
+            procs = workers
+        commands[label] = (meshsec, env)
     app = start([sys.executable, "-c", APP, str(app_port), str(args.big_mib)])
-    haproxy = start(["haproxy", "-f", str(d / "haproxy.cfg")])
-    proxy = start(meshsec, env=env)
-    listening = ((app_port, app), (hp_port, haproxy), (hp_http, haproxy), (ms_tcp, proxy))
-    for port, proc in (*listening, (ms_http, proxy)):
+    haproxy_cmd = ["haproxy", "-f", str(d / "haproxy.cfg")]
+    haproxy = start(haproxy_cmd)
+    proxies = {label: start(cmd, env=env) for label, (cmd, env) in commands.items()}
+    listening = [(app_port, app), (hp_port, haproxy), (hp_http, haproxy)]
+    for label, proc in proxies.items():
+        listening += [(ports[label][0], proc), (ports[label][1], proc)]
+    for port, proc in listening:
         wait_port(port, proc)
     time.sleep(1)  # let every worker bind
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    targets = (
+    targets = [
         ("haproxy", hp_port, haproxy.pid),
         ("haproxy-http", hp_http, haproxy.pid),
-        ("meshsec-tcp", ms_tcp, proxy.pid),
-        ("meshsec-http", ms_http, proxy.pid),
-    )
+        ("meshsec-tcp", ms_tcp, proxies["meshsec"].pid),
+        ("meshsec-http", ms_http, proxies["meshsec"].pid),
+    ]
+    if "base" in proxies:
+        targets += [
+            ("base-tcp", ports["base"][0], proxies["base"].pid),
+            ("base-http", ports["base"][1], proxies["base"].pid),
+        ]
+    labels = {"haproxy": None, "haproxy-http": None, "meshsec-tcp": "meshsec"}
+    labels |= {"meshsec-http": "meshsec", "base-tcp": "base", "base-http": "base"}
+    if args.serve:  # start everything, say where, wait: for s_client / py-spy by hand
+        where = {name: {"port": port, "pids": tree(pid)} for name, port, pid in targets}
+        print(json.dumps({"serving": where, "dir": str(d)}), flush=True)
+        time.sleep(args.serve)
+        shutil.rmtree(d, ignore_errors=True)
+        return {}
     # rounds interleave the proxies, so a load change on the shared machine hits all of them
     samples: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
     directs: list[dict[str, int]] = []
     for round_ in range(args.rounds):
-        direct = latency(app_port, d, args.rate, args.seconds, tls=False)
+        direct = {"p50_us": 0, "p99_us": 0}
+        if "latency" in args.only:
+            direct = latency(app_port, d, args.rate, args.seconds, tls=False)
         directs.append(direct)
         for name, port, root_pid in targets:
             sample = measure(args, d, port, tree(root_pid), direct)
@@ -487,11 +536,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # idle memory last, each in a freshly started proxy: a process that already served other
     # connections reuses their freed memory and would look cheaper than it is
     stop(haproxy)
-    stop(proxy)
-    haproxy_cmd = ["haproxy", "-f", str(d / "haproxy.cfg")]
-    commands = {"haproxy": haproxy_cmd, "haproxy-http": haproxy_cmd}
+    for proc in proxies.values():
+        stop(proc)
     for name, port, _ in targets:
-        fresh = start(commands.get(name, meshsec), env=env)
+        if "idle" not in args.only:
+            break
+        label = labels[name]
+        cmd, env = (haproxy_cmd, dict(os.environ)) if label is None else commands[label]
+        fresh = start(cmd, env=env)
         wait_port(port, fresh)
         time.sleep(1)  # let every worker bind and settle
         results[name]["idle_KiB_per_conn"] = round(
@@ -502,14 +554,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     ratios: dict[str, dict[str, float | None]] = {}
     peers = {"meshsec-tcp": "haproxy", "meshsec-http": "haproxy-http"}
-    for name in ("meshsec-tcp", "meshsec-http"):
-        base = results[peers[name]]
-        ratios[name] = {
-            k: round(v / base[k], 2) if base[k] else None
-            for k, v in results[name].items()
-            if k not in ("load", "p50_added_us", "p99_added_us") and not k.startswith("cpu_")
-        }
-        print(json.dumps({"ratio_to_haproxy": name, **ratios[name]}), flush=True)
+    peers |= {"base-tcp": "haproxy", "base-http": "haproxy-http"}
+    for name, _, _ in targets:
+        if name in peers:
+            ratios[name] = ratio(results[name], results[peers[name]], cpu=False)
+            with_cpu = ratio(results[name], results[peers[name]])
+            print(json.dumps({"ratio_to_haproxy": name, **with_cpu}), flush=True)
+    for name, base in (("meshsec-tcp", "base-tcp"), ("meshsec-http", "base-http")):
+        if base in results:
+            vs_base = ratio(results[name], results[base])
+            print(json.dumps({"ratio_to_baseline": name, **vs_base}), flush=True)
     shutil.rmtree(d, ignore_errors=True)
     return {
         "results": results,
@@ -525,21 +579,38 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 def measure(
     args: argparse.Namespace, d: Path, port: int, pids: list[int], direct: dict[str, int]
 ) -> dict[str, float]:
-    lat = latency(port, d, args.rate, args.seconds, tls=True)
-    cpu0 = cpu_s(pids)
-    hs_rate, hs_count = handshakes(port, d, args.seconds, args.workers)
-    cpu1 = cpu_s(pids)
-    ka_rate, ka_count = keepalive(port, d, args.seconds)
-    cpu2 = cpu_s(pids)
+    """The measurements ``args.only`` names, on one proxy port."""
+    out: dict[str, float] = {}
+    if "latency" in args.only:
+        lat = latency(port, d, args.rate, args.seconds, tls=True)
+        out["p50_added_us"] = lat["p50_us"] - direct["p50_us"]
+        out["p99_added_us"] = lat["p99_us"] - direct["p99_us"]
+    if "handshakes" in args.only:
+        cpu0 = cpu_s(pids)
+        hs_rate, hs_count = handshakes(port, d, args.seconds, args.workers)
+        cpu1 = cpu_s(pids)
+        out["handshakes_per_s"] = round(hs_rate, 1)
+        out["cpu_us_per_handshake"] = round((cpu1 - cpu0) / max(hs_count, 1) * 1e6)
+    if "keepalive" in args.only:
+        cpu1 = cpu_s(pids)
+        ka_rate, ka_count = keepalive(port, d, args.seconds)
+        cpu2 = cpu_s(pids)
+        out["keepalive_req_per_s"] = round(ka_rate, 1)
+        out["cpu_us_per_request"] = round((cpu2 - cpu1) / max(ka_count, 1) * 1e6, 1)
+    if "download" in args.only:
+        out["download_MB_per_s"] = round(download(port, d), 1)
+    out["load"] = float(load())
+    return out
+
+
+def ratio(
+    result: dict[str, float], base: dict[str, float], *, cpu: bool = True
+) -> dict[str, float | None]:
+    """``result / base`` per figure (CPU per op only when ``cpu``; never load or latency)."""
     return {
-        "handshakes_per_s": round(hs_rate, 1),
-        "keepalive_req_per_s": round(ka_rate, 1),
-        "download_MB_per_s": round(download(port, d), 1),
-        "cpu_us_per_handshake": round((cpu1 - cpu0) / max(hs_count, 1) * 1e6),
-        "cpu_us_per_request": round((cpu2 - cpu1) / max(ka_count, 1) * 1e6, 1),
-        "p50_added_us": lat["p50_us"] - direct["p50_us"],
-        "p99_added_us": lat["p99_us"] - direct["p99_us"],
-        "load": float(load()),
+        k: round(v / base[k], 2) if base.get(k) else None
+        for k, v in result.items()
+        if k not in ("load", "p50_added_us", "p99_added_us") and (cpu or not k.startswith("cpu_"))
     }
 
 
@@ -654,6 +725,16 @@ def record(section: str) -> None:
     path.write_text(text[:start_] + generated + text[keep_from:])
 
 
+def parse_only(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in MEASUREMENTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a comma-separated subset of {', '.join(MEASUREMENTS)}"
+        )
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
@@ -663,7 +744,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="median of interleaved rounds")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--record", action="store_true", help="rewrite docs/benchmarks.md Proxy")
+    parser.add_argument(
+        "--only",
+        type=parse_only,
+        default=MEASUREMENTS,
+        help=f"comma-separated subset of {','.join(MEASUREMENTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also run the meshsec of this source tree (A/B in the same rounds)",
+    )
+    parser.add_argument(
+        "--serve",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="only start the proxies and the app, print their ports and pids, wait SECONDS",
+    )
     args = parser.parse_args()
+    partial = set(args.only) != set(MEASUREMENTS) or args.baseline_src is not None
+    if args.record and (partial or args.serve):
+        parser.error("--record needs every measurement and no --baseline-src or --serve")
+    if args.baseline_src is not None and not (args.baseline_src / "src" / "meshsec").is_dir():
+        parser.error(f"--baseline-src {args.baseline_src}: no src/meshsec in it")
     ensure_packages()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
