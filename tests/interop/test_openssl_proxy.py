@@ -238,3 +238,32 @@ async def test_session_resumption_with_tickets(ids: Identities, tmp_path: Path) 
     assert b"Reused, TLSv1.3" in second.stdout, second
     await listener.drain(5)
     await app.stop()
+
+
+async def test_one_ticket_and_exactly_the_configured_chain_per_handshake(
+    ids: Identities, tmp_path: Path
+) -> None:
+    # haproxy and Envoy send the configured chain only; OpenSSL would otherwise rebuild it
+    # from the trust store on every handshake and append the root. One TLS 1.3 ticket (see
+    # meshsec.proxy.tls), and it arrives although the app answers in the same send.
+    app = await LineApp(once=True).start()
+    listener = await start_inbound(
+        tls_contexts(ids.server, ids.ca.bundle), app.port, PortMode.STRICT
+    )
+    result = await s_client(
+        tmp_path,
+        listener.bound_port,
+        ids.ca.bundle.to_pem(),
+        ids.client,
+        "-msg",
+        "-showcerts",
+        quiet=False,
+    )
+    assert result.echoed, result
+    out = result.stdout.decode()
+    assert out.count("NewSessionTicket") == 1, out
+    chain = out.split("Certificate chain", 1)[1].split("\n---\n", 1)[0]
+    assert chain.count("BEGIN CERTIFICATE") == 1, chain  # the leaf, no root
+    assert "meshsec test root" in chain  # ... issued by the root, which stays with the client
+    await listener.drain(5)
+    await app.stop()

@@ -13,9 +13,18 @@ Parameters follow istio-contracts §5.1/§5.2 (what Envoy gets from istiod):
   one SPIFFE ID in the mesh trust domain or an alias (Envoy's ``match_subject_alt_names``
   prefixes); the client side verifies the chain the same way and then applies secure naming:
   the server's SPIFFE ID must be one of the allowed SANs.
-* session resumption: TLS 1.3 tickets (2 per handshake) and the TLS 1.2 session cache are on;
-  each context has its own ticket key, so a rotation makes old tickets fall back to a full
-  handshake.
+* session resumption: TLS 1.3 stateless tickets and the TLS 1.2 session cache are on; each
+  context has its own ticket key, so a rotation makes old tickets fall back to a full
+  handshake. **One** ticket per handshake (:data:`SERVER_TICKETS`), not OpenSSL's default two
+  (haproxy and BoringSSL/Envoy send two): OpenSSL 3.0 builds each stateless ticket by
+  serialising the session and parsing it back, peer certificate included, ~0.15 ms of server
+  CPU per ticket, and a client keeps one anyway (Envoy's upstream ``max_session_keys``
+  defaults to 1, OpenSSL's and Python's clients resume with the last ticket received).
+  Stateful tickets (``OP_NO_TICKET``) would be cheaper still but cost ~11 KiB of session
+  cache per handshake (the cache holds up to 20,480 sessions per context).
+* the certificate chain sent is exactly the SVID's (leaf, then its intermediates), as Envoy
+  and haproxy send it: OpenSSL's per-handshake automatic chain building is switched off
+  (:mod:`meshsec.proxy.tls_openssl`).
 
 Python's ``ssl`` loads keys only from files: the key is handed over through an anonymous
 ``memfd`` (never on disk); where that is unavailable, a 0600 file in a 0700 temp directory that
@@ -48,6 +57,7 @@ from meshsec.core.pki import PkiError
 from meshsec.core.pki.bundle import TrustBundle
 from meshsec.core.pki.svid import X509Svid, spiffe_id_of
 from meshsec.proxy.errors import PeerRejected, SecureNamingError, TlsMaterialError
+from meshsec.proxy.tls_openssl import disable_auto_chain
 
 ISTIO_CIPHERS: tuple[str, ...] = (
     "ECDHE-ECDSA-AES256-GCM-SHA384",
@@ -62,6 +72,7 @@ ALPN_SERVER_HTTP: tuple[str, ...] = ("istio-peer-exchange", "istio", "http/1.1")
 ALPN_CLIENT_ISTIO: tuple[str, ...] = ("istio-peer-exchange", "istio")
 
 _TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+SERVER_TICKETS = 1  # TLS 1.3 session tickets per full handshake (module docstring)
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ def _load_svid(ctx: ssl.SSLContext, svid: X509Svid) -> None:
             ctx.load_cert_chain(path)
     except (ssl.SSLError, OSError) as exc:
         raise TlsMaterialError(f"svid {svid.spiffe_id}", f"OpenSSL refused it ({exc})") from None
+    disable_auto_chain(ctx)  # send the SVID's chain as given, not rebuilt per handshake
 
 
 def _load_bundle(ctx: ssl.SSLContext, bundle: TrustBundle) -> None:
@@ -143,7 +155,7 @@ def build_server_context(
     _load_bundle(ctx, bundle)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.set_alpn_protocols(list(alpn))
-    ctx.num_tickets = 2
+    ctx.num_tickets = SERVER_TICKETS
     return ctx
 
 
@@ -189,6 +201,7 @@ def build_file_client_context(
     try:
         if certificate is not None:
             ctx.load_cert_chain(str(certificate), str(private_key) if private_key else None)
+            disable_auto_chain(ctx)
         if ca_certificates is None:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
@@ -301,6 +314,7 @@ class TlsSnapshot:
     server_http: ssl.SSLContext
     client_istio: ssl.SSLContext
     applied_at: datetime | None = None
+    own_id: str = ""  # str(svid.spiffe_id), formatted once per rotation, not per connection
 
     def server_context(self, *, http: bool) -> ssl.SSLContext:
         return self.server_http if http else self.server_tcp
@@ -333,6 +347,15 @@ class TlsContexts:
         server_http = build_server_context(svid, bundle, alpn=ALPN_SERVER_HTTP, params=self.params)
         client = build_client_context(svid, bundle, alpn=ALPN_CLIENT_ISTIO, params=self.params)
         self._generation += 1
-        snapshot = TlsSnapshot(self._generation, svid, bundle, server_tcp, server_http, client, now)
+        snapshot = TlsSnapshot(
+            self._generation,
+            svid,
+            bundle,
+            server_tcp,
+            server_http,
+            client,
+            now,
+            own_id=str(svid.spiffe_id),
+        )
         self._current = snapshot
         return snapshot
