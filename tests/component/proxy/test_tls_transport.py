@@ -2,7 +2,9 @@
 
 Checks the behaviours the loop's own SSL transport lacks: the alert goes out before the close,
 ``close_notify`` is an end of input only, our ``close_notify`` is deferred past unread records,
-and a FIN that arrives while reading is paused waits for the buffered records.
+and a FIN that arrives while reading is paused waits for the buffered records; and the send
+coalescing: TLS 1.3 tickets leave with the first application write (or alone, soon, without
+one), a TLS 1.2 server's last flight is never held back.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ class RawTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes = 0
+        self.wrote = asyncio.Event()
         self.closed = False
         self.aborted = False
         self.reading = True
 
     def write(self, data: Any) -> None:
         self.written += data
+        self.writes += 1
+        self.wrote.set()
 
     def close(self) -> None:
         self.closed = True
@@ -101,13 +107,25 @@ class Client:
         return bytes(out)
 
 
-def _pair(ids: Identities, client_svid: Any) -> tuple[TlsTransport, RawTransport, App, Client]:
+def assert_resumable(client: Client) -> None:
+    """The client holds a session ticket it could resume with."""
+    session = client.tls.session
+    assert session is not None
+    assert session.has_ticket
+
+
+def _pair(
+    ids: Identities, client_svid: Any, *, tls12: bool = False
+) -> tuple[TlsTransport, RawTransport, App, Client]:
     server_ctx = tls_contexts(ids.server, ids.ca.bundle).current.server_tcp
     app = App()
     server = TlsTransport(lambda: app, server_ctx, server_side=True)
     raw = RawTransport()
     server.connection_made(raw)
-    client = Client(client_context(client_svid, ids.ca.bundle), server, raw)
+    client_ctx = client_context(client_svid, ids.ca.bundle)
+    if tls12:
+        client_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    client = Client(client_ctx, server, raw)
     return server, raw, app, client
 
 
@@ -162,3 +180,46 @@ async def test_write_eof_waits_for_unread_records(ids: Identities) -> None:
     assert app.events == [("data", b"while paused"), ("eof", b"")]
     client.pump()
     assert client.tls.read(10) == b""  # our close_notify went out once the record was read
+
+
+async def test_tls13_tickets_leave_with_the_first_application_write(ids: Identities) -> None:
+    server, raw, _app, client = _pair(ids, ids.client)
+    assert client.handshake() is None
+    assert server.handshake.result() is None
+    assert client.tls.version() == "TLSv1.3"
+    assert not raw.written  # the ticket is held back ...
+    writes = raw.writes
+    server.write(b"the answer")
+    assert raw.writes == writes + 1  # ... and leaves in the answer's send
+    client.pump()
+    assert client.read_all() == b"the answer"
+    assert_resumable(client)
+
+
+async def test_tls13_tickets_leave_alone_when_the_application_is_silent(ids: Identities) -> None:
+    _server, raw, _app, client = _pair(ids, ids.client)
+    assert client.handshake() is None
+    assert not raw.written
+    raw.wrote.clear()
+    await asyncio.wait_for(raw.wrote.wait(), 5)  # TICKET_DELAY later, without any write
+    client.pump()
+    assert client.read_all() == b""
+    assert_resumable(client)
+
+
+async def test_tls13_held_tickets_precede_our_close_notify(ids: Identities) -> None:
+    server, raw, _app, client = _pair(ids, ids.client)
+    assert client.handshake() is None
+    server.close()
+    client.pump()
+    assert client.tls.read(10) == b""  # close_notify, after the ticket
+    assert_resumable(client)
+    assert raw.closed
+
+
+async def test_tls12_server_finished_is_never_held_back(ids: Identities) -> None:
+    # the client cannot complete its handshake without the server's last flight
+    server, _raw, _app, client = _pair(ids, ids.client, tls12=True)
+    assert client.handshake() is None
+    assert client.tls.version() == "TLSv1.2"
+    assert server.handshake.result() is None
