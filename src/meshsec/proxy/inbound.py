@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from meshsec.core.identity import TrustDomainSet
 from meshsec.proxy.authz import AllowAll, Authorizer, PeerInfo
+from meshsec.proxy.decision_cache import cache_decisions
 from meshsec.proxy.errors import PeerRejected, TlsMaterialError
 from meshsec.proxy.http1 import build_response
 from meshsec.proxy.inbound_http import InboundHttp
@@ -91,7 +92,8 @@ class InboundListener:
         self.mode = port.mode
         self.tls = tls
         self.options = options
-        self.authorizer: Authorizer = authorizer or AllowAll()
+        # connection decisions remembered per peer while the policy version holds
+        self.authorizer: Authorizer = cache_decisions(authorizer or AllowAll())
         self.metrics = metrics or ProxyMetrics()
         self.connections = ConnectionTracker()
         self._acceptor = Acceptor(
@@ -214,7 +216,7 @@ class InboundListener:
             self.metrics.rejected("inbound", "handshake")
             link.abort()  # the loop owns (and has closed) the socket now
             return
-        own = str(self.tls.current.svid.spiffe_id) if self.tls.ready else ""
+        own = self.tls.current.own_id if self.tls.ready else ""
         peer = PeerInfo.from_identity(identity, address)
         labels = ConnectionLabels(
             "destination",
