@@ -14,17 +14,26 @@ What it does, in one run on this machine:
     processes (SO_REUSEPORT), same transport; per call it only parses the CSR, checks its
     signature, signs a leaf with the same extensions and returns the chain — no authentication,
     no ledger, no metrics. It is the floor of "Python + grpc.aio + cryptography" on this machine;
+  - the same minimal CA on other Python serving stacks, each on uvloop (``--only`` names them;
+    not in the default set except ``minimal-grpclib``): ``minimal-grpclib`` (grpclib, pure-Python
+    gRPC over the ``h2`` library), ``minimal-h2`` (unary gRPC written by hand on bare ``h2``),
+    and ``h2-echo`` (bare ``h2`` answering every request with one chain signed at start: the
+    floor of pure-Python HTTP/2, no crypto per request);
 * drives every server with h2load, the same number of requests in flight for each (HTTP/1.1:
   that many keep-alive connections; gRPC: ``--clients`` connections x ``--streams`` streams), for
   ``--duration`` seconds; rounds are interleaved (round 1 of every peer, then round 2 ...) so a
   change in the machine's load hits every peer alike, and ratios are taken within a round;
 * counts a meshsec request as signed only if the CA's own success counter moved by the same
-  amount (h2load cannot see gRPC status trailers, so HTTP 200 alone proves nothing);
+  amount (h2load cannot see gRPC status trailers, so HTTP 200 alone proves nothing); the minimal
+  peers count their replies in a shared file, and each is called once with grpcio before the
+  rounds (the leaf must be signed by the intermediate for the CSR's key; a CSR with a broken
+  signature must get INVALID_ARGUMENT);
 * measures each peer's server CPU per certificate (user + system time of all its processes
   over the round / certificates returned): steadier than certs/s on a shared machine;
 * prints one JSON line per measurement and a summary line with medians and the ratios
-  meshsec/cfssl and meshsec/minimal per transport (certs/s and CPU per cert, each the median of
-  the per-round ratios); ``--record`` rewrites the "CA throughput" section of docs/benchmarks.md.
+  meshsec/cfssl, meshsec/minimal and each other minimal stack/minimal per transport (certs/s
+  and CPU per cert, each the median of the per-round ratios); ``--record`` rewrites the
+  "CA throughput" section of docs/benchmarks.md.
 
 A/B against another revision in the same run: ``git archive <rev> src | tar -x -C /tmp/base``
 then ``--baseline-src /tmp/base/src`` adds that meshsec as peer "baseline" (and the ratios
@@ -43,6 +52,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -497,54 +507,123 @@ def start_meshsec(
 
 
 def start_minimal(
+    name: str,
     cacerts: Path,
     body: Path,
+    csr_path: Path,
     tls: tuple[Path, Path] | None,
     args: argparse.Namespace,
     stack: ExitStack,
+    work: Path,
 ) -> Peer:
+    """``args.workers`` processes of the minimal CA on the serving stack ``name`` names."""
     port = free_port()
+    transport = "tls" if tls is not None else "plaintext"
+    counters = work / f"{name}-{transport}.replies"
+    counters.write_bytes(bytes(8 * args.workers))
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--serve-minimal",
         str(port),
+        "--stack",
+        MINIMAL_STACKS[name],
         "--cacerts",
         str(cacerts),
+        "--csr",
+        str(csr_path),
+        "--counters",
+        str(counters),
     ]
     if tls is not None:
         cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
-    procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+    procs = [subprocess.Popen([*cmd, "--slot", str(i)]) for i in range(args.workers)]
     stack.enter_context(running(*procs))
     wait_port(port, procs)
     time.sleep(1.0)  # every worker bound (they share the port with SO_REUSEPORT)
+    verify_minimal(name, port, cacerts, csr_path.read_text(), tls is not None)
+    mark = [0]
+
+    def before() -> None:
+        mark[0] = read_reply_counters(counters)
+
+    def check(ok: int) -> None:
+        replied = read_reply_counters(counters) - mark[0]
+        if replied < ok:
+            raise RuntimeError(f"h2load saw {ok} HTTP 200s but {name} replied only {replied}")
+
     scheme = "https" if tls is not None else "http"
     return Peer(
-        "minimal",
-        "tls" if tls is not None else "plaintext",
+        name,
+        transport,
         f"{scheme}://127.0.0.1:{port}{GRPC_PATH}",
         body,
         GRPC_HEADERS,
         h1=False,
         pids=[p.pid for p in procs],
+        check=check,
+        before=before,
     )
 
 
-# ------------------------------------------------------------------ the minimal reference CA
+def verify_minimal(name: str, port: int, cacerts: Path, csr_pem: str, tls: bool) -> None:
+    """One call with grpcio before the rounds: the chain comes back, its leaf is signed by the
+    intermediate for the CSR's key; a CSR with a broken signature gets INVALID_ARGUMENT."""
+    import grpc
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from meshsec._proto import istio_ca_pb2, istio_ca_pb2_grpc
+
+    target = f"127.0.0.1:{port}"
+    if tls:
+        roots = (cacerts / "ca-cert.pem").read_bytes() + (cacerts / "root-cert.pem").read_bytes()
+        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(roots))
+    else:
+        channel = grpc.insecure_channel(target)
+    with channel:
+        stub = istio_ca_pb2_grpc.IstioCertificateServiceStub(channel)
+        reply = stub.CreateCertificate(
+            istio_ca_pb2.IstioCertificateRequest(csr=csr_pem, validity_duration=3600), timeout=10
+        )
+        leaf = x509.load_pem_x509_certificate(reply.cert_chain[0].encode())
+        intermediate = x509.load_pem_x509_certificate((cacerts / "ca-cert.pem").read_bytes())
+        leaf.verify_directly_issued_by(intermediate)
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        if leaf.public_key() != csr.public_key() or len(reply.cert_chain) != 4:
+            raise RuntimeError(f"{name}: wrong certificate or chain in the reply")
+        if name == "h2-echo":  # not a CA: it answers everything with the same chain
+            return
+        der = bytearray(csr.public_bytes(Encoding.DER))
+        der[-1] ^= 0x01  # last byte of the signature
+        broken = x509.load_der_x509_csr(bytes(der)).public_bytes(Encoding.PEM).decode()
+        try:
+            stub.CreateCertificate(istio_ca_pb2.IstioCertificateRequest(csr=broken), timeout=10)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                return
+            raise
+        raise RuntimeError(f"{name} signed a CSR with a broken signature")
 
 
-def serve_minimal(port: int, cacerts: Path, tls_cert: Path | None, tls_key: Path | None) -> None:
-    """One worker of the minimal CA: parse + verify the CSR, sign, return the chain. No auth."""
-    import asyncio
+# ------------------------------------------------------------------ the minimal reference CAs
+
+MINIMAL_STACKS = {
+    "minimal": "grpc.aio",
+    "minimal-grpclib": "grpclib",
+    "minimal-h2": "h2",
+    "h2-echo": "h2-echo",
+}
+
+
+def load_minimal_signer(cacerts: Path) -> Callable[[str], list[str] | None]:
+    """The minimal CA's whole job, shared by every serving stack: parse the CSR, check its
+    signature, sign a leaf (same extensions as meshsec's), return leaf + chain (None: bad CSR)."""
     from datetime import UTC, datetime, timedelta
 
-    import grpc
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    sys.path.insert(0, str(ROOT / "src"))
-    from meshsec._proto import istio_ca_pb2, istio_ca_pb2_grpc
 
     ca_cert = x509.load_pem_x509_certificate((cacerts / "ca-cert.pem").read_bytes())
     ca_key = serialization.load_pem_private_key((cacerts / "ca-key.pem").read_bytes(), None)
@@ -560,52 +639,260 @@ def serve_minimal(port: int, cacerts: Path, tls_cert: Path | None, tls_key: Path
     eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
     bc = x509.BasicConstraints(ca=False, path_length=None)
 
+    def sign(csr_pem: str) -> list[str] | None:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        if not csr.is_signature_valid:
+            return None
+        now = datetime.now(UTC)
+        public_key = csr.public_key()
+        cert = (
+            x509.CertificateBuilder(
+                issuer_name=ca_cert.subject,
+                subject_name=x509.Name([]),
+                public_key=public_key,
+                serial_number=int.from_bytes(os.urandom(16), "big") or 1,
+                not_valid_before=now - timedelta(minutes=2),
+                not_valid_after=now + timedelta(hours=24),
+            )
+            .add_extension(ku, critical=True)
+            .add_extension(eku, critical=False)
+            .add_extension(bc, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+            .add_extension(aki, critical=False)
+            .add_extension(san, critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        return [cert.public_bytes(serialization.Encoding.PEM).decode(), *tail]
+
+    return sign
+
+
+def open_reply_counter(path: Path, slot: int) -> Callable[[], None]:
+    """Each minimal worker counts the replies it sent in its own 8-byte slot of a shared file,
+    so the bench can check h2load's HTTP 200s against certificates actually returned (gRPC
+    errors arrive as HTTP 200 with a grpc-status trailer, which h2load does not read)."""
+    import mmap
+
+    fd = os.open(path, os.O_RDWR)
+    shared = mmap.mmap(fd, 0)
+    os.close(fd)
+    offset = 8 * slot
+    count = [0]
+
+    def bump() -> None:
+        count[0] += 1
+        struct.pack_into("<Q", shared, offset, count[0])
+
+    return bump
+
+
+def read_reply_counters(path: Path) -> int:
+    data = path.read_bytes()
+    return sum(v for (v,) in struct.iter_unpack("<Q", data))
+
+
+def serve_minimal(
+    stack_name: str,
+    port: int,
+    cacerts: Path,
+    csr_path: Path,
+    tls: tuple[Path, Path] | None,
+    counter: Callable[[], None],
+) -> None:
+    """One worker of a minimal CA on ``stack_name``: parse + verify the CSR, sign, return the
+    chain. No auth. ``h2-echo`` is not a CA: it answers every request with one chain signed at
+    start (the floor of pure-Python HTTP/2 + asyncio, no crypto per request)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    sign = load_minimal_signer(cacerts)
+    if stack_name == "grpc.aio":
+        serve_minimal_grpc_aio(port, sign, tls, counter)
+    elif stack_name == "grpclib":
+        serve_minimal_grpclib(port, sign, tls, counter)
+    else:
+        fixed = sign(csr_path.read_text()) if stack_name == "h2-echo" else None
+        serve_bare_h2(port, sign, fixed, tls, counter)
+
+
+def serve_minimal_grpc_aio(
+    port: int,
+    sign: Callable[[str], list[str] | None],
+    tls: tuple[Path, Path] | None,
+    counter: Callable[[], None],
+) -> None:
+    import asyncio
+
+    import grpc
+
+    from meshsec._proto import istio_ca_pb2, istio_ca_pb2_grpc
+
     class Minimal(istio_ca_pb2_grpc.IstioCertificateServiceServicer):  # type: ignore[misc]
         async def CreateCertificate(self, request, context):  # type: ignore[no-untyped-def]
-            csr = x509.load_pem_x509_csr(request.csr.encode())
-            if not csr.is_signature_valid:
+            chain = sign(request.csr)
+            if chain is None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad CSR signature")
-            now = datetime.now(UTC)
-            public_key = csr.public_key()
-            cert = (
-                x509.CertificateBuilder(
-                    issuer_name=ca_cert.subject,
-                    subject_name=x509.Name([]),
-                    public_key=public_key,
-                    serial_number=int.from_bytes(os.urandom(16), "big") or 1,
-                    not_valid_before=now - timedelta(minutes=2),
-                    not_valid_after=now + timedelta(hours=24),
-                )
-                .add_extension(ku, critical=True)
-                .add_extension(eku, critical=False)
-                .add_extension(bc, critical=True)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
-                .add_extension(aki, critical=False)
-                .add_extension(san, critical=True)
-                .sign(ca_key, hashes.SHA256())
-            )
-            leaf = cert.public_bytes(serialization.Encoding.PEM).decode()
-            return istio_ca_pb2.IstioCertificateResponse(cert_chain=[leaf, *tail])
-
-    tls_pair = (tls_key.read_bytes(), tls_cert.read_bytes()) if tls_cert and tls_key else None
+            counter()
+            return istio_ca_pb2.IstioCertificateResponse(cert_chain=chain)
 
     async def main() -> None:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         istio_ca_pb2_grpc.add_IstioCertificateServiceServicer_to_server(Minimal(), server)
         address = f"127.0.0.1:{port}"
-        if tls_pair is not None:
-            server.add_secure_port(address, grpc.ssl_server_credentials([tls_pair]))
+        if tls is not None:
+            pair = (tls[1].read_bytes(), tls[0].read_bytes())
+            server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
         else:
             server.add_insecure_port(address)
         await server.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await wait_for_stop_signal()
         await server.stop(0)
 
     asyncio.run(main())
+
+
+async def wait_for_stop_signal() -> None:
+    import asyncio
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def server_ssl_context(tls: tuple[Path, Path] | None) -> ssl.SSLContext | None:
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls[0], tls[1])
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def serve_minimal_grpclib(
+    port: int,
+    sign: Callable[[str], list[str] | None],
+    tls: tuple[Path, Path] | None,
+    counter: Callable[[], None],
+) -> None:
+    """The same CA on grpclib (pure-Python gRPC over ``h2``) on uvloop. The service mapping is
+    written by hand; the protobuf classes are meshsec's."""
+    import uvloop
+    from grpclib.const import Cardinality, Handler, Status
+    from grpclib.exceptions import GRPCError
+    from grpclib.server import Server, Stream
+
+    from meshsec._proto import istio_ca_pb2
+
+    Request = istio_ca_pb2.IstioCertificateRequest
+    Response = istio_ca_pb2.IstioCertificateResponse
+
+    class Minimal:
+        async def create_certificate(self, stream: Stream[object, object]) -> None:
+            request = await stream.recv_message()
+            assert request is not None
+            chain = sign(request.csr)  # type: ignore[attr-defined]
+            if chain is None:
+                raise GRPCError(Status.INVALID_ARGUMENT, "bad CSR signature")
+            await stream.send_message(Response(cert_chain=chain))
+            counter()
+
+        def __mapping__(self) -> dict[str, Handler]:
+            return {
+                GRPC_PATH: Handler(
+                    self.create_certificate, Cardinality.UNARY_UNARY, Request, Response
+                )
+            }
+
+    async def main() -> None:
+        server = Server([Minimal()])
+        await server.start("127.0.0.1", port, ssl=server_ssl_context(tls), reuse_port=True)
+        await wait_for_stop_signal()
+        server.close()
+        await server.wait_closed()
+
+    uvloop.run(main())
+
+
+def serve_bare_h2(
+    port: int,
+    sign: Callable[[str], list[str] | None],
+    fixed_chain: list[str] | None,
+    tls: tuple[Path, Path] | None,
+    counter: Callable[[], None],
+) -> None:
+    """gRPC written by hand on bare ``h2`` on uvloop (unary calls only, no deadlines, no
+    metadata). With ``fixed_chain`` it is an echo: every request, read to its end, gets that
+    chain (signed once at start, the same size as the CA's reply) -- the floor of pure-Python
+    HTTP/2. Without it, it is the minimal CA: decode the request, ``sign``, reply."""
+    import asyncio
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import uvloop
+
+    from meshsec._proto import istio_ca_pb2
+
+    def reply_frame(chain: list[str]) -> bytes:
+        payload = istio_ca_pb2.IstioCertificateResponse(cert_chain=chain).SerializeToString()
+        return struct.pack(">BI", 0, len(payload)) + payload
+
+    fixed = reply_frame(fixed_chain) if fixed_chain is not None else None
+    head = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+    ok_trailers = [(b"grpc-status", b"0")]
+    config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+
+    class BareH2(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.bodies: dict[int, bytearray] = {}
+            self.conn = h2.connection.H2Connection(config=config)
+            self.conn.initiate_connection()
+            transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
+
+        def answer(self, stream_id: int, body: bytes) -> None:
+            conn = self.conn
+            if fixed is not None:
+                frame = fixed
+            else:
+                (length,) = struct.unpack_from(">I", body, 1)
+                request = istio_ca_pb2.IstioCertificateRequest.FromString(body[5 : 5 + length])
+                chain = sign(request.csr)
+                if chain is None:
+                    status = [(b"grpc-status", b"3"), (b"grpc-message", b"bad CSR signature")]
+                    conn.send_headers(stream_id, head + status, end_stream=True)
+                    return
+                frame = reply_frame(chain)
+            conn.send_headers(stream_id, head)
+            conn.send_data(stream_id, frame)
+            conn.send_headers(stream_id, ok_trailers, end_stream=True)
+            counter()
+
+        def data_received(self, data: bytes) -> None:
+            conn = self.conn
+            events = conn.receive_data(data)
+            if any(isinstance(e, h2.events.ConnectionTerminated) for e in events):
+                self.transport.close()  # h2load's GOAWAY at the end of a round
+                return
+            for event in events:
+                if isinstance(event, h2.events.DataReceived):
+                    self.bodies.setdefault(event.stream_id, bytearray()).extend(event.data)
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    self.answer(event.stream_id, bytes(self.bodies.pop(event.stream_id, b"")))
+            out = conn.data_to_send()
+            if out:
+                self.transport.write(out)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            BareH2, "127.0.0.1", port, ssl=server_ssl_context(tls), reuse_port=True
+        )
+        await wait_for_stop_signal()
+        server.close()
+
+    uvloop.run(main())
 
 
 # ------------------------------------------------------------------ driving and reporting
@@ -658,27 +945,41 @@ def summarize(rounds: list[Round]) -> dict[str, object]:
     for r in rounds:
         by_round.setdefault((r.transport, r.round), {})[r.peer] = r
     for transport in TRANSPORTS:
-        for other in ("cfssl", "minimal", "baseline"):
+        for mine, other in RATIOS:
             pairs = [
-                (peers["meshsec"], peers[other])
+                (peers[mine], peers[other])
                 for (t, _), peers in sorted(by_round.items())
-                if t == transport and "meshsec" in peers and other in peers
+                if t == transport and mine in peers and other in peers
             ]
             if pairs:
-                summary[f"ratio_{transport}_meshsec_{other}"] = statistics.median(
+                summary[f"ratio_{transport}_{mine}_{other}"] = statistics.median(
                     m.rps / o.rps for m, o in pairs
                 )
-                summary[f"cpu_ratio_{transport}_meshsec_{other}"] = statistics.median(
+                summary[f"cpu_ratio_{transport}_{mine}_{other}"] = statistics.median(
                     m.cpu_us / o.cpu_us for m, o in pairs
                 )
     summary["load1"] = [round(r.load1, 2) for r in rounds]
     return summary
 
 
+# (peer, against): the ratios the summary reports, each the median of the per-round ratios
+RATIOS = [
+    ("meshsec", "cfssl"),
+    ("meshsec", "minimal"),
+    ("meshsec", "minimal-grpclib"),
+    ("meshsec", "baseline"),
+    ("minimal-grpclib", "minimal"),
+    ("minimal-h2", "minimal"),
+    ("h2-echo", "minimal"),
+]
+
 PEER_NAMES = {
     "baseline": "meshsec (--baseline-src)",
     "cfssl": "cfssl serve",
     "minimal": "minimal grpc.aio CA",
+    "minimal-grpclib": "minimal grpclib CA (uvloop)",
+    "minimal-h2": "minimal CA, gRPC by hand on bare h2 (uvloop)",
+    "h2-echo": "bare h2 echo, no crypto (uvloop)",
     "meshsec": "meshsec ca serve",
 }
 
@@ -691,7 +992,7 @@ def record(summary: dict[str, object], command: str, args: argparse.Namespace) -
     in_flight = args.clients * args.streams
     rows = []
     for transport in TRANSPORTS:
-        for peer in ("cfssl", "minimal", "baseline", "meshsec"):
+        for peer in PEER_NAMES:
             key = f"{peer}_{transport}"
             if f"{key}_rps" not in summary:
                 continue
@@ -703,10 +1004,10 @@ def record(summary: dict[str, object], command: str, args: argparse.Namespace) -
     ratios = []
     for transport in TRANSPORTS:
         parts = [
-            f"meshsec / {other} **{summary[name]:.2f}×** (server CPU per cert "
+            f"{mine} / {other} **{summary[name]:.2f}×** (server CPU per cert "
             f"{summary[f'cpu_{name}']:.2f}×)"
-            for other in ("cfssl", "minimal", "baseline")
-            if (name := f"ratio_{transport}_meshsec_{other}") in summary
+            for mine, other in RATIOS
+            if (name := f"ratio_{transport}_{mine}_{other}") in summary
         ]
         if parts:
             ratios.append(f"- {transport}: " + ", ".join(parts))
@@ -718,9 +1019,10 @@ def record(summary: dict[str, object], command: str, args: argparse.Namespace) -
         f"the same CSR for every peer, {in_flight} requests in flight for every peer (HTTP/1.1: "
         f"{in_flight} keep-alive connections; gRPC: {args.clients} connections × {args.streams} "
         f"streams), {args.workers} processes for each Python CA, rounds interleaved. TLS rows: "
-        "P-256 serving certificates, h2load negotiating TLS 1.3. The minimal CA (in the bench) "
-        "parses and checks the CSR, signs and returns the chain — no authentication, ledger or "
-        "metrics. A meshsec request counts only if the CA's "
+        "P-256 serving certificates, h2load negotiating TLS 1.3. The minimal CAs (in the bench; "
+        "grpc.aio, and on uvloop grpclib or gRPC by hand on bare `h2`) parse and check the CSR, "
+        "sign and return the chain — no authentication, ledger or metrics; they count their "
+        "replies, checked against h2load's. A meshsec request counts only if the CA's "
         "`citadel_server_success_cert_issuance_count` moved with it. Server CPU per cert is the "
         "user + system time of all the peer's processes during the round divided by the "
         "certificates it returned (less sensitive to other load on the machine than "
@@ -752,7 +1054,7 @@ def main() -> int:
     )
     parser.add_argument("--transport", choices=[*TRANSPORTS, "both"], default="both")
     parser.add_argument("--record", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument("--only", choices=["cfssl", "meshsec", "minimal"], action="append")
+    parser.add_argument("--only", choices=["cfssl", "meshsec", *MINIMAL_STACKS], action="append")
     parser.add_argument(
         "--baseline-src",
         type=Path,
@@ -762,13 +1064,24 @@ def main() -> int:
     parser.add_argument("--cacerts", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tls-cert", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tls-key", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--stack", choices=MINIMAL_STACKS.values(), help=argparse.SUPPRESS)
+    parser.add_argument("--csr", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--counters", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--slot", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_minimal is not None:
-        serve_minimal(args.serve_minimal, args.cacerts, args.tls_cert, args.tls_key)
+        serve_minimal(
+            args.stack,
+            args.serve_minimal,
+            args.cacerts,
+            args.csr,
+            (args.tls_cert, args.tls_key) if args.tls_cert and args.tls_key else None,
+            open_reply_counter(args.counters, args.slot),
+        )
         return 0
     ensure_tools()
     transports = TRANSPORTS if args.transport == "both" else (args.transport,)
-    wanted = args.only or ["cfssl", "minimal", "meshsec"]
+    wanted = args.only or ["cfssl", "minimal", "minimal-grpclib", "meshsec"]
     rounds: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="meshsec-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -784,8 +1097,13 @@ def main() -> int:
             peer_tls = tls if transport == "tls" else None
             if "cfssl" in wanted:
                 peers.append(start_cfssl(work, cacerts, csr, peer_tls, stack))
-            if "minimal" in wanted:
-                peers.append(start_minimal(cacerts, body, peer_tls, args, stack))
+            for name in MINIMAL_STACKS:
+                if name in wanted:
+                    peers.append(
+                        start_minimal(
+                            name, cacerts, body, work / "leaf.csr", peer_tls, args, stack, work
+                        )
+                    )
             if "meshsec" in wanted:
                 peers.append(
                     start_meshsec(work, cacerts, body, cluster, token, transport, args, stack)
