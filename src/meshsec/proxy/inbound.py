@@ -149,10 +149,15 @@ class InboundListener:
             self._spawn(conn, address, tls=mode is PortMode.STRICT)
 
     def _spawn(self, conn: socket.socket, address: str, *, tls: bool) -> None:
-        task = asyncio.ensure_future(self._serve(conn, address, tls=tls))
+        loop = self._loop
+        assert loop is not None
+        task = loop.create_task(self._serve(conn, address, tls=tls))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(log_task_failure)
+        task.add_done_callback(self._task_done)  # one callback (each is a loop handle)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        log_task_failure(task)
 
     def _sniff(self, conn: socket.socket, address: str) -> None:
         loop = self._loop
@@ -186,7 +191,8 @@ class InboundListener:
 
     # one connection ---------------------------------------------------------------------------
     async def _serve(self, conn: socket.socket, address: str, *, tls: bool) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         link = Link(self.options.limits)
         identity: PeerIdentity | None = None
         try:

@@ -69,8 +69,9 @@ class TlsTransport(asyncio.Protocol):
         *,
         server_side: bool,
         server_hostname: str | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop or asyncio.get_running_loop()
         self._app_factory = app_factory
         self._app: asyncio.Protocol | None = None
         self._ctx = ctx
@@ -343,9 +344,9 @@ async def accept_tls(
 ) -> TlsTransport:
     """Server handshake on an accepted socket; the app protocol is made once it succeeds."""
     loop = asyncio.get_running_loop()
-    tls = TlsTransport(app_factory, ctx, server_side=True)
+    tls = TlsTransport(app_factory, ctx, server_side=True, loop=loop)
     await loop.connect_accepted_socket(lambda: tls, sock)
-    await _handshake(tls, handshake_timeout)
+    await _handshake(tls, handshake_timeout, loop)
     return tls
 
 
@@ -360,15 +361,17 @@ async def connect_tls(
 ) -> TlsTransport:
     """Client handshake to ``host:port``; the app protocol is made once it succeeds."""
     loop = asyncio.get_running_loop()
-    tls = TlsTransport(app_factory, ctx, server_side=False, server_hostname=server_hostname)
+    tls = TlsTransport(
+        app_factory, ctx, server_side=False, server_hostname=server_hostname, loop=loop
+    )
     await loop.create_connection(lambda: tls, host, port)
-    await _handshake(tls, handshake_timeout)
+    await _handshake(tls, handshake_timeout, loop)
     return tls
 
 
-async def _handshake(tls: TlsTransport, limit: float) -> None:
+async def _handshake(tls: TlsTransport, limit: float, loop: asyncio.AbstractEventLoop) -> None:
     # a timer rather than wait_for: no extra task per connection
-    timer = asyncio.get_running_loop().call_later(limit, tls.handshake_timed_out)
+    timer = loop.call_later(limit, tls.handshake_timed_out)
     try:
         await tls.handshake
     except asyncio.CancelledError:
