@@ -230,17 +230,34 @@ def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
         assert _get(port, None)[0] == 0  # STRICT: plaintext refused
 
         # /metrics is the sum over both workers (Envoy sums its worker threads), each of which
-        # served some: its own counter file in the private shared directory says how many
+        # served some: its own counter file in the private shared directory says how many.
+        # A worker tallies a connection's requests and writes them to its file when the
+        # connection closes (and at most FLUSH_INTERVAL later while it stays open): the last
+        # close may still be on its way when the client has read the response.
         (shared,) = scratch.glob("meshsec-proxy-metrics-*")
         assert stat.S_IMODE(shared.stat().st_mode) == 0o700
-        per_worker = {
-            pid: _requests(_merge(shared / f"counter_{pid}.db"), "200")
-            for pid in _children(proc.pid)
-            if (shared / f"counter_{pid}.db").exists()
-        }
+
+        def per_worker_counts() -> dict[int, float]:
+            return {
+                pid: _requests(_merge(shared / f"counter_{pid}.db"), "200")
+                for pid in _children(proc.pid)
+                if (shared / f"counter_{pid}.db").exists()
+            }
+
+        per_worker = _wait(
+            lambda: (c := per_worker_counts()) and sum(c.values()) == allowed and c, "flush", proc
+        )
         assert len(per_worker) == 2, per_worker
         assert all(per_worker.values()), per_worker
         assert sum(per_worker.values()) == allowed
+        _wait(
+            lambda: (
+                _requests(text_string_to_metric_families(_admin(admin, "/metrics")[1]), "403")
+                == denied
+            ),
+            "the 403s in /metrics",
+            proc,
+        )
         for path in ("/metrics", "/stats/prometheus"):
             status, text = _admin(admin, path)
             assert status == 200

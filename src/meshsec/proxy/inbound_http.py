@@ -30,13 +30,13 @@ from meshsec.proxy.http1 import (
     BodyFramer,
     Framing,
     MessageReader,
+    RequestHead,
     build_response,
     parse_request_head,
     parse_response_head,
     request_framing,
     response_framing,
 )
-from meshsec.proxy.http1 import header_value as head_value
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
 from meshsec.proxy.pump import Link, WriteBatch
 from meshsec.proxy.tls import PeerIdentity
@@ -73,6 +73,7 @@ class InboundHttp:
         "_scoped",
         "_to_app",
         "_to_client",
+        "_xfcc_end",
         "authorizer",
         "awaiting_upgrade",
         "closing",
@@ -86,6 +87,7 @@ class InboundHttp:
         "port",
         "requests",
         "responses",
+        "tally",
         "xfcc",
         "xfcc_line",
     )
@@ -118,6 +120,9 @@ class InboundHttp:
             else None
         )
         self.xfcc_line = XFCC + b": " + self.xfcc + b"\r\n" if self.xfcc is not None else b""
+        self._xfcc_end = self.xfcc_line + b"\r\n"  # replaces a head's final CRLF
+        self.tally = tally = metrics.request_tally(labels)
+        link.done.add_done_callback(lambda _f: tally.flush())
         self._scoped = isinstance(authorizer, ConnectionScopedAuthorizer)
         self._conn_version: object = _NO_DECISION
         self._conn_decision: Decision | None = ALLOWED if isinstance(authorizer, AllowAll) else None
@@ -134,7 +139,7 @@ class InboundHttp:
         link.up.on_data = self._from_app
 
     # authorization ----------------------------------------------------------------------------
-    def _decide(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Decision:
+    def _decide(self, head: RequestHead) -> Decision:
         if self._scoped:
             authorizer: ConnectionScopedAuthorizer = self.authorizer  # type: ignore[assignment]
             version = authorizer.version
@@ -144,9 +149,12 @@ class InboundHttp:
         decision = self._conn_decision
         if decision is not None:
             return decision
-        host = head_value(headers, b"host") or b""
+        host = head.get(b"host") or b""
         info = HttpRequestInfo(
-            method.decode("ascii"), target.decode("latin-1"), host.decode("latin-1"), tuple(headers)
+            head.method.decode("ascii"),
+            head.target.decode("latin-1"),
+            host.decode("latin-1"),
+            tuple(head.headers),
         )
         return self.authorizer.authorize(self.peer, self.port, info)
 
@@ -166,7 +174,7 @@ class InboundHttp:
     def _request_head(self, raw: bytes) -> BodyFramer | None:
         head = parse_request_head(raw)
         framer = request_framing(head)
-        decision = self._decide(head.method, head.target, head.headers)
+        decision = self._decide(head)
         if not decision.allowed:
             log.info(
                 "inbound http: denied %s %s from %s: %s",
@@ -175,18 +183,21 @@ class InboundHttp:
                 self.peer.principal or self.peer.address,
                 decision.reason,
             )
-            self.metrics.request(self.labels, 403)
+            self.tally.add(403)
             self._reply_and_close(403, RBAC_DENIED)
             return None
-        if any(n == XFCC for n, _ in head.headers):  # sanitize: rebuild without the client's
+        if head.has(XFCC):
+            # sanitize: rebuild without the client's
             head.headers = [(n, v) for n, v in head.headers if n != XFCC]
             if self.xfcc is not None:
                 head.headers.append((XFCC, self.xfcc))
             self._to_app.add(head.encode())
-        else:  # the common case: splice our line in before the final CRLF
-            self._to_app.add(raw[:-2] + self.xfcc_line + b"\r\n" if self.xfcc_line else raw)
+        elif self.xfcc is not None:  # the common case: splice our line in before the final CRLF
+            self._to_app.add(raw[:-2] + self._xfcc_end)
+        else:
+            self._to_app.add(raw)
         self.outstanding.append(head.method)
-        if head.get(b"upgrade") is not None or head.method == b"CONNECT":
+        if head.has(b"upgrade") or head.method == b"CONNECT":
             # hold further client bytes until the app says 101/2xx (tunnel) or refuses
             self.awaiting_upgrade = True
             if framer.done:
@@ -231,12 +242,12 @@ class InboundHttp:
         if not self._informational and head.status != 101 and self.draining():
             # draining: tell the client to reconnect (to another instance) after this response
             self.closing = True
-            if b"close" not in (head_value(head.headers, b"connection") or b"").lower():
+            if b"close" not in (head.get(b"connection") or b"").lower():
                 raw = raw[:-2] + b"connection: close\r\n\r\n"
         self._to_client.add(raw)
         if self._informational:
             return BodyFramer(Framing.NONE)
-        self.metrics.request(self.labels, head.status)
+        self.tally.add(head.status)
         tunnel = head.status == 101 or (method == b"CONNECT" and 200 <= head.status < 300)
         if tunnel and self.awaiting_upgrade:
             self._to_client.flush()

@@ -11,6 +11,14 @@ none; ``UC``: the upstream connection ended before a response head). meshsec-onl
 prefixed ``meshsec_proxy_``. Label children are cached so the hot path does one dict lookup per
 event.
 
+Requests on an inbound HTTP connection are counted in plain ints (:class:`RequestTally`, one per
+connection) and flushed into ``istio_requests_total`` when the connection closes, at most
+:data:`FLUSH_INTERVAL` seconds after the first unflushed one (one loop timer per process, like
+Envoy's periodic flush of its thread-local stats), and before any collection of this registry —
+so a scrape of one process's registry is exact, and the ``--concurrency`` sum lags by at most
+that interval. A counter update costs ~1.4 µs in multiprocess mode (a lock and an mmap write);
+a tally update ~0.1 µs.
+
 ``--concurrency N`` (N > 1) uses prometheus_client's multiprocess mode so the admin port reports
 the sum over every worker, as Envoy sums its worker threads' stats: the parent creates a private
 directory (:func:`shared_metrics_dir`, 0700, removed on exit), each worker switches to per-pid
@@ -24,16 +32,18 @@ default, and ``meshsec up``'s sidecars) keeps the in-process registry: no files.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, values
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 TCP_LABELS = (
@@ -48,6 +58,7 @@ UNKNOWN = "unknown"
 NO_FLAGS = "-"
 UPSTREAM_CONNECTION_TERMINATION = "UC"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it to place its files
+FLUSH_INTERVAL = 1.0  # seconds: the longest a tallied request waits to reach the counters
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +79,56 @@ class ConnectionLabels:
         )
 
 
+class RequestTally:
+    """One connection's requests by response code (no response flags), in plain ints until
+    :meth:`flush`; :meth:`ProxyMetrics.request_tally` makes one."""
+
+    __slots__ = ("_counts", "_metrics", "_values")
+
+    def __init__(self, metrics: ProxyMetrics, labels: ConnectionLabels) -> None:
+        self._metrics = metrics
+        self._values = labels.values()
+        self._counts: dict[int, int] = {}
+
+    def add(self, response_code: int) -> None:
+        counts = self._counts
+        n = counts.get(response_code)
+        if n is not None:
+            counts[response_code] = n + 1
+            return
+        counts[response_code] = 1
+        if len(counts) == 1:  # the first since the last flush
+            self._metrics._pending(self)
+
+    def flush(self) -> None:
+        counts = self._counts
+        if counts:
+            self._metrics._flush_tally(self._values, counts)
+            counts.clear()
+
+
+class _FlushFirst:
+    """Registered before the counters: a collection of the registry first flushes the tallies."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterable[Metric]:
+        self._flush()
+        return ()
+
+
 class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._unflushed: list[RequestTally] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        r.register(_FlushFirst(self.flush))
         self._opened = Counter(
             "istio_tcp_connections_opened", "TCP connections opened", TCP_LABELS, registry=r
         )
@@ -120,6 +177,37 @@ class ProxyMetrics:
     ) -> None:
         values = (*labels.values(), "http", str(response_code), response_flags)
         self._child(self._requests, values).inc()
+
+    def request_tally(self, labels: ConnectionLabels) -> RequestTally:
+        """Counts for one connection's requests (no response flags); flushed into
+        ``istio_requests_total`` by :meth:`RequestTally.flush` (call it when the connection
+        closes), by the process's flush timer and before every collection."""
+        return RequestTally(self, labels)
+
+    def _pending(self, tally: RequestTally) -> None:
+        """``tally`` has its first unflushed count: flush it within FLUSH_INTERVAL."""
+        self._unflushed.append(tally)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to flush it later: now
+            self.flush()
+            return
+        if self._flush_timer is None or self._flush_loop is not loop:  # (a test's new loop)
+            self._flush_loop = loop
+            self._flush_timer = loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def _flush_tally(self, values: tuple[str, ...], counts: dict[int, int]) -> None:
+        for code, n in counts.items():
+            self._child(self._requests, (*values, "http", str(code), NO_FLAGS)).inc(n)
+
+    def flush(self) -> None:
+        """Move every tallied request into the counters."""
+        timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
+        unflushed, self._unflushed = self._unflushed, []
+        for tally in unflushed:
+            tally.flush()
 
     def rejected(self, direction: str, reason: str) -> None:
         self._child(self._rejected, (direction, reason)).inc()

@@ -3,13 +3,17 @@ them (prometheus_client's multiprocess mode), the directory is private and remov
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
 
-from prometheus_client import Gauge, values
+import pytest
+from prometheus_client import Gauge, generate_latest, values
 
+from meshsec.proxy import metrics as metrics_module
 from meshsec.proxy.metrics import (
+    REQUEST_LABELS,
     ConnectionLabels,
     ProxyMetrics,
     build_aggregate_registry,
@@ -111,3 +115,54 @@ def test_one_process_keeps_the_in_process_registry() -> None:
     metrics.request(LABELS, 200)
     assert metrics.sample("istio_requests_total") == 1
     assert values.ValueClass is values.MutexValue
+
+
+async def test_tallied_requests_are_in_every_scrape() -> None:
+    """A connection's tally is flushed before the registry is collected: a scrape is exact."""
+    metrics = ProxyMetrics()
+    tally = metrics.request_tally(LABELS)
+    for code in (200, 200, 503):
+        tally.add(code)
+    assert metrics.sample("istio_requests_total", {"response_code": "200"}) == 2
+    assert metrics.sample("istio_requests_total", {"response_code": "503"}) == 1
+    tally.add(200)
+    text = generate_latest(metrics.registry).decode()
+    line = next(x for x in text.splitlines() if 'response_code="200"' in x)
+    assert line.startswith("istio_requests_total{")
+    assert line.endswith(" 3.0")
+    for label, value in zip(REQUEST_LABELS, (*LABELS.values(), "http", "200", "-"), strict=True):
+        assert f'{label}="{value}"' in line
+
+
+def _tally_in_worker(path: Path, count: int, *, close: bool) -> int:
+    """In a forked worker: tally ``count`` requests on a loop, then either wait for the flush
+    timer or flush as a closing connection does (and stop the timer); never collect."""
+    record_to_shared_dir(path)
+    metrics_module.FLUSH_INTERVAL = 0.05  # this process only
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        metrics = ProxyMetrics()
+        tally = metrics.request_tally(LABELS)
+        for _ in range(count):
+            tally.add(200)
+        timer = metrics._flush_timer
+        if timer is None:
+            return 7
+        if close:
+            tally.flush()
+            timer.cancel()
+            return 0
+        fired = loop.create_future()
+        loop.call_at(timer.when() + 0.01, fired.set_result, None)
+        await asyncio.wait_for(fired, 10)
+        return 0
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["flush-timer", "connection-close"])
+def test_a_workers_tally_reaches_the_shared_files(close: bool) -> None:
+    with shared_metrics_dir() as path:
+        assert run_workers(2, lambda index: _tally_in_worker(path, index + 1, close=close)) == 0
+        assert _sample(path, "istio_requests_total", {"response_code": "200"}) == 1 + 2
