@@ -508,7 +508,7 @@ class MessageReader:
         else:
             framer = self.on_head(data[:stop])
             rest = memoryview(data)[stop:]
-        if self._tunnelled():
+        if self.state is _S_TUNNEL:
             if rest is not None:
                 self.on_body(rest)
             return
@@ -540,9 +540,6 @@ class MessageReader:
         self._start_body(framer)
         self._run()
 
-    def _tunnelled(self) -> bool:
-        return self.state is _S_TUNNEL
-
     def _start_body(self, framer: BodyFramer) -> None:
         if framer.done:
             self.state = _S_HEAD
@@ -567,7 +564,7 @@ class MessageReader:
             raw = bytes(self._buf[: end + 4])
             del self._buf[: end + 4]
             framer = self.on_head(raw)
-            if self._tunnelled():
+            if self.state is _S_TUNNEL:
                 return
             if framer is None:
                 self.state = _S_HELD
