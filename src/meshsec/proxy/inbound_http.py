@@ -63,6 +63,22 @@ class ConnectionScopedAuthorizer(Protocol):
         ...
 
 
+_SCOPED_TYPES: dict[type, bool] = {}
+
+
+def is_connection_scoped(authorizer: object) -> bool:
+    """``isinstance(authorizer, ConnectionScopedAuthorizer)``, answered once per class.
+
+    A check against a runtime-checkable Protocol inspects every member (~20 µs on CPython
+    3.11); it runs per connection, and implementers define the members on the class.
+    """
+    cls = type(authorizer)
+    scoped = _SCOPED_TYPES.get(cls)
+    if scoped is None:
+        scoped = _SCOPED_TYPES[cls] = isinstance(authorizer, ConnectionScopedAuthorizer)
+    return scoped
+
+
 class InboundHttp:
     """Per-request authorization and XFCC on one inbound HTTP/1.1 connection."""
 
@@ -123,7 +139,7 @@ class InboundHttp:
         self._xfcc_end = self.xfcc_line + b"\r\n"  # replaces a head's final CRLF
         self.tally = tally = metrics.request_tally(labels)
         link.done.add_done_callback(lambda _f: tally.flush())
-        self._scoped = isinstance(authorizer, ConnectionScopedAuthorizer)
+        self._scoped = is_connection_scoped(authorizer)
         self._conn_version: object = _NO_DECISION
         self._conn_decision: Decision | None = ALLOWED if isinstance(authorizer, AllowAll) else None
         self.outstanding: deque[bytes] = deque()  # methods of requests awaiting a response

@@ -96,3 +96,13 @@ def test_only_versioned_authorizers_are_wrapped() -> None:
     allow_all = AllowAll()
     assert cache_decisions(allow_all) is allow_all  # nothing tells when it would go stale
     assert isinstance(cache_decisions(CountingPolicy()), CachedDecisions)
+
+
+def test_connection_scope_is_recognised_per_class() -> None:
+    from meshsec.proxy.inbound_http import is_connection_scoped
+
+    assert is_connection_scoped(CountingPolicy())
+    assert is_connection_scoped(CachedDecisions(CountingPolicy()))
+    assert not is_connection_scoped(AllowAll())
+    assert is_connection_scoped(CountingPolicy())  # answered from the per-class memo
+    assert not is_connection_scoped(AllowAll())
