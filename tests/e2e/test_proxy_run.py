@@ -161,6 +161,12 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    fds = Path(f"/proc/{pid}/fd")
+    links = (os.readlink(fd) for fd in fds.iterdir())
+    return {link for link in links if link.startswith("socket:")}
+
+
 def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
     ca = TestCA("cluster.local")
     certs = tmp_path / "certs"
@@ -218,8 +224,10 @@ def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
         assert dump["ports"] == [{"port": port, "mode": "STRICT", "protocol": "http"}]
         assert dump["secrets"][0]["serial_number"] == svid.serial_hex
 
-        # many connections, so both workers serve some (SO_REUSEPORT hashes each connection's
-        # source port: all 24 on one worker has odds of 2 in 2**24)
+        # both workers accept on the one listening socket the parent bound before forking
+        # (whichever is free takes the next connection), not on two SO_REUSEPORT sockets
+        first, second = (_socket_inodes(pid) for pid in _children(proc.pid))
+        assert first & second, "the workers hold no listening socket in common"
         allowed, denied = 24, 6
         for _ in range(allowed):
             status, body = _get(port, client)
@@ -247,9 +255,7 @@ def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
         per_worker = _wait(
             lambda: (c := per_worker_counts()) and sum(c.values()) == allowed and c, "flush", proc
         )
-        assert len(per_worker) == 2, per_worker
-        assert all(per_worker.values()), per_worker
-        assert sum(per_worker.values()) == allowed
+        assert sum(per_worker.values()) == allowed, per_worker
         _wait(
             lambda: (
                 _requests(text_string_to_metric_families(_admin(admin, "/metrics")[1]), "403")

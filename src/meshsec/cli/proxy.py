@@ -89,7 +89,7 @@ def run(
         int | None,
         typer.Option(
             "--concurrency",
-            help="worker processes sharing the listeners (SO_REUSEPORT); 0 = one per CPU "
+            help="worker processes sharing the listeners; 0 = one per CPU "
             "(env MESHSEC_PROXY_CONCURRENCY)",
         ),
     ] = None,

@@ -158,7 +158,7 @@ class ProxySettings:
     concurrency: int = setting(
         1,
         env="MESHSEC_PROXY_CONCURRENCY",
-        help="worker processes sharing the listeners (SO_REUSEPORT); 0 = one per CPU",
+        help="worker processes sharing the listeners; 0 = one per CPU",
     )
     inbound: tuple[str, ...] = setting(
         (),

@@ -22,6 +22,14 @@ class ProxyError(MeshsecError):
     """Root of the proxy's errors."""
 
 
+class ListenError(ProxyError):
+    """A listener's address could not be bound (in use, not local, no permission)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(f"cannot listen on {shown}:{port}: {reason}")
+
+
 class TlsMaterialError(ProxyError):
     """An SVID, key or bundle could not be loaded into an SSL context; ``reason`` says why."""
 

@@ -9,12 +9,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
+
+from meshsec.proxy.errors import ListenError
 
 log = logging.getLogger("meshsec.proxy.listener")
 
 ACCEPT_BATCH = 64
+
+_SHARED: dict[tuple[str, int], socket.socket] = {}
+"""Listening sockets bound by the parent before ``--concurrency`` workers fork."""
+
+
+def bind_shared(addresses: set[tuple[str, int]], *, backlog: int = 1024) -> None:
+    """Bind ``addresses`` now, for worker processes forked next to accept on.
+
+    Every worker then waits on the same socket and whichever is free takes the next
+    connection (haproxy's threads share their listeners the same way). With ``SO_REUSEPORT``
+    sockets the kernel hashes each connection to one worker whether or not it is busy, so two
+    clients' handshakes can queue behind each other on one worker while the other idles.
+    Addresses known only later (ports from ``--config-dir``) still use ``SO_REUSEPORT``.
+    """
+    for host, port in sorted(addresses):
+        if (host, port) not in _SHARED and port != 0:
+            _SHARED[host, port] = _bind(host, port, backlog, reuse_port=True)
+
+
+def _bind(host: str, port: int, backlog: int, *, reuse_port: bool) -> socket.socket:
+    try:
+        sock = socket.create_server((host, port), backlog=backlog, reuse_port=reuse_port)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(host, port, reason) from None
+    sock.setblocking(False)
+    return sock
 
 
 class Acceptor:
@@ -40,10 +70,9 @@ class Acceptor:
         self._loop = asyncio.get_running_loop()
         # reuse_port: several worker processes bind the same port and the kernel spreads new
         # connections over them (``meshsec proxy run --concurrency N``)
-        sock = socket.create_server(
-            (self.host, self.port), backlog=self.backlog, reuse_port=self.reuse_port
-        )
-        sock.setblocking(False)
+        sock = _SHARED.pop((self.host, self.port), None) if self.reuse_port else None
+        if sock is None:
+            sock = _bind(self.host, self.port, self.backlog, reuse_port=self.reuse_port)
         self._sock = sock
         self.bound_port = sock.getsockname()[1]
         self._loop.add_reader(sock.fileno(), self._accept)

@@ -32,6 +32,7 @@ from meshsec.proxy.authz import AllowAll, Authorizer
 from meshsec.proxy.certdir import load_cert_dir, stamp_cert_dir, watch_cert_dir
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
+from meshsec.proxy.listener import bind_shared
 from meshsec.proxy.metrics import (
     ProxyMetrics,
     build_aggregate_registry,
@@ -434,6 +435,11 @@ def run_proxy(settings: ProxySettings) -> int:
     count = worker_count(settings.concurrency)
     if count <= 1:
         return run_workers(1, lambda _index: run_event_loop(serve_proxy(settings)))
+    addresses = {(settings.inbound_host, spec.port) for spec in settings.inbound_specs}
+    addresses |= {(settings.outbound_host, spec.listen_port) for spec in settings.outbound_specs}
+    if settings.http_proxy_port:
+        addresses.add((settings.outbound_host, settings.http_proxy_port))
+    bind_shared(addresses)
     with shared_metrics_dir() as metrics_dir:
         return run_workers(
             count,

@@ -2,10 +2,13 @@
 
 Python runs one event loop per core at most, so the proxy scales over cores with processes: the
 parent forks N workers before any loop exists; each is a complete proxy (own loop, certificate
-source, policy watch) whose listeners are bound with ``SO_REUSEPORT``, so the kernel spreads new
-connections over them. Worker 0 also serves the admin port (its ``/metrics`` sum every
-worker's metrics, :mod:`meshsec.proxy.metrics`; ``/config_dump`` shows the configuration every
-worker applies, since they all read the same sources). The parent forwards SIGTERM/SIGINT to the
+source, policy watch). The listening sockets of the ports known at start are bound by the parent
+before it forks (:func:`meshsec.proxy.listener.bind_shared`), so every worker waits on the same
+socket and whichever is free takes the next connection, as haproxy's threads do; ports that
+appear later (from ``--config-dir``) are bound by each worker with ``SO_REUSEPORT``.
+Worker 0 also serves the admin port (its ``/metrics`` sum every worker's metrics,
+:mod:`meshsec.proxy.metrics`; ``/config_dump`` shows the configuration every worker applies,
+since they all read the same sources). The parent forwards SIGTERM/SIGINT to the
 workers and waits for them; when one worker fails, the others are stopped too and its exit code
 is the parent's (a supervisor restarts the whole proxy, as it would restart Envoy).
 """
