@@ -18,6 +18,9 @@ from meshsec.proxy.errors import ListenError
 log = logging.getLogger("meshsec.proxy.listener")
 
 ACCEPT_BATCH = 64
+SHARED_ACCEPT_BATCH = 1
+"""On a socket every worker waits on, one connection per wake-up: the other woken workers take
+the rest of a burst instead of the first one taking it all."""
 
 _SHARED: dict[tuple[str, int], socket.socket] = {}
 """Listening sockets bound by the parent before ``--concurrency`` workers fork."""
@@ -65,12 +68,14 @@ class Acceptor:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bound_port = 0
+        self._batch = ACCEPT_BATCH
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         # reuse_port: several worker processes bind the same port and the kernel spreads new
         # connections over them (``meshsec proxy run --concurrency N``)
         sock = _SHARED.pop((self.host, self.port), None) if self.reuse_port else None
+        self._batch = ACCEPT_BATCH if sock is None else SHARED_ACCEPT_BATCH
         if sock is None:
             sock = _bind(self.host, self.port, self.backlog, reuse_port=self.reuse_port)
         self._sock = sock
@@ -91,7 +96,7 @@ class Acceptor:
         sock = self._sock
         if sock is None:
             return
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(self._batch):
             try:
                 conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError):
