@@ -30,12 +30,14 @@ from meshsec.proxy.http1 import (
     BodyFramer,
     Framing,
     MessageReader,
-    RequestHead,
     build_response,
-    parse_request_head,
-    parse_response_head,
     request_framing,
     response_framing,
+)
+from meshsec.proxy.http1_head import (
+    RequestHead,
+    parse_request_head,
+    parse_response_head,
 )
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
 from meshsec.proxy.pump import Link, WriteBatch

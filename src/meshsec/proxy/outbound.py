@@ -31,10 +31,12 @@ from meshsec.proxy.http1 import (
     MessageReader,
     ReaderState,
     build_response,
-    parse_request_head,
-    parse_response_head,
     request_framing,
     response_framing,
+)
+from meshsec.proxy.http1_head import (
+    parse_request_head,
+    parse_response_head,
 )
 from meshsec.proxy.listener import Acceptor
 from meshsec.proxy.metrics import UPSTREAM_CONNECTION_TERMINATION, ConnectionLabels, ProxyMetrics

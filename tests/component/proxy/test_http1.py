@@ -13,10 +13,12 @@ from meshsec.proxy.http1 import (
     BodyFramer,
     Framing,
     MessageReader,
-    parse_request_head,
-    parse_response_head,
     request_framing,
     response_framing,
+)
+from meshsec.proxy.http1_head import (
+    parse_request_head,
+    parse_response_head,
 )
 
 

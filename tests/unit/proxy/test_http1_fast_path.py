@@ -15,14 +15,16 @@ from hypothesis import strategies as st
 from meshsec.proxy.errors import HttpError
 from meshsec.proxy.http1 import (
     BodyFramer,
+    request_framing,
+    response_framing,
+)
+from meshsec.proxy.http1_head import (
     RequestHead,
     ResponseHead,
     _parse_request_head_checked,
     _parse_response_head_checked,
     parse_request_head,
     parse_response_head,
-    request_framing,
-    response_framing,
 )
 
 
