@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from meshsec.config.load import parse_host_port
 from meshsec.config.proxy import EndpointSpec, ProxySettings
 from meshsec.core.identity import TrustDomainSet
 from meshsec.core.pki import TrustBundle, X509Svid
@@ -240,10 +241,12 @@ class ProxyServer:
             await proxy.start()
             self.outbound.append(proxy)
         if s.admin_addr and self.serve_admin:
-            admin_host, _, admin_port = s.admin_addr.rpartition(":")
+            admin_host, admin_port = parse_host_port(s.admin_addr, what="--admin-addr")
+            if s.admin_addr.startswith(":"):  # ":PORT": loopback, as Istio binds Envoy's admin
+                admin_host = "127.0.0.1"
             self.admin = AdminServer(
-                admin_host.strip("[]") or "127.0.0.1",
-                int(admin_port),
+                admin_host,
+                admin_port,
                 ready=self.ready,
                 config_dump=self.config_dump,
                 registry=self.admin_registry,
