@@ -15,8 +15,14 @@ past :data:`MAX_ENTRIES` peers the dict starts over.
 
 from __future__ import annotations
 
-from meshsec.proxy.authz import Authorizer, Decision, HttpRequestInfo, PeerInfo
-from meshsec.proxy.inbound_http import ConnectionScopedAuthorizer
+from meshsec.proxy.authz import (
+    Authorizer,
+    ConnectionScopedAuthorizer,
+    Decision,
+    HttpRequestInfo,
+    PeerInfo,
+    is_connection_scoped,
+)
 
 MAX_ENTRIES = 4096
 _UNDECIDED = object()
@@ -77,6 +83,6 @@ def cache_decisions(authorizer: Authorizer) -> Authorizer:
     """``authorizer`` with connection decisions cached when it publishes a policy version
     (:class:`ConnectionScopedAuthorizer`); otherwise ``authorizer`` itself (nothing would tell
     when its decisions go stale)."""
-    if isinstance(authorizer, ConnectionScopedAuthorizer):
+    if is_connection_scoped(authorizer):
         return CachedDecisions(authorizer)
     return authorizer

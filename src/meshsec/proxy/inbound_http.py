@@ -6,11 +6,11 @@ hex>;URI=<peer id>`` (Envoy SANITIZE_SET); denied ones get ``403 RBAC: access de
 connection closes. What keeps the per-request cost low:
 
 * **Authorization once per connection when it can be.** An authorizer that implements
-  :class:`ConnectionScopedAuthorizer` says, for a peer and port under the current policy version,
-  the decision every request would get — or ``None`` when the applicable policies look at request
-  attributes (paths, methods, hosts, headers, ...). That decision is reused until the version
-  changes; otherwise every request is evaluated. :class:`~meshsec.proxy.authz.AllowAll` (no
-  policy) is never asked.
+  :class:`~meshsec.proxy.authz.ConnectionScopedAuthorizer` says, for a peer and port under the
+  current policy version, the decision every request would get — or ``None`` when the applicable
+  policies look at request attributes (paths, methods, hosts, headers, ...). That decision is
+  reused until the version changes; otherwise every request is evaluated.
+  :class:`~meshsec.proxy.authz.AllowAll` (no policy) is never asked.
 * **XFCC built once per connection**, and spliced into the raw head when the client sent none
   (no re-encoding of the head).
 * **One write per direction per input chunk**: a response head and its body (or several
@@ -22,9 +22,17 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
-from meshsec.proxy.authz import ALLOWED, AllowAll, Authorizer, Decision, HttpRequestInfo, PeerInfo
+from meshsec.proxy.authz import (
+    ALLOWED,
+    AllowAll,
+    Authorizer,
+    ConnectionScopedAuthorizer,
+    Decision,
+    HttpRequestInfo,
+    PeerInfo,
+    is_connection_scoped,
+)
 from meshsec.proxy.errors import HttpError
 from meshsec.proxy.http1 import (
     BodyFramer,
@@ -48,37 +56,6 @@ log = logging.getLogger("meshsec.proxy.inbound")
 XFCC = b"x-forwarded-client-cert"
 RBAC_DENIED = b"RBAC: access denied"
 _NO_DECISION = object()
-
-
-@runtime_checkable
-class ConnectionScopedAuthorizer(Protocol):
-    """Optional for an :class:`Authorizer`: decide a whole HTTP connection when possible."""
-
-    @property
-    def version(self) -> object:
-        """Changes whenever any decision may change (policy snapshot, blocked state, ...)."""
-        ...
-
-    def connection_decision(self, peer: PeerInfo, port: int) -> Decision | None:
-        """The decision every HTTP request from ``peer`` on ``port`` gets under ``version``,
-        or None when the applicable policies depend on request attributes."""
-        ...
-
-
-_SCOPED_TYPES: dict[type, bool] = {}
-
-
-def is_connection_scoped(authorizer: object) -> bool:
-    """``isinstance(authorizer, ConnectionScopedAuthorizer)``, answered once per class.
-
-    A check against a runtime-checkable Protocol inspects every member (~20 µs on CPython
-    3.11); it runs per connection, and implementers define the members on the class.
-    """
-    cls = type(authorizer)
-    scoped = _SCOPED_TYPES.get(cls)
-    if scoped is None:
-        scoped = _SCOPED_TYPES[cls] = isinstance(authorizer, ConnectionScopedAuthorizer)
-    return scoped
 
 
 class InboundHttp:

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
 
-from meshsec.proxy.authz import Decision, PeerInfo
+from meshsec.proxy.authz import ConnectionScopedAuthorizer, Decision, PeerInfo
 from meshsec.proxy.inbound import PortMode
-from meshsec.proxy.inbound_http import ConnectionScopedAuthorizer
 from tests.component.proxy.apps import HttpApp, parse_echo_fields
 from tests.component.proxy.harness import (
     CLIENT_ID,

@@ -99,7 +99,7 @@ def test_only_versioned_authorizers_are_wrapped() -> None:
 
 
 def test_connection_scope_is_recognised_per_class() -> None:
-    from meshsec.proxy.inbound_http import is_connection_scoped
+    from meshsec.proxy.authz import is_connection_scoped
 
     assert is_connection_scoped(CountingPolicy())
     assert is_connection_scoped(CachedDecisions(CountingPolicy()))
