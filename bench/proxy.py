@@ -212,6 +212,11 @@ def start(args: list[str], **kw: object) -> subprocess.Popen[bytes]:
 def stop(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
+    _reap(proc)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for a signalled group; SIGKILL it after 15 s."""
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
@@ -221,19 +226,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def stop_all() -> None:
-    for proc in _started:
+    for proc in _started:  # signal every group first, so they stop in parallel
         if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-    for proc in _started:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+                os.killpg(proc.pid, signal.SIGTERM)
+    for proc in _started:
+        _reap(proc)
     _started.clear()
 
 
