@@ -119,9 +119,7 @@ class TlsTransport(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
-        if self._tickets is not None:
-            self._tickets.cancel()
-            self._tickets = None
+        self._stop_ticket_timer()
         if not self.handshake.done():
             self.handshake.set_exception(exc or ConnectionResetError("connection lost"))
             self.handshake.exception()  # retrieved: the waiter may have given up already
@@ -243,9 +241,7 @@ class TlsTransport(asyncio.Protocol):
             return
         raw = self._raw
         if raw is not None:
-            if self._tickets is not None:  # held-back tickets are in this read
-                self._tickets.cancel()
-                self._tickets = None
+            self._stop_ticket_timer()  # held-back tickets are in this read
             raw.write(self._out.read())
 
     def writelines(self, list_of_data: Any) -> None:
@@ -327,10 +323,13 @@ class TlsTransport(asyncio.Protocol):
             return self._ssl.compression()
         return self._raw.get_extra_info(name, default) if self._raw is not None else default
 
-    def _flush(self) -> None:
+    def _stop_ticket_timer(self) -> None:
         if self._tickets is not None:
             self._tickets.cancel()
             self._tickets = None
+
+    def _flush(self) -> None:
+        self._stop_ticket_timer()
         if self._out.pending and self._raw is not None and not self._raw.is_closing():
             self._raw.write(self._out.read())
 
