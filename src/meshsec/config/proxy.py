@@ -334,5 +334,15 @@ class ProxySettings:
         return tuple(parse_outbound_spec(s) for s in self.outbound)
 
     @property
+    def listen_addresses(self) -> set[tuple[str, int]]:
+        """Every (host, port) the flags ask the proxy to listen on (not the admin port, nor
+        ports that only a --config-dir Workload declares)."""
+        addresses = {(self.inbound_host, spec.port) for spec in self.inbound_specs}
+        addresses |= {(self.outbound_host, spec.listen_port) for spec in self.outbound_specs}
+        if self.http_proxy_port:
+            addresses.add((self.outbound_host, self.http_proxy_port))
+        return addresses
+
+    @property
     def endpoint_specs(self) -> tuple[EndpointSpec, ...]:
         return tuple(parse_endpoint_spec(s) for s in self.endpoints)

@@ -36,7 +36,7 @@ def bind_shared(addresses: set[tuple[str, int]], *, backlog: int = 1024) -> None
     Addresses known only later (ports from ``--config-dir``) still use ``SO_REUSEPORT``.
     """
     for host, port in sorted(addresses):
-        if (host, port) not in _SHARED and port != 0:
+        if port != 0:  # port 0 would give each worker its own port anyway
             _SHARED[host, port] = _bind(host, port, backlog, reuse_port=True)
 
 

@@ -438,11 +438,7 @@ def run_proxy(settings: ProxySettings) -> int:
     count = worker_count(settings.concurrency)
     if count <= 1:
         return run_workers(1, lambda _index: run_event_loop(serve_proxy(settings)))
-    addresses = {(settings.inbound_host, spec.port) for spec in settings.inbound_specs}
-    addresses |= {(settings.outbound_host, spec.listen_port) for spec in settings.outbound_specs}
-    if settings.http_proxy_port:
-        addresses.add((settings.outbound_host, settings.http_proxy_port))
-    bind_shared(addresses)
+    bind_shared(settings.listen_addresses)
     with shared_metrics_dir() as metrics_dir:
         return run_workers(
             count,
