@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.process_wait import wait_while_running
 from tests.fakes.ca_process import MESHSEC, run_meshsec
 
 pytestmark = pytest.mark.e2e
@@ -45,17 +46,20 @@ class RunningMesh:
 
 
 def _wait_for_state(path: Path, proc: subprocess.Popen[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+    def state() -> dict[str, Any] | None:
         if path.exists():
             with contextlib.suppress(ValueError):
                 return dict(json.loads(path.read_text()))
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"meshsec up exited {proc.returncode}\n{out}\n{err}")
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(0.2)  # returns early if the mesh dies
-    pytest.fail("timed out waiting for state.json")
+        return None
+
+    def exited() -> str:
+        out, err = proc.communicate()
+        return f"meshsec up exited {proc.returncode}\n{out}\n{err}"
+
+    found: dict[str, Any] = wait_while_running(
+        state, "state.json", proc, timeout=START_TIMEOUT, exited=exited
+    )
+    return found
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 
 from meshsec.config.sources.files import digest, read_files
+from tests.e2e.process_wait import wait_while_running
 from tests.fakes.ca_process import MESHSEC, run_meshsec
 
 pytestmark = pytest.mark.e2e
@@ -47,17 +46,12 @@ def _get(addr: str, path: str) -> tuple[int, str]:
 
 def _wait_for(predicate: Any, what: str, timeout: float, proc: subprocess.Popen[str]) -> Any:
     """Poll ``predicate`` (a cheap local read) until truthy; fail early if ``proc`` died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"meshsec up exited {proc.returncode} waiting for {what}\n{out}\n{err}")
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(0.2)  # wakes early if the mesh exits
-    pytest.fail(f"timed out waiting for {what}")
+
+    def exited() -> str:
+        out, err = proc.communicate()
+        return f"meshsec up exited {proc.returncode} waiting for {what}\n{out}\n{err}"
+
+    return wait_while_running(predicate, what, proc, timeout=timeout, exited=exited)
 
 
 def _diagnose(mesh_dir: Path, state: dict[str, Any]) -> str:

@@ -19,7 +19,6 @@ import ssl
 import stat
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.process_wait import wait_while_running
 from tests.fakes.ca_process import MESHSEC, run_meshsec
 from tests.testca import TestCA
 
@@ -128,16 +128,13 @@ def _context(ca: TestCA, spiffe_id: str, tmp: Path) -> ssl.SSLContext:
 
 
 def _wait(predicate: Any, what: str, proc: subprocess.Popen[str], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"proxy exited {proc.returncode} waiting for {what} (see its log)")
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(0.2)
-    pytest.fail(f"timed out waiting for {what}")
+    return wait_while_running(
+        predicate,
+        what,
+        proc,
+        timeout=timeout,
+        exited=lambda: f"proxy exited {proc.returncode} waiting for {what} (see its log)",
+    )
 
 
 def _requests(families: Iterable[Metric], code: str) -> float:
