@@ -15,7 +15,8 @@ from meshsec.proxy.errors import HttpError
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 100
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"  # RFC 9110 tchar: a token is one or more
+_TOKEN = re.compile(_TCHAR + rb"+")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 
@@ -136,7 +137,7 @@ def keep_alive(version: bytes, headers: Headers) -> bool:
     return b"close" not in tokens
 
 
-_FIELD = rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n"
+_FIELD = rb"(" + _TCHAR + rb"+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n"
 _FIELD_RE = re.compile(_FIELD)
 _FIELDS_BLOCK = re.compile(rb"(?:" + _FIELD + rb")*\r\n")
 
@@ -175,12 +176,10 @@ def _parse_fields(block: bytes) -> Headers:
 # not match goes through the step-by-step parser, which says what is wrong (or accepts it the
 # same way). Each field in a block is b"\r\n" + name + b":" + value (CRLF before, not after).
 _VALUE = rb"(?:[^\x00-\x20\x7f]++(?:[ \t]++[^\x00-\x20\x7f]++)*+)?+"
-_NAME = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]++"
+_NAME = _TCHAR + rb"++"
 _FIELDS = rb"((?:\r\n" + _NAME + rb":[ \t]*+" + _VALUE + rb"[ \t]*+)*+)\r\n\r\n"
 _FIELD_LIST = re.compile(rb"\r\n(" + _NAME + rb"):[ \t]*+(" + _VALUE + rb")[ \t]*+")
-_REQUEST_HEAD = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])" + _FIELDS
-)
+_REQUEST_HEAD = re.compile(rb"(" + _TCHAR + rb"+) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])" + _FIELDS)
 CONTENT_LENGTH_FIELD = b"\r\ncontent-length:"
 TRANSFER_ENCODING_FIELD = b"\r\ntransfer-encoding:"
 _RESPONSE_HEAD = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\r\n]*+))?" + _FIELDS)
