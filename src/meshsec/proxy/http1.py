@@ -24,10 +24,13 @@ from meshsec.proxy.errors import HttpError
 from meshsec.proxy.http1_head import (
     CONTENT_LENGTH_FIELD,
     MAX_HEAD,
+    NO_LENGTH,
     TRANSFER_ENCODING_FIELD,
+    UNCLEAR_LENGTH,
     Headers,
     RequestHead,
     ResponseHead,
+    plain_content_length,
 )
 
 MAX_CHUNK_LINE = 4096
@@ -109,16 +112,11 @@ def response_framing(head: ResponseHead, request_method: bytes | None) -> BodyFr
     lowered = head._lowered if head._headers is None else None
     if lowered is not None and TRANSFER_ENCODING_FIELD not in lowered:
         # fast path: the common case, one plain Content-Length (or none)
-        at = lowered.find(CONTENT_LENGTH_FIELD)
-        if at < 0:
+        size = plain_content_length(head._block, lowered)
+        if size == NO_LENGTH:
             return BodyFramer(_F_UNTIL_CLOSE)
-        if lowered.find(CONTENT_LENGTH_FIELD, at + 1) < 0:
-            end = lowered.find(b"\r\n", at + 2)
-            length = head._block[at + len(CONTENT_LENGTH_FIELD) : end if end >= 0 else None]
-            length = length.strip(b" \t")
-            if length.isdigit() and len(length) <= 18:
-                size = int(length)
-                return BodyFramer(_F_LENGTH, size) if size else BodyFramer(_F_NONE)
+        if size != UNCLEAR_LENGTH:
+            return BodyFramer(_F_LENGTH, size) if size else BodyFramer(_F_NONE)
     return _response_body_framing(head)
 
 
@@ -255,6 +253,11 @@ class MessageReader:
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+    @property
+    def idle(self) -> bool:
+        """Between messages with nothing buffered: the next bytes start a head."""
+        return self.state is _S_HEAD and not self._buf
 
     def feed(self, data: bytes) -> None:
         state = self.state

@@ -30,7 +30,9 @@ class _Fields:
 
     __slots__ = ("_block", "_headers", "_lowered")
 
-    def _set_fields(self, headers: Headers | None, block: bytes | None) -> None:
+    def _set_fields(
+        self, headers: Headers | None, block: bytes | None, lowered: bytes | None = None
+    ) -> None:
         # block: b"\r\nName: value" per field, each already validated; lowered: block.lower()
         if block is None:
             self._headers: Headers | None = headers if headers is not None else []
@@ -38,7 +40,7 @@ class _Fields:
         else:
             self._headers = None
             self._block = block
-            self._lowered = block.lower()
+            self._lowered = block.lower() if lowered is None else lowered
 
     @property
     def headers(self) -> Headers:
@@ -81,13 +83,15 @@ class RequestHead(_Fields):
         headers: Headers | None = None,
         *,
         fields_block: bytes | None = None,
+        lowered: bytes | None = None,
     ) -> None:
         """``fields_block`` (the parser's fast path, instead of ``headers``): the validated
-        field lines as received, listed only when asked for."""
+        field lines as received, listed only when asked for; ``lowered``: the block
+        lower-cased, when the caller has it already."""
         self.method = method
         self.target = target
         self.version = version
-        self._set_fields(headers, fields_block)
+        self._set_fields(headers, fields_block, lowered)
 
     @property
     def keep_alive(self) -> bool:
@@ -185,18 +189,84 @@ TRANSFER_ENCODING_FIELD = b"\r\ntransfer-encoding:"
 _RESPONSE_HEAD = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\r\n]*+))?" + _FIELDS)
 
 
-def parse_request_head(raw: bytes) -> RequestHead:
-    """Parse a complete request head (ending in CRLFCRLF)."""
+def _match_request_head(raw: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes] | None:
+    """(method, target, version, field block, the block lower-cased) when the fast path's regex
+    matches the whole of ``raw``; None when it does not (the step-by-step parser decides)."""
     m = _REQUEST_HEAD.fullmatch(raw)
     if m is None:
-        return _parse_request_head_checked(raw)
+        return None
     method, target, version, block = m.groups()
     if block.count(b"\r\n") > MAX_HEADERS:  # one CRLF per field
         raise HttpError(431, f"more than {MAX_HEADERS} header fields")
-    head = RequestHead(method, target, version, fields_block=block)
-    if version == b"HTTP/1.1" and head._lowered.count(b"\r\nhost:") != 1:
+    lowered = block.lower()
+    if version == b"HTTP/1.1" and lowered.count(b"\r\nhost:") != 1:
         raise HttpError(400, "an HTTP/1.1 request needs exactly one Host header")
-    return head
+    return method, target, version, block, lowered
+
+
+def parse_request_head(raw: bytes) -> RequestHead:
+    """Parse a complete request head (ending in CRLFCRLF)."""
+    matched = _match_request_head(raw)
+    if matched is None:
+        return _parse_request_head_checked(raw)
+    method, target, version, block, lowered = matched
+    return RequestHead(method, target, version, fields_block=block, lowered=lowered)
+
+
+def scan_request_head(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(method, field block lower-cased) when ``raw`` is exactly one complete, well-formed
+    request head within the limits: the relay's one-step path, which never lists the fields.
+
+    None when it is anything else (part of a head, a head and more bytes, a head the fast
+    regex does not take): :func:`parse_request_head` then decides, with the same verdict.
+    Raises :class:`HttpError` as the parser does for too many fields or a wrong Host count.
+    A CRLFCRLF can only end a head the regex matched (values hold no CR or LF), so a match
+    of the whole input is one head and nothing else.
+    """
+    if len(raw) > MAX_HEAD:
+        return None
+    matched = _match_request_head(raw)
+    return None if matched is None else (matched[0], matched[4])
+
+
+NO_LENGTH = -1  # no Content-Length field
+UNCLEAR_LENGTH = -2  # several, or not a plain number: the full framing check decides
+
+
+def plain_content_length(block: bytes, lowered: bytes) -> int:
+    """The value of a field block's only Content-Length when it is a plain number (at most 18
+    digits, optional surrounding blanks); :data:`NO_LENGTH` or :data:`UNCLEAR_LENGTH`."""
+    at = lowered.find(CONTENT_LENGTH_FIELD)
+    if at < 0:
+        return NO_LENGTH
+    if lowered.find(CONTENT_LENGTH_FIELD, at + 1) >= 0:
+        return UNCLEAR_LENGTH
+    end = lowered.find(b"\r\n", at + 2)
+    value = block[at + len(CONTENT_LENGTH_FIELD) : end if end >= 0 else None].strip(b" \t")
+    return int(value) if value.isdigit() and len(value) <= 18 else UNCLEAR_LENGTH
+
+
+def scan_response(data: bytes) -> tuple[int, int] | None:
+    """(status, size of head + body) when ``data`` starts with a well-formed response head
+    that frames its body by one plain Content-Length (no Transfer-Encoding), within the limits:
+    the relay's one-step path. None otherwise (part of a head, chunked or read-until-close
+    bodies, anything the fast regex does not take): :func:`parse_response_head` then decides.
+    Whether the status or the request method lets the response have a body is the caller's
+    question (1xx, 204, 304, answers to HEAD and CONNECT)."""
+    m = _RESPONSE_HEAD.match(data)
+    if m is None:
+        return None
+    stop = m.end()
+    block = m.group(4)
+    if stop > MAX_HEAD or block.count(b"\r\n") > MAX_HEADERS:
+        return None
+    lowered = block.lower()
+    if TRANSFER_ENCODING_FIELD in lowered:
+        return None
+    length = plain_content_length(block, lowered)
+    if length < 0:
+        return None
+    return int(m.group(2)), stop + length
 
 
 def parse_response_head(raw: bytes) -> ResponseHead:

@@ -15,11 +15,17 @@ connection closes. What keeps the per-request cost low:
   (no re-encoding of the head).
 * **One write per direction per input chunk**: a response head and its body (or several
   pipelined messages) that arrive together leave as one TLS record batch and one ``send``.
+* **The common exchange in one step**: a chunk that is exactly one bodiless request head on an
+  allowed connection, or exactly one whole Content-Length response, is checked by one regex
+  (:func:`~meshsec.proxy.http1_head.scan_request_head`, :func:`~.scan_response`) and relayed
+  without the message readers; everything else goes the general way, with the same result
+  (``tests/unit/proxy/test_inbound_http_relay.py`` holds the two paths together).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import Callable
 
@@ -46,6 +52,8 @@ from meshsec.proxy.http1_head import (
     RequestHead,
     parse_request_head,
     parse_response_head,
+    scan_request_head,
+    scan_response,
 )
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
 from meshsec.proxy.pump import Link, WriteBatch
@@ -56,6 +64,11 @@ log = logging.getLogger("meshsec.proxy.inbound")
 XFCC = b"x-forwarded-client-cert"
 RBAC_DENIED = b"RBAC: access denied"
 _NO_DECISION = object()
+# fields that take a request off the one-step path (searched in the lower-cased field block)
+_SPECIAL_FIELD = re.compile(
+    rb"\r\n(?:content-length|transfer-encoding|x-forwarded-client-cert|upgrade):"
+)
+_NO_BODY_METHODS = (b"HEAD", b"CONNECT")  # their responses are framed without a body
 
 
 class InboundHttp:
@@ -134,14 +147,18 @@ class InboundHttp:
         link.up.on_data = self._from_app
 
     # authorization ----------------------------------------------------------------------------
-    def _decide(self, head: RequestHead) -> Decision:
+    def _connection_decision(self) -> Decision | None:
+        """The decision every request on this connection gets now, or None (per request)."""
         if self._scoped:
             authorizer: ConnectionScopedAuthorizer = self.authorizer  # type: ignore[assignment]
             version = authorizer.version
             if version != self._conn_version:
                 self._conn_version = version
                 self._conn_decision = authorizer.connection_decision(self.peer, self.port)
-        decision = self._conn_decision
+        return self._conn_decision
+
+    def _decide(self, head: RequestHead) -> Decision:
+        decision = self._connection_decision()
         if decision is not None:
             return decision
         host = head.get(b"host") or b""
@@ -156,6 +173,8 @@ class InboundHttp:
     # client → app -----------------------------------------------------------------------------
     def _from_client(self, data: bytes) -> None:
         try:
+            if self._relay_request(data):
+                return
             self.requests.feed(data)
         except HttpError as exc:
             log.info("inbound http from %s: %s", self.peer.address, exc)
@@ -165,6 +184,31 @@ class InboundHttp:
         self._to_app.flush()
         if self.requests.buffered > self.requests.max_head:
             self.link.down.pause()
+
+    def _relay_request(self, data: bytes) -> bool:
+        """The common case in one step: ``data`` is exactly one request head with no body, no
+        client XFCC, no Upgrade, no CONNECT, on a connection whose requests are all allowed
+        (decided per connection). It goes to the app with our XFCC line; True. False: the
+        general path (:class:`MessageReader` and :meth:`_request_head`) takes ``data``, and
+        gives the same result for such a head — a property test holds the two together."""
+        if not self.requests.idle or self.awaiting_upgrade or self.local_reply is not None:
+            return False
+        scanned = scan_request_head(data)
+        if scanned is None:
+            return False
+        method, lowered = scanned
+        decision = self._connection_decision()
+        if (
+            decision is None
+            or not decision.allowed
+            or method == b"CONNECT"
+            or _SPECIAL_FIELD.search(lowered) is not None
+        ):
+            return False
+        assert self.link.up is not None
+        self.link.up.write(data[:-2] + self._xfcc_end if self.xfcc is not None else data)
+        self.outstanding.append(method)
+        return True
 
     def _request_head(self, raw: bytes) -> BodyFramer | None:
         head = parse_request_head(raw)
@@ -217,6 +261,8 @@ class InboundHttp:
 
     # app → client -----------------------------------------------------------------------------
     def _from_app(self, data: bytes) -> None:
+        if self._relay_response(data):
+            return
         try:
             self.responses.feed(data)
         except HttpError as exc:
@@ -229,6 +275,33 @@ class InboundHttp:
             self.link.close()
             return
         self._to_client.flush()
+
+    def _relay_response(self, data: bytes) -> bool:
+        """The common case in one step: ``data`` is exactly one whole final response (head
+        and Content-Length body) to the oldest outstanding request, not HEAD or CONNECT, while
+        nothing else is pending (no upgrade, no local reply, not draining: only a draining
+        listener sets :attr:`closing`). It is counted and goes to the client as it is; True.
+        False: the general path takes ``data``."""
+        outstanding = self.outstanding
+        if (
+            not outstanding
+            or not self.responses.idle
+            or self.awaiting_upgrade
+            or self.local_reply is not None
+        ):
+            return False
+        scanned = scan_response(data)
+        if scanned is None or scanned[1] != len(data):
+            return False
+        status = scanned[0]
+        if status < 200 or status in (204, 304) or outstanding[0] in _NO_BODY_METHODS:
+            return False
+        if self.draining():
+            return False
+        outstanding.popleft()
+        self.tally.add(status)
+        self.link.down.write(data)
+        return True
 
     def _response_head(self, raw: bytes) -> BodyFramer | None:
         head = parse_response_head(raw)

@@ -1,0 +1,239 @@
+"""The inbound HTTP one-step relay gives exactly what the general path gives.
+
+:class:`~meshsec.proxy.inbound_http.InboundHttp` relays the common exchange (one whole request
+head, one whole response with a Content-Length body) without its message reader. Each test
+feeds the same client and application chunks to two connections: one gets every chunk whole
+(the one-step path where it applies), the other gets each chunk's first byte apart, which keeps
+every head off the one-step path (a single byte is never a whole head). Both must send the same
+bytes each way, count the same response codes and end in the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from meshsec.core.identity import SpiffeId
+from meshsec.proxy.authz import ALLOWED, Decision, HttpRequestInfo, PeerInfo
+from meshsec.proxy.inbound_http import InboundHttp
+from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
+from meshsec.proxy.pump import Link, PumpLimits
+from meshsec.proxy.tls import PeerIdentity
+
+CLIENT_ID = "spiffe://cluster.local/ns/a/sa/client"
+OWN_ID = "spiffe://cluster.local/ns/b/sa/server"
+
+
+class FakeTransport:
+    """Records writes; the Side reads nothing else from it."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        return None
+
+
+@dataclass
+class Authorizer:
+    """Decides whole connections (``scoped``), or per request when ``scoped`` is None."""
+
+    scoped: Decision | None = ALLOWED
+    version: object = 1
+    requests: list[str] = field(default_factory=list)
+
+    def connection_decision(self, peer: PeerInfo, port: int) -> Decision | None:
+        return self.scoped
+
+    def authorize(self, peer: PeerInfo, port: int, request: HttpRequestInfo | None) -> Decision:
+        assert request is not None
+        self.requests.append(request.path)
+        return Decision(request.path != "/deny", "by path")
+
+
+@dataclass
+class Connection:
+    link: Link
+    handler: InboundHttp
+    client: FakeTransport
+    app: FakeTransport
+    metrics: ProxyMetrics
+
+    def outcome(self) -> tuple[object, ...]:
+        self.handler.tally.flush()
+        codes = {
+            code: self.metrics.sample("istio_requests_total", {"response_code": str(code)})
+            for code in (100, 200, 204, 304, 403, 404, 502)
+        }
+        return (
+            bytes(self.app.written),
+            bytes(self.client.written),
+            codes,
+            tuple(self.handler.outstanding),
+            self.link.closed,
+            self.client.paused,
+            self.handler.awaiting_upgrade,
+        )
+
+
+def _connect(authorizer: Authorizer, *, mtls: bool = True, drain: bool = False) -> Connection:
+    link = Link(PumpLimits())
+    client, app = FakeTransport(), FakeTransport()
+    link.down.connection_made(client)  # type: ignore[arg-type]
+    link.new_upstream().connection_made(app)  # type: ignore[arg-type]
+    identity = PeerIdentity(SpiffeId.parse(CLIENT_ID), "ab" * 32) if mtls else None
+    peer = PeerInfo.from_identity(identity, "127.0.0.1")
+    metrics = ProxyMetrics()
+    labels = ConnectionLabels("destination", peer.principal, OWN_ID, "inbound|80", "mutual_tls")
+    handler = InboundHttp(
+        link, peer, identity, OWN_ID, 80, authorizer, metrics, labels, draining=lambda: drain
+    )
+    link.start()
+    return Connection(link, handler, client, app, metrics)
+
+
+REQUESTS = [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: a\r\nUser-Agent: ab\r\n\r\n",
+    b"GET /deny HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Client-Cert: By=forged\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n",
+    b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two Hosts: 400
+    b"GET / HTTP/1.1\r\n\r\n",  # no Host: 400
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",  # control character: 400
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",  # pipelined
+    b"GET / HTTP/1.1\r\nHost",  # part of a head
+]
+RESPONSES = [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\nno",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel",  # body still to come
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",  # bad length: 502
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+    # bodiless by status, yet with bytes that a Content-Length would count: the next head
+    b"HTTP/1.1 304 Not Modified\r\ncontent-length: 2\r\n\r\nok",
+    b"HTTP/1.1 204 No Content\r\ncontent-length: 2\r\n\r\nok",
+    b"HTTP/1.1 103 Early Hints\r\ncontent-length: 2\r\n\r\nok",
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n\r\n",  # read until close
+    b"lo",
+]
+
+
+def _run(connection: Connection, steps: list[tuple[bool, bytes]], *, split: bool) -> None:
+    for from_client, chunk in steps:
+        if connection.link.closed:
+            return  # a closed transport delivers nothing more
+        side = connection.link.down if from_client else connection.link.up
+        assert side is not None
+        if split and len(chunk) > 1:
+            side.data_received(chunk[:1])
+            if not connection.link.closed:
+                side.data_received(chunk[1:])
+        else:
+            side.data_received(chunk)
+
+
+# mostly request/response pairs (each request meets each kind of response), then strays
+PAIRS = st.lists(st.tuples(st.sampled_from(REQUESTS), st.sampled_from(RESPONSES)), max_size=4)
+STEPS = st.tuples(PAIRS, st.lists(st.sampled_from(REQUESTS + RESPONSES), max_size=2)).map(
+    lambda t: (
+        [step for req, resp in t[0] for step in ((True, req), (False, resp))]
+        + [(chunk in REQUESTS, chunk) for chunk in t[1]]
+    )
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    steps=STEPS,
+    scoped=st.sampled_from([ALLOWED, ALLOWED, Decision(False, "denied"), None]),
+    mtls=st.booleans(),
+    drain=st.booleans(),
+)
+@example(steps=[(True, REQUESTS[1]), (False, RESPONSES[1])], scoped=ALLOWED, mtls=True, drain=False)
+def test_the_one_step_relay_and_the_general_path_agree(
+    steps: list[tuple[bool, bytes]], scoped: Decision | None, mtls: bool, drain: bool
+) -> None:
+    async def both() -> tuple[tuple[object, ...], tuple[object, ...]]:
+        whole = _connect(Authorizer(scoped), mtls=mtls, drain=drain)
+        apart = _connect(Authorizer(scoped), mtls=mtls, drain=drain)
+        _run(whole, steps, split=False)
+        _run(apart, steps, split=True)
+        return whole.outcome(), apart.outcome()
+
+    whole, apart = asyncio.run(both())
+    assert whole == apart
+
+
+class IdleReader:
+    """Stands in for the message readers: always between messages, never fed."""
+
+    idle = True
+
+    def feed(self, data: bytes) -> None:
+        raise AssertionError(f"general path taken for {data!r}")
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
+async def test_a_keep_alive_exchange_takes_the_one_step_path(version: bytes) -> None:
+    connection = _connect(Authorizer())
+    handler = connection.handler
+
+    handler.requests = handler.responses = IdleReader()  # type: ignore[assignment]
+    up = connection.link.up
+    assert up is not None
+    for _ in range(3):
+        connection.link.down.data_received(b"GET /x " + version + b"\r\nHost: a\r\n\r\n")
+        up.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    xfcc = f"x-forwarded-client-cert: By={OWN_ID};Hash={'ab' * 32};URI={CLIENT_ID}\r\n".encode()
+    assert (
+        bytes(connection.app.written)
+        == (b"GET /x " + version + b"\r\nHost: a\r\n" + xfcc + b"\r\n") * 3
+    )
+    assert bytes(connection.client.written) == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" * 3
+    handler.tally.flush()
+    assert connection.metrics.sample("istio_requests_total", {"response_code": "200"}) == 3
