@@ -169,6 +169,7 @@ class InboundListener:
             timer.cancel()
             if tls is None:
                 conn.close()
+                self._acceptor.release()
             else:
                 self._spawn(conn, address, tls=tls)
 
@@ -194,6 +195,7 @@ class InboundListener:
         loop = self._loop
         assert loop is not None
         link = Link(self.options.limits)
+        self._acceptor.release_when_done(link.done)
         identity: PeerIdentity | None = None
         try:
             if tls:

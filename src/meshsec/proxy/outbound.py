@@ -100,6 +100,12 @@ class _OutboundBase:
     def _on_socket(self, conn: socket.socket, address: str) -> None:
         self._spawn(self._serve(conn, address))
 
+    def _new_link(self) -> Link:
+        """The link of an accepted connection, counted in the worker's load until it ends."""
+        link = Link(self.options.limits)
+        self._acceptor.release_when_done(link.done)
+        return link
+
     async def _serve(self, conn: socket.socket, address: str) -> None:
         raise NotImplementedError
 
@@ -148,7 +154,7 @@ class TcpOutboundListener(_OutboundBase):
 
     async def _serve(self, conn: socket.socket, address: str) -> None:
         loop = asyncio.get_running_loop()
-        link = Link(self.options.limits)
+        link = self._new_link()
         try:
             await loop.connect_accepted_socket(lambda: link.down, conn)
         except OSError:
@@ -181,7 +187,7 @@ class HttpProxyListener(_OutboundBase):
 
     async def _serve(self, conn: socket.socket, address: str) -> None:
         loop = asyncio.get_running_loop()
-        link = Link(self.options.limits)
+        link = self._new_link()
         # The session takes the client's bytes from the first one: uvloop may deliver data
         # before connect_accepted_socket returns here, and nothing would read it later.
         ProxyHttpSession(self, link, address)

@@ -33,7 +33,7 @@ from meshsec.proxy.authz import AllowAll, Authorizer
 from meshsec.proxy.certdir import load_cert_dir, stamp_cert_dir, watch_cert_dir
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
-from meshsec.proxy.listener import bind_shared
+from meshsec.proxy.listener import become_worker, bind_shared
 from meshsec.proxy.metrics import (
     ProxyMetrics,
     build_aggregate_registry,
@@ -438,12 +438,17 @@ def run_proxy(settings: ProxySettings) -> int:
     count = worker_count(settings.concurrency)
     if count <= 1:
         return run_workers(1, lambda _index: run_event_loop(serve_proxy(settings)))
-    bind_shared(settings.listen_addresses)
+    bind_shared(settings.listen_addresses, workers=count)
+
+    def serve_worker(index: int, metrics_dir: Path) -> int:
+        become_worker(index)
+        return run_event_loop(
+            serve_proxy(settings, admin=index == 0, reuse_port=True, metrics_dir=metrics_dir)
+        )
+
     with shared_metrics_dir() as metrics_dir:
         return run_workers(
             count,
-            lambda index: run_event_loop(
-                serve_proxy(settings, admin=index == 0, reuse_port=True, metrics_dir=metrics_dir)
-            ),
+            lambda index: serve_worker(index, metrics_dir),
             exited=lambda pid: forget_worker(metrics_dir, pid),
         )

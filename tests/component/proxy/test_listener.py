@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 
 from meshsec.proxy import listener
+from meshsec.proxy.balance import WorkerLoad
 from meshsec.proxy.errors import ListenError
 from meshsec.proxy.listener import Acceptor, bind_shared
 
@@ -51,7 +53,7 @@ def _free_port() -> int:
 
 async def test_an_acceptor_takes_the_socket_bound_before_the_fork() -> None:
     port = _free_port()
-    bind_shared({("127.0.0.1", port)})
+    bind_shared({("127.0.0.1", port)}, workers=1)
     shared = listener._SHARED[("127.0.0.1", port)]
     accepted: list[str] = []
     arrived = asyncio.Event()
@@ -81,5 +83,97 @@ def test_a_busy_port_is_a_clear_error_before_any_worker_starts() -> None:
         with pytest.raises(
             ListenError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"
         ):
-            bind_shared({("127.0.0.1", port)})
+            bind_shared({("127.0.0.1", port)}, workers=2)
     assert ("127.0.0.1", port) not in listener._SHARED
+
+
+class Worker:
+    """One ``--concurrency`` worker's acceptor on the shared socket, with its view of the load."""
+
+    def __init__(self, load: WorkerLoad, port: int, shared: socket.socket) -> None:
+        self.load = load
+        self.accepted: list[socket.socket] = []
+        self.arrived = asyncio.Event()
+        listener._SHARED[("127.0.0.1", port)] = shared
+        listener._LOAD = load  # what start() finds in this worker's process
+        self.acceptor = Acceptor("127.0.0.1", port, self._on_socket, reuse_port=True)
+        self.acceptor.start()
+
+    def _on_socket(self, conn: socket.socket, _address: str) -> None:
+        self.accepted.append(conn)
+        self.arrived.set()
+
+    def stop(self) -> None:
+        self.acceptor.stop()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[tuple[Worker, Worker]]:
+    port = _free_port()
+    bind_shared({("127.0.0.1", port)}, workers=2)
+    shared = listener._SHARED.pop(("127.0.0.1", port))
+    load = listener._LOAD
+    assert load is not None
+    busy = Worker(load, port, shared.dup())
+    idle = Worker(load.for_worker(1), port, shared)
+    yield busy, idle
+    busy.stop()
+    idle.stop()
+    listener._LOAD = None
+
+
+async def test_the_less_loaded_worker_takes_the_connection(
+    workers: tuple[Worker, Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener, "ACCEPT_DEFER", 60.0)  # the busy one stays back for the test
+    busy, idle = workers
+    busy.load.opened()  # two connections open in the busy worker, none in the other
+    busy.load.opened()
+    with socket.create_connection(("127.0.0.1", busy.acceptor.bound_port)):
+        await asyncio.wait_for(idle.arrived.wait(), 10)
+    # both were woken in the same loop turn, whichever first: the busy one stepped back
+    assert busy.load.is_deferring(0)
+    assert not busy.accepted
+    assert len(idle.accepted) == 1
+    assert idle.load.open_connections(1) == 1  # counted until released
+    idle.acceptor.release()
+    assert idle.load.open_connections(1) == 0
+
+
+async def test_a_connection_the_less_loaded_worker_leaves_waiting_is_taken(
+    workers: tuple[Worker, Worker],
+) -> None:
+    busy, idle = workers
+    idle.acceptor.stop()  # stands for a worker that is stuck: it never accepts
+    busy.load.opened()
+    with socket.create_connection(("127.0.0.1", busy.acceptor.bound_port)):
+        # the busy worker defers, then after ACCEPT_DEFER takes what is still waiting
+        await asyncio.wait_for(busy.arrived.wait(), 10)
+    assert len(busy.accepted) == 1
+    assert busy.load.open_connections(0) == 2
+
+
+async def test_a_deferring_worker_is_not_waited_for(workers: tuple[Worker, Worker]) -> None:
+    busy, idle = workers
+    busy.load.opened()
+    idle.acceptor.stop()
+    idle.load.deferring(True)  # the less loaded worker is itself stepping back
+    assert not busy.load.should_defer()
+    with socket.create_connection(("127.0.0.1", busy.acceptor.bound_port)):
+        await asyncio.wait_for(busy.arrived.wait(), 10)
+    assert len(busy.accepted) == 1
+
+
+async def test_a_released_connection_counts_when_its_link_ends(
+    workers: tuple[Worker, Worker],
+) -> None:
+    _, idle = workers
+    idle.load.opened()
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    idle.acceptor.release_when_done(done)
+    assert idle.load.open_connections(1) == 1
+    done.set_result(None)
+    await asyncio.sleep(0)  # done callbacks run on the next loop turn
+    assert idle.load.open_connections(1) == 0
