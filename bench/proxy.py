@@ -33,20 +33,19 @@ download, idle``, comma-separated) runs just those measurements; ``--baseline-sr
 runs the meshsec of another source tree (e.g. ``git worktree add /tmp/base <commit>``; its
 ``src`` is put first on the path) as ``base-tcp`` / ``base-http`` in the same interleaved rounds,
 and prints current / baseline ratios next to the haproxy ones (an A/B under the same load).
+
+This file is the driver (rounds, medians, ratios, the recorded section); what it starts is in
+``bench/proxy_peers.py``, the measurements in ``bench/proxy_measure.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
-import re
-import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,375 +53,23 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "src"))
-
-from tests.testca import TestCA  # noqa: E402
-
-CIPHERS = (
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-GCM-SHA256"
+from proxy_measure import cpu_s, download, handshakes, idle_memory, keepalive, latency, load, tree
+from proxy_peers import (
+    APP,
+    ROOT,
+    ensure_packages,
+    free_port,
+    haproxy_config,
+    haproxy_maxconn,
+    meshsec_proxy,
+    start,
+    stop,
+    stop_all,
+    wait_port,
+    write_material,
 )
-CLIENT_ID = "spiffe://cluster.local/ns/bench/sa/client"
-SERVER_ID = "spiffe://cluster.local/ns/bench/sa/server"
-
-APP = r"""
-import asyncio, sys, uvloop
-BODY = b"x" * 1024
-CHUNK = b"y" * (1 << 20)
-async def serve(reader, writer):
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            line = head.split(b"\r\n", 1)[0]
-            if b" /big" in line:
-                size = int(sys.argv[2]) << 20
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
-                for _ in range(size >> 20):
-                    writer.write(CHUNK)
-                    await writer.drain()
-            else:
-                ka = line.endswith(b"HTTP/1.0") and b"keep-alive" in head.lower()
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\n"
-                    + (b"connection: keep-alive\r\n" if ka else b"")
-                    + b"content-length: 1024\r\n\r\n" + BODY
-                )
-                await writer.drain()
-            if line.endswith(b"HTTP/1.0") and b"keep-alive" not in head.lower():
-                break
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    writer.close()
-async def main():
-    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]), backlog=4096)
-    await server.serve_forever()
-uvloop.run(main())
-"""
-
-IDLE = r"""
-import asyncio, ssl, sys, uvloop
-n, port, cert, key, root = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False
-ctx.load_verify_locations(root); ctx.load_cert_chain(cert, key)
-async def main():
-    held = []
-    for _ in range(n):
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
-        w.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"); await w.drain()
-        await r.readuntil(b"\r\n\r\n"); await r.readexactly(1024)
-        held.append(w)
-    print("open", flush=True)
-    await asyncio.sleep(3600)
-uvloop.run(main())
-"""
-
-# Open-loop fixed-rate client: request i is due at t0 + i/rate; its latency runs from then.
-LATENCY = r"""
-import asyncio, json, ssl, sys, time, uvloop
-port, rate, seconds, tls = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-ctx = None
-if tls != "-":
-    cert, key, root = tls.split(",")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False
-    ctx.load_verify_locations(root); ctx.load_cert_chain(cert, key)
-REQ = b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n"
-async def main():
-    idle = asyncio.Queue()
-    for _ in range(32):
-        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port, ssl=ctx))
-    for _ in range(32):  # warm every connection once
-        r, w = idle.get_nowait(); w.write(REQ)
-        await r.readuntil(b"\r\n\r\n"); await r.readexactly(1024); idle.put_nowait((r, w))
-    lat = []
-    async def one(due):
-        r, w = await idle.get()
-        w.write(REQ)
-        await r.readuntil(b"\r\n\r\n"); await r.readexactly(1024)
-        lat.append(time.perf_counter() - due)
-        idle.put_nowait((r, w))
-    n = int(rate * seconds)
-    t0 = time.perf_counter() + 0.05
-    tasks = []
-    for i in range(n):
-        due = t0 + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(due)))
-    await asyncio.gather(*tasks)
-    lat.sort()
-    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e6
-    print(json.dumps({"n": len(lat), "p50_us": round(q(0.50)), "p99_us": round(q(0.99))}))
-uvloop.run(main())
-"""
-
-CONFIG = """\
-apiVersion: v1
-kind: Namespace
-metadata: {{name: istio-system}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: bench}}
----
-apiVersion: meshsec.io/v1alpha1
-kind: Workload
-metadata:
-  name: server
-  namespace: bench
-  labels: {{app: server}}
-spec:
-  serviceAccount: server
-  command: [python, app.py]
-  ports:
-  - {{port: {tcp}, protocol: tcp}}
-  - {{port: {http}, protocol: http}}
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {{name: default, namespace: istio-system}}
-spec:
-  mtls: {{mode: STRICT}}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {{name: bench-client-only, namespace: bench}}
-spec:
-  selector:
-    matchLabels: {{app: server}}
-  action: ALLOW
-  rules:
-  - from:
-    - source:
-        principals: [cluster.local/ns/bench/sa/client]
-"""
-
-_started: list[subprocess.Popen[bytes]] = []
-
-
-def start(args: list[str], **kw: object) -> subprocess.Popen[bytes]:
-    """A child in its own process group (stopped as a group, workers included)."""
-    proc: subprocess.Popen[bytes] = subprocess.Popen(args, start_new_session=True, **kw)  # type: ignore[call-overload]
-    _started.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    _reap(proc)
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    """Wait for a signalled group; SIGKILL it after 15 s."""
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def stop_all() -> None:
-    for proc in _started:  # signal every group first, so they stop in parallel
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-    for proc in _started:
-        _reap(proc)
-    _started.clear()
-
-
-def ensure_packages() -> None:
-    missing = [
-        p for p, exe in (("haproxy", "haproxy"), ("apache2-utils", "ab")) if not shutil.which(exe)
-    ]
-    if missing:
-        subprocess.run(["apt-get", "update", "-q"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open")
-
-
-def rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            text = Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total
-
-
-def tree(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    pids = [pid]
-    for child in out.split():
-        pids += tree(int(child))
-    return pids
-
-
-def cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` (all threads) so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
-def load() -> str:
-    return Path("/proc/loadavg").read_text().split()[0]
-
-
-def handshakes(port: int, d: Path, seconds: int, clients: int) -> tuple[float, int]:
-    procs = [
-        subprocess.Popen(
-            [
-                *("openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-www", "/"),
-                *("-time", str(seconds), "-cert", str(d / "client.pem")),
-                *("-key", str(d / "client-key.pem"), "-CAfile", str(d / "root.pem")),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        for _ in range(clients)
-    ]
-    total, count = 0.0, 0
-    for p in procs:
-        out, _ = p.communicate(timeout=seconds * 10 + 30)
-        m = re.search(r"(\d+) connections in (\d+) real seconds", out)
-        if m:
-            total += int(m.group(1)) / max(int(m.group(2)), 1)
-            count += int(m.group(1))
-    return total, count
-
-
-def keepalive(port: int, d: Path, seconds: int) -> tuple[float, int]:
-    out = subprocess.run(
-        [
-            *("ab", "-q", "-k", "-c", "32", "-t", str(seconds), "-n", "10000000"),
-            *("-E", str(d / "client-bundle.pem"), f"https://127.0.0.1:{port}/"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds * 10 + 30,
-    ).stdout
-    m = re.search(r"Requests per second:\s+([\d.]+)", out)
-    n = re.search(r"Complete requests:\s+(\d+)", out)
-    return (float(m.group(1)) if m else 0.0), (int(n.group(1)) if n else 0)
-
-
-def download(port: int, d: Path) -> float:
-    out = subprocess.run(
-        [
-            *("curl", "-sk", "--http1.1", "--cert", str(d / "client.pem")),
-            *("--key", str(d / "client-key.pem"), "-o", "/dev/null", "-w", "%{speed_download}"),
-            f"https://127.0.0.1:{port}/big",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    ).stdout
-    return float(out or 0) / 1e6
-
-
-def latency(port: int, d: Path, rate: float, seconds: int, tls: bool) -> dict[str, int]:
-    creds = ",".join(str(d / f) for f in ("client.pem", "client-key.pem", "root.pem"))
-    out = subprocess.run(
-        [sys.executable, "-c", LATENCY, str(port), str(rate), str(seconds), creds if tls else "-"],
-        capture_output=True,
-        text=True,
-        timeout=seconds * 20 + 60,
-    ).stdout
-    result: dict[str, int] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
-def idle_memory(port: int, pids: list[int], d: Path, n: int) -> float:
-    before = rss_kib(pids)
-    proc = start(
-        [
-            *(sys.executable, "-c", IDLE, str(n), str(port)),
-            *(str(d / "client.pem"), str(d / "client-key.pem"), str(d / "root.pem")),
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()
-    time.sleep(1)
-    after = rss_kib(pids)
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait()
-    time.sleep(1)
-    return (after - before) / n
-
 
 MEASUREMENTS = ("latency", "handshakes", "keepalive", "download", "idle")
-ENTRY = "import sys; from meshsec.cli.main import entrypoint; sys.exit(entrypoint())"
-
-
-def meshsec_command(src: Path | None) -> tuple[list[str], dict[str, str]]:
-    """The command (and environment) that runs ``meshsec`` from this tree or from ``src``."""
-    env = {**os.environ, "MESHSEC_PROXY_INBOUND_HOST": "127.0.0.1"}
-    if src is None:
-        return [str(ROOT / ".venv/bin/meshsec")], env
-    env["PYTHONPATH"] = str(src / "src")  # ahead of the venv's editable path to this tree
-    return [sys.executable, "-c", ENTRY], env
-
-
-def supports(flag: str, command: list[str], env: dict[str, str]) -> bool:
-    out = subprocess.run(
-        [*command, "proxy", "run", "--help"],
-        capture_output=True,
-        text=True,
-        env={**env, "COLUMNS": "200"},
-    ).stdout
-    return flag in out
-
-
-def write_material(d: Path) -> Path:
-    ca = TestCA()
-    server = ca.issue_svid(SERVER_ID)
-    client = ca.issue_svid(CLIENT_ID)
-    (d / "root.pem").write_bytes(ca.bundle.to_pem())
-    (d / "client.pem").write_bytes(client.cert_chain_pem())
-    (d / "client-key.pem").write_bytes(client.private_key_pem())
-    (d / "client-bundle.pem").write_bytes(client.cert_chain_pem() + client.private_key_pem())
-    certs = d / "certs"
-    certs.mkdir()
-    (certs / "cert-chain.pem").write_bytes(server.cert_chain_pem())
-    (certs / "key.pem").write_bytes(server.private_key_pem())
-    (certs / "root-cert.pem").write_bytes(ca.bundle.to_pem())
-    (d / "haproxy.pem").write_bytes(server.cert_chain_pem() + server.private_key_pem())
-    return certs
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -431,32 +78,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     app_port, ms_tcp, ms_http, hp_port = free_port(), free_port(), free_port(), free_port()
     hp_http = free_port()
     workers = args.workers
-    # haproxy needs 2 fds per connection and refuses a maxconn the fd limit cannot hold
-    maxconn = max(args.idle * 2, 4000)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, maxconn * 2 + 1000) if hard != resource.RLIM_INFINITY else maxconn * 2 + 1000
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    maxconn = min(maxconn, (want - 1000) // 2)
+    maxconn = haproxy_maxconn(args.idle)
     (d / "haproxy.cfg").write_text(
-        f"global\n  maxconn {maxconn}\n  nbthread {workers}\n  ssl-default-bind-ciphers {CIPHERS}\n"
-        "  ssl-default-bind-options ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3\n"
-        "defaults\n  mode tcp\n  timeout connect 10s\n  timeout client 1h\n  timeout server 1h\n"
-        f"frontend mtls\n  bind 127.0.0.1:{hp_port} ssl crt {d / 'haproxy.pem'} "
-        f"ca-file {d / 'root.pem'} verify required alpn istio-peer-exchange,istio,http/1.1\n"
-        "  default_backend app\n"
-        f"backend app\n  server app 127.0.0.1:{app_port}\n"
-        # the L7 peer of meshsec's HTTP port: every request head parsed, an inbound XFCC
-        # replaced by one built from the verified client certificate, denied without one
-        f"frontend mtls_http\n  mode http\n  timeout http-request 10s\n  option http-keep-alive\n"
-        f"  bind 127.0.0.1:{hp_http} ssl crt {d / 'haproxy.pem'} "
-        f"ca-file {d / 'root.pem'} verify required alpn istio-peer-exchange,istio,http/1.1\n"
-        "  http-request deny deny_status 403 unless { ssl_c_used } { ssl_c_verify 0 }\n"
-        "  http-request del-header x-forwarded-client-cert\n"
-        '  http-request set-header x-forwarded-client-cert "Hash=%[ssl_c_sha1,hex];'
-        'Subject=\\"%[ssl_c_s_dn]\\""\n'
-        "  default_backend app_http\n"
-        f"backend app_http\n  mode http\n  server app 127.0.0.1:{app_port}\n"
+        haproxy_config(
+            d, maxconn=maxconn, workers=workers, tcp=hp_port, http=hp_http, app_port=app_port
+        )
     )
     policy = ""
     procs = 1
@@ -468,25 +94,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     for label, src in sources:
         tcp, http = (ms_tcp, ms_http) if src is None else (free_port(), free_port())
         ports[label] = (tcp, http)
-        cmd, env = meshsec_command(src)
         mesh = d / f"mesh-{label}"
-        meshsec = [*cmd, "proxy", "run", "--cert-dir", str(certs)]
-        meshsec += ["--admin-addr", "", "--log-level", "warning"]
-        policy = "none (no --config-dir in this build: every request allowed by the no-policy hook)"
-        if supports("--config-dir", cmd, env):
-            mesh.mkdir()
-            (mesh / "bench.yaml").write_text(CONFIG.format(tcp=tcp, http=http))
-            meshsec += ["--config-dir", str(mesh), "--workload", "server.bench"]
-            meshsec += ["--inbound", f"{tcp}:{app_port}:tcp"]
-            meshsec += ["--inbound", f"{http}:{app_port}:http"]
-            policy = "STRICT PeerAuthentication + AuthorizationPolicy ALLOW the client principal"
-        else:
-            meshsec += ["--inbound", f"{tcp}:{app_port}:STRICT"]
-            meshsec += ["--inbound", f"{http}:{app_port}:STRICT:http"]
-        if supports("--concurrency", cmd, env):
-            meshsec += ["--concurrency", str(workers)]
+        peer = meshsec_proxy(
+            src, certs, mesh, tcp=tcp, http=http, app_port=app_port, workers=workers
+        )
+        policy = peer.policy
+        if peer.concurrent:
             procs = workers
-        commands[label] = (meshsec, env)
+        commands[label] = (peer.command, peer.env)
     app = start([sys.executable, "-c", APP, str(app_port), str(args.big_mib)])
     haproxy_cmd = ["haproxy", "-f", str(d / "haproxy.cfg")]
     haproxy = start(haproxy_cmd)
@@ -675,7 +290,8 @@ Load: before `{before}`; after `{after}`.
 {warning}
 Both sides use every core: haproxy `nbthread {run_["workers"]}`; meshsec
 `meshsec proxy run --concurrency {run_["workers"]}` ({run_["meshsec_processes"]} worker
-process(es) on SO_REUSEPORT listeners). Both terminate mTLS with `verify required`, the same
+process(es) accepting on the same listening sockets, the least-loaded worker taking each new
+connection). Both terminate mTLS with `verify required`, the same
 root, ciphers and ALPN. Policy enforcement on the meshsec side: {run_["policy"]}.
 Medians of {args.rounds} interleaved rounds of {args.seconds} s per measurement.
 Ratios are meshsec / its haproxy peer — the TCP port to `mode tcp`, the HTTP port to
