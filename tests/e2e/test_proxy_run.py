@@ -2,9 +2,10 @@
 
 Two workers (``--concurrency 2``) in front of a small HTTP application, certificates from a cert
 directory, policy from a directory of Istio YAML: mTLS callers allowed or denied by principal,
-a PeerAuthentication edit applied by every worker, a broken edit rejected with the last good
-policy kept, ``/metrics`` summed over both workers, SIGTERM stops the parent and its workers
-with exit code 0 and removes the workers' shared metrics directory.
+a session ticket resuming on either worker, a PeerAuthentication edit applied by every worker,
+a broken edit rejected with the last good policy kept, ``/metrics`` summed over both workers,
+SIGTERM stops the parent and its workers with exit code 0 and removes the workers' shared
+metrics directory.
 """
 
 from __future__ import annotations
@@ -113,6 +114,32 @@ def _get(port: int, ctx: ssl.SSLContext | None) -> tuple[int, str]:
         return 0, "closed without a response"
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ")[1]), body.decode()
+
+
+def _session(port: int, ctx: ssl.SSLContext) -> ssl.SSLSession:
+    """The TLS 1.3 session (ticket) of one request's connection."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="server") as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: server\r\nconnection: close\r\n\r\n")
+        while sock.recv(65536):  # the ticket comes with the response
+            pass
+        session = sock.session
+    assert session is not None
+    assert session.has_ticket
+    return session
+
+
+def _resumes(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession) -> bool:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="server", session=session) as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: server\r\nconnection: close\r\n\r\n")
+        while sock.recv(65536):
+            pass
+        return sock.session_reused
 
 
 def _context(ca: TestCA, spiffe_id: str, tmp: Path) -> ssl.SSLContext:
@@ -267,6 +294,11 @@ def test_policy_aware_proxy_with_two_workers(tmp_path: Path, app: int) -> None:
             families = list(text_string_to_metric_families(text))
             assert _requests(families, "200") == allowed, text
             assert _requests(families, "403") == denied, text
+
+        # one session ticket resumes on whichever worker takes the connection (the workers'
+        # ticket keys come from one secret the parent made before forking)
+        session = _session(port, client)
+        assert all(_resumes(port, client, session) for _ in range(8))
 
         # PERMISSIVE: every worker applies it (plaintext then passes the mode; the
         # AuthorizationPolicy still wants the client's principal: 403, not a refused connection)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -107,9 +108,11 @@ class ProxyServer:
         admin: bool = True,
         reuse_port: bool = False,
         admin_registry: CollectorRegistry | None = None,
+        ticket_secret: bytes | None = None,
     ) -> None:
         """``admin_registry``: what ``/metrics`` reports (default: ``metrics``' own registry;
-        ``--concurrency``: the sum over every worker)."""
+        ``--concurrency``: the sum over every worker). ``ticket_secret``: the run's secret
+        for session-ticket keys, the same in every worker (:mod:`meshsec.proxy.tls`)."""
         self.settings = settings
         self.clock = clock or SystemClock()
         if policy is None and settings.config_dir is not None:
@@ -125,7 +128,9 @@ class ProxyServer:
         self.tls_policy: ClientTlsPolicy = tls_policy or registry
         self.metrics = metrics or ProxyMetrics()
         self.admin_registry = admin_registry or self.metrics.registry
-        self.tls = TlsContexts(TlsParams(min_version=settings.min_tls_version))
+        self.tls = TlsContexts(
+            TlsParams(min_version=settings.min_tls_version), ticket_secret=ticket_secret
+        )
         mesh_domains = TrustDomainSet.build(trust_domain[0], trust_domain[1:])
         self.trust_domains = None if settings.skip_validate_trust_domain else mesh_domains
         limits = PumpLimits(
@@ -408,6 +413,7 @@ async def serve_proxy(
     admin: bool = True,
     reuse_port: bool = False,
     metrics_dir: Path | None = None,
+    ticket_secret: bytes | None = None,
 ) -> int:
     """``metrics_dir``: a ``--concurrency`` worker's shared metrics directory (its metrics go to
     files there; the admin worker reports the sum over every worker's)."""
@@ -418,6 +424,7 @@ async def serve_proxy(
         admin=admin,
         reuse_port=reuse_port,
         admin_registry=build_aggregate_registry(metrics_dir) if metrics_dir and admin else None,
+        ticket_secret=ticket_secret,
     )
     await server.start()
     await server.run_until_stopped()
@@ -436,14 +443,25 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 def run_proxy(settings: ProxySettings) -> int:
     """Run the sidecar until signalled: one process, or ``--concurrency`` workers."""
     count = worker_count(settings.concurrency)
+    # session tickets: one secret for the run, made before the workers fork, so a ticket
+    # resumes on whichever worker takes the connection
+    secret = os.urandom(32)
     if count <= 1:
-        return run_workers(1, lambda _index: run_event_loop(serve_proxy(settings)))
+        return run_workers(
+            1, lambda _index: run_event_loop(serve_proxy(settings, ticket_secret=secret))
+        )
     bind_shared(settings.listen_addresses, workers=count)
 
     def serve_worker(index: int, metrics_dir: Path) -> int:
         become_worker(index)
         return run_event_loop(
-            serve_proxy(settings, admin=index == 0, reuse_port=True, metrics_dir=metrics_dir)
+            serve_proxy(
+                settings,
+                admin=index == 0,
+                reuse_port=True,
+                metrics_dir=metrics_dir,
+                ticket_secret=secret,
+            )
         )
 
     with shared_metrics_dir() as metrics_dir:

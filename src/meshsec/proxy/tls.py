@@ -13,9 +13,14 @@ Parameters follow istio-contracts §5.1/§5.2 (what Envoy gets from istiod):
   one SPIFFE ID in the mesh trust domain or an alias (Envoy's ``match_subject_alt_names``
   prefixes); the client side verifies the chain the same way and then applies secure naming:
   the server's SPIFFE ID must be one of the allowed SANs.
-* session resumption: TLS 1.3 stateless tickets and the TLS 1.2 session cache are on; each
-  context has its own ticket key, so a rotation makes old tickets fall back to a full
-  handshake. **One** ticket per handshake (:data:`SERVER_TICKETS`), not OpenSSL's default two
+* session resumption: TLS 1.3 stateless tickets and the TLS 1.2 session cache are on. With a
+  ``ticket_secret`` (:class:`TlsContexts`; the proxy makes one per run, before its
+  ``--concurrency`` workers fork) every worker's server contexts for the same port kind and
+  trust bundle share their ticket keys (:func:`derive_ticket_keys`), so a ticket resumes on
+  whichever worker takes the connection, and across SVID rotations; a new bundle (root
+  rotation) derives new keys, so nothing verified under the old roots resumes. Without one,
+  each context has random keys of its own (OpenSSL's default).
+* **one** ticket per handshake (:data:`SERVER_TICKETS`), not OpenSSL's default two
   (haproxy and BoringSSL/Envoy send two): OpenSSL 3.0 builds each stateless ticket by
   serialising the session and parsing it back, peer certificate included, ~0.15 ms of server
   CPU per ticket, and a client keeps one anyway (Envoy's upstream ``max_session_keys``
@@ -41,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import ssl
 import tempfile
@@ -50,14 +56,17 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from meshsec.core.identity import SpiffeId, TrustDomainSet
 from meshsec.core.pki import PkiError
 from meshsec.core.pki.bundle import TrustBundle
 from meshsec.core.pki.svid import X509Svid, spiffe_id_of
 from meshsec.proxy.errors import PeerRejected, SecureNamingError, TlsMaterialError
-from meshsec.proxy.tls_openssl import disable_auto_chain
+from meshsec.proxy.tls_openssl import TICKET_KEYS_SIZE, disable_auto_chain, set_ticket_keys
+
+log = logging.getLogger("meshsec.proxy.tls")
 
 ISTIO_CIPHERS: tuple[str, ...] = (
     "ECDHE-ECDSA-AES256-GCM-SHA384",
@@ -148,15 +157,30 @@ def build_server_context(
     *,
     alpn: Sequence[str] = ALPN_SERVER_TCP,
     params: TlsParams | None = None,
+    ticket_keys: bytes | None = None,
 ) -> ssl.SSLContext:
-    """Server context for mesh mTLS: our SVID, client cert required and checked by ``bundle``."""
+    """Server context for mesh mTLS: our SVID, client cert required and checked by ``bundle``;
+    ``ticket_keys``: session-ticket keys shared with other contexts (else random, its own)."""
     ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, params or TlsParams())
     _load_svid(ctx, svid)
     _load_bundle(ctx, bundle)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.set_alpn_protocols(list(alpn))
     ctx.num_tickets = SERVER_TICKETS
+    if ticket_keys is not None and not set_ticket_keys(ctx, ticket_keys):
+        log.warning("session-ticket keys could not be set: tickets resume on this worker only")
     return ctx
+
+
+def derive_ticket_keys(secret: bytes, bundle: TrustBundle, purpose: str) -> bytes:
+    """Session-ticket keys for the server contexts of one ``purpose`` (port kind): the same in
+    every process holding ``secret`` and the same trust bundle, different for another bundle."""
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=TICKET_KEYS_SIZE,
+        salt=hashlib.sha256(bundle.to_pem()).digest(),
+        info=b"meshsec session tickets " + purpose.encode(),
+    ).derive(secret)
 
 
 def build_client_context(
@@ -325,6 +349,7 @@ class TlsContexts:
     """The proxy's current TLS material; readers take ``current`` once per handshake."""
 
     params: TlsParams = field(default_factory=TlsParams)
+    ticket_secret: bytes | None = None  # shared by the --concurrency workers (module docstring)
     _current: TlsSnapshot | None = None
     _generation: int = 0
 
@@ -343,8 +368,21 @@ class TlsContexts:
         self, svid: X509Svid, bundle: TrustBundle, *, now: datetime | None = None
     ) -> TlsSnapshot:
         """Build every context for the new material, then swap (all or nothing)."""
-        server_tcp = build_server_context(svid, bundle, alpn=ALPN_SERVER_TCP, params=self.params)
-        server_http = build_server_context(svid, bundle, alpn=ALPN_SERVER_HTTP, params=self.params)
+        secret = self.ticket_secret
+        server_tcp = build_server_context(
+            svid,
+            bundle,
+            alpn=ALPN_SERVER_TCP,
+            params=self.params,
+            ticket_keys=None if secret is None else derive_ticket_keys(secret, bundle, "tcp"),
+        )
+        server_http = build_server_context(
+            svid,
+            bundle,
+            alpn=ALPN_SERVER_HTTP,
+            params=self.params,
+            ticket_keys=None if secret is None else derive_ticket_keys(secret, bundle, "http"),
+        )
         client = build_client_context(svid, bundle, alpn=ALPN_CLIENT_ISTIO, params=self.params)
         self._generation += 1
         snapshot = TlsSnapshot(

@@ -1,4 +1,5 @@
-"""The one OpenSSL context setting Python's ``ssl`` module does not expose: no automatic chain.
+"""The OpenSSL context settings Python's ``ssl`` module does not expose: no automatic chain,
+and session-ticket keys.
 
 When a context's certificate was loaded without extra chain certificates (an SVID whose issuer
 is the root itself, the usual mesh case), OpenSSL 3 builds the chain to send **on every
@@ -10,12 +11,16 @@ about 0.1 ms less CPU per handshake for us, one certificate fewer for the peer t
 A chain with intermediates is unaffected (OpenSSL never auto-chains when extra certificates
 were loaded).
 
-The mode is set through ``ctypes`` on the ``SSL_CTX`` behind an :class:`ssl.SSLContext`:
+Session-ticket keys (``SSL_CTX_set_tlsext_ticket_keys``): each context otherwise makes random
+keys of its own, so a ticket resumes only on the context — the ``--concurrency`` worker — that
+issued it. :func:`set_ticket_keys` installs keys the caller derived (:mod:`meshsec.proxy.tls`).
+
+Both are set through ``ctypes`` on the ``SSL_CTX`` behind an :class:`ssl.SSLContext`:
 CPython's context object starts with the ``SSL_CTX *`` right after the object header, and the
 functions are looked up in the very library ``_ssl`` is linked against. Each step is checked
 (CPython, same OpenSSL version number, the pointer's ``SSL_CTX_get_options`` equals the
 context's ``options``); when any check fails nothing is changed and the context keeps OpenSSL's
-default (automatic chain), which is correct, only slower.
+default (automatic chain, keys of its own), which is correct, only slower.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ import sys
 log = logging.getLogger("meshsec.proxy.tls_openssl")
 
 _SSL_CTRL_MODE = 33
+_SSL_CTRL_GET_TLSEXT_TICKET_KEYS = 58
+_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
 SSL_MODE_NO_AUTO_CHAIN = 0x00000008
+TICKET_KEYS_SIZE = 80  # OpenSSL's layout: key name (16), HMAC secret (32), AES-256 key (32)
 
 
 class _LibSsl:
@@ -99,3 +107,27 @@ def auto_chain_disabled(ctx: ssl.SSLContext) -> bool:
     if lib is None or pointer is None:
         return False
     return bool(lib.ctrl(pointer, _SSL_CTRL_MODE, 0, None) & SSL_MODE_NO_AUTO_CHAIN)
+
+
+def set_ticket_keys(ctx: ssl.SSLContext, keys: bytes) -> bool:
+    """Encrypt and accept session tickets with ``keys`` (:data:`TICKET_KEYS_SIZE` bytes)."""
+    if len(keys) != TICKET_KEYS_SIZE:
+        raise ValueError(f"session-ticket keys are {TICKET_KEYS_SIZE} bytes, got {len(keys)}")
+    lib = _libssl()
+    pointer = _ssl_ctx_pointer(ctx, lib) if lib is not None else None
+    if lib is None or pointer is None:
+        return False
+    buffer = ctypes.create_string_buffer(keys, TICKET_KEYS_SIZE)
+    return int(lib.ctrl(pointer, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, TICKET_KEYS_SIZE, buffer)) == 1
+
+
+def ticket_keys(ctx: ssl.SSLContext) -> bytes | None:
+    """The context's session-ticket keys (None when they cannot be read)."""
+    lib = _libssl()
+    pointer = _ssl_ctx_pointer(ctx, lib) if lib is not None else None
+    if lib is None or pointer is None:
+        return None
+    buffer = ctypes.create_string_buffer(TICKET_KEYS_SIZE)
+    if lib.ctrl(pointer, _SSL_CTRL_GET_TLSEXT_TICKET_KEYS, TICKET_KEYS_SIZE, buffer) != 1:
+        return None
+    return buffer.raw

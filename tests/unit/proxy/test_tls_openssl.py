@@ -1,4 +1,5 @@
-"""SSL_MODE_NO_AUTO_CHAIN on the proxy's contexts (set through ctypes, checked the same way)."""
+"""SSL_MODE_NO_AUTO_CHAIN and session-ticket keys on the proxy's contexts (set through ctypes,
+checked the same way)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import ssl
 import pytest
 
 from meshsec.proxy.tls import build_client_context, build_server_context
-from meshsec.proxy.tls_openssl import auto_chain_disabled, disable_auto_chain
+from meshsec.proxy.tls_openssl import (
+    TICKET_KEYS_SIZE,
+    auto_chain_disabled,
+    disable_auto_chain,
+    set_ticket_keys,
+    ticket_keys,
+)
 from tests.testca import TestCA
 
 
@@ -41,3 +48,23 @@ def test_the_switch_leaves_other_settings_alone() -> None:
 def test_not_a_context_is_refused_without_touching_memory() -> None:
     assert not disable_auto_chain(object())  # type: ignore[arg-type]
     assert not auto_chain_disabled(object())  # type: ignore[arg-type]
+
+
+def test_ticket_keys_are_set_and_read_back(ca: TestCA) -> None:
+    ctx = build_server_context(ca.issue_svid("spiffe://cluster.local/ns/a/sa/b"), ca.bundle)
+    own = ticket_keys(ctx)
+    assert own is not None
+    assert len(own) == TICKET_KEYS_SIZE
+    keys = bytes(range(TICKET_KEYS_SIZE))
+    assert set_ticket_keys(ctx, keys)
+    assert ticket_keys(ctx) == keys
+
+
+def test_ticket_keys_of_the_wrong_size_are_refused() -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    before = ticket_keys(ctx)
+    with pytest.raises(ValueError, match="session-ticket keys are 80 bytes, got 79"):
+        set_ticket_keys(ctx, bytes(79))
+    assert ticket_keys(ctx) == before
+    assert not set_ticket_keys(object(), bytes(80))  # type: ignore[arg-type]
+    assert ticket_keys(object()) is None  # type: ignore[arg-type]
