@@ -22,6 +22,10 @@ import mmap
 
 _COUNT, _DEFERRING = 0, 1  # the fields of a worker's slot
 _FIELDS = 2
+SLACK = 1
+"""Connections a worker may be ahead of the least loaded accepting one and still accept: short
+connections (a handshake each) come and go too fast for an exact count to be worth a step back,
+and a worker stepping back costs the waiting connection up to the other's current handshake."""
 
 
 class WorkerLoad:
@@ -73,12 +77,13 @@ class WorkerLoad:
         self._table[self._slot + _DEFERRING] = 1 if on else 0
 
     def should_defer(self) -> bool:
-        """Is another worker that is accepting carrying fewer open connections than this one?"""
+        """Is another worker that is accepting carrying more than :data:`SLACK` connections
+        fewer than this one?"""
         table = self._table
-        mine = table[self._slot + _COUNT]
-        if mine == 0:
+        limit = table[self._slot + _COUNT] - SLACK
+        if limit <= 0:
             return False
         for slot in range(0, len(table), _FIELDS):
-            if slot != self._slot and not table[slot + _DEFERRING] and table[slot + _COUNT] < mine:
+            if slot != self._slot and not table[slot + _DEFERRING] and table[slot + _COUNT] < limit:
                 return True
         return False

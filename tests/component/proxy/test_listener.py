@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from meshsec.proxy import listener
-from meshsec.proxy.balance import WorkerLoad
+from meshsec.proxy.balance import SLACK, WorkerLoad
 from meshsec.proxy.errors import ListenError
 from meshsec.proxy.listener import Acceptor, bind_shared
 
@@ -129,8 +129,8 @@ async def test_the_less_loaded_worker_takes_the_connection(
 ) -> None:
     monkeypatch.setattr(listener, "ACCEPT_DEFER", 60.0)  # the busy one stays back for the test
     busy, idle = workers
-    busy.load.opened()  # two connections open in the busy worker, none in the other
-    busy.load.opened()
+    for _ in range(SLACK + 2):  # the busy worker stays ahead even once the other took one
+        busy.load.opened()
     with socket.create_connection(("127.0.0.1", busy.acceptor.bound_port)):
         await asyncio.wait_for(idle.arrived.wait(), 10)
     # both were woken in the same loop turn, whichever first: the busy one stepped back
@@ -147,17 +147,20 @@ async def test_a_connection_the_less_loaded_worker_leaves_waiting_is_taken(
 ) -> None:
     busy, idle = workers
     idle.acceptor.stop()  # stands for a worker that is stuck: it never accepts
-    busy.load.opened()
+    for _ in range(SLACK + 1):
+        busy.load.opened()
     with socket.create_connection(("127.0.0.1", busy.acceptor.bound_port)):
         # the busy worker defers, then after ACCEPT_DEFER takes what is still waiting
         await asyncio.wait_for(busy.arrived.wait(), 10)
     assert len(busy.accepted) == 1
-    assert busy.load.open_connections(0) == 2
+    assert busy.load.open_connections(0) == SLACK + 2
 
 
 async def test_a_deferring_worker_is_not_waited_for(workers: tuple[Worker, Worker]) -> None:
     busy, idle = workers
-    busy.load.opened()
+    for _ in range(SLACK + 1):
+        busy.load.opened()
+    assert busy.load.should_defer()
     idle.acceptor.stop()
     idle.load.deferring(True)  # the less loaded worker is itself stepping back
     assert not busy.load.should_defer()

@@ -6,19 +6,23 @@ import os
 
 import pytest
 
-from meshsec.proxy.balance import WorkerLoad
+from meshsec.proxy.balance import SLACK, WorkerLoad
 
 
 def test_a_worker_defers_only_to_an_accepting_worker_with_fewer_connections() -> None:
+    assert SLACK == 1
     a = WorkerLoad(3)
     b, c = a.for_worker(1), a.for_worker(2)
     assert not a.should_defer()  # all idle: whoever is woken takes it
     a.opened()
-    assert a.should_defer()  # b and c have none
+    assert not a.should_defer()  # one ahead: within the slack
+    a.opened()
+    assert a.should_defer()  # two ahead of b and c
     b.opened()
     c.opened()
-    assert not a.should_defer()  # equal: no one waits for another
+    assert not a.should_defer()
     a.opened()
+    assert a.should_defer()
     b.deferring(True)
     c.deferring(True)
     assert not a.should_defer()  # the less loaded ones are not accepting right now
@@ -26,7 +30,7 @@ def test_a_worker_defers_only_to_an_accepting_worker_with_fewer_connections() ->
     assert a.should_defer()
     a.closed()
     assert not a.should_defer()
-    assert [a.open_connections(w) for w in range(3)] == [1, 1, 1]
+    assert [a.open_connections(w) for w in range(3)] == [2, 1, 1]
 
 
 def test_the_table_is_shared_with_forked_workers() -> None:
@@ -46,9 +50,8 @@ def test_the_table_is_shared_with_forked_workers() -> None:
     assert load.open_connections(1) == 2
     assert load.open_connections(0) == 0
     assert not load.should_defer()
-    load.opened()
-    load.opened()
-    load.opened()
+    for _ in range(4):
+        load.opened()
     assert load.should_defer()
 
 
