@@ -369,19 +369,15 @@ class TlsContexts:
     ) -> TlsSnapshot:
         """Build every context for the new material, then swap (all or nothing)."""
         secret = self.ticket_secret
-        server_tcp = build_server_context(
-            svid,
-            bundle,
-            alpn=ALPN_SERVER_TCP,
-            params=self.params,
-            ticket_keys=None if secret is None else derive_ticket_keys(secret, bundle, "tcp"),
-        )
-        server_http = build_server_context(
-            svid,
-            bundle,
-            alpn=ALPN_SERVER_HTTP,
-            params=self.params,
-            ticket_keys=None if secret is None else derive_ticket_keys(secret, bundle, "http"),
+        server_tcp, server_http = (
+            build_server_context(
+                svid,
+                bundle,
+                alpn=alpn,
+                params=self.params,
+                ticket_keys=None if secret is None else derive_ticket_keys(secret, bundle, kind),
+            )
+            for alpn, kind in ((ALPN_SERVER_TCP, "tcp"), (ALPN_SERVER_HTTP, "http"))
         )
         client = build_client_context(svid, bundle, alpn=ALPN_CLIENT_ISTIO, params=self.params)
         self._generation += 1

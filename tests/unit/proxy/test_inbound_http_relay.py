@@ -23,48 +23,10 @@ from meshsec.proxy.inbound_http import InboundHttp
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
 from meshsec.proxy.pump import Link, PumpLimits
 from meshsec.proxy.tls import PeerIdentity
+from tests.fakes.transport import FakeTransport
 
 CLIENT_ID = "spiffe://cluster.local/ns/a/sa/client"
 OWN_ID = "spiffe://cluster.local/ns/b/sa/server"
-
-
-class FakeTransport:
-    """Records writes; the Side reads nothing else from it."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-        self.paused = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        return None
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        return None
 
 
 @dataclass
@@ -104,7 +66,7 @@ class Connection:
             codes,
             tuple(self.handler.outstanding),
             self.link.closed,
-            self.client.paused,
+            not self.client.reading,
             self.handler.awaiting_upgrade,
         )
 
