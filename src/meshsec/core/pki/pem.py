@@ -43,6 +43,8 @@ def parse_certificates_pem(
         raise InvalidPem(what, "no PEM CERTIFICATE block found")
     if len(certs) != raw.count(_BEGIN_CERT):
         raise InvalidPem(what, "a CERTIFICATE block could not be decoded")
+    for index, cert in enumerate(certs):
+        _check_serial(cert, what, index if len(certs) > 1 else None)
     return certs
 
 
@@ -70,9 +72,11 @@ def parse_certificates_any(data: bytes, *, what: str = "certificate") -> list[x5
 
 def parse_certificate_der(data: bytes, *, what: str = "certificate") -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(data)
+        cert = x509.load_der_x509_certificate(data)
     except (ValueError, x509.InvalidVersion) as exc:
         raise InvalidPem(what, f"malformed DER certificate: {_first_line(exc)}") from None
+    _check_serial(cert, what, None)
+    return cert
 
 
 def encode_certificate_pem(cert: x509.Certificate) -> bytes:
@@ -82,6 +86,17 @@ def encode_certificate_pem(cert: x509.Certificate) -> bytes:
 def encode_certificates_pem(certs: Sequence[x509.Certificate]) -> bytes:
     """Concatenated PEM blocks, each ending in a newline."""
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _check_serial(cert: x509.Certificate, what: str, index: int | None) -> None:
+    """RFC 5280 §4.1.2.2: the serial number is a positive integer. cryptography still loads
+    zero and negative ones (with a deprecation warning; a later release refuses them) and Go's
+    crypto/x509, which Istio uses, refuses negative ones: so do we, for every certificate."""
+    if cert.serial_number <= 0:
+        where = "" if index is None else f"certificate {index + 1}: "
+        raise InvalidPem(
+            what, f"{where}serial number {cert.serial_number} is not positive (RFC 5280 §4.1.2.2)"
+        )
 
 
 def _other_block_label(raw: bytes) -> str | None:

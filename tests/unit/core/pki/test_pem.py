@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,12 @@ from meshsec.core.pki import (
     parse_certificate_der,
     parse_certificate_pem,
     parse_certificates_pem,
+)
+
+# cryptography still loads such certificates, with this warning; the parser then refuses them
+_NON_POSITIVE_SERIAL_WARNING = (
+    "ignore:Parsed a serial number which wasn't positive:"
+    "cryptography.utils.CryptographyDeprecationWarning"
 )
 
 
@@ -99,6 +106,7 @@ def test_bad_der() -> None:
         parse_certificate_der(b"\x30\x00")
 
 
+@pytest.mark.filterwarnings(_NON_POSITIVE_SERIAL_WARNING)
 def test_mutated_certificates_raise_only_invalid_pem(two: list[x509.Certificate]) -> None:
     import base64
 
@@ -130,3 +138,29 @@ def test_mutated_certificates_raise_only_invalid_pem(two: list[x509.Certificate]
                 parse()
 
     check()
+
+
+@pytest.mark.filterwarnings(_NON_POSITIVE_SERIAL_WARNING)
+@pytest.mark.parametrize(("content", "value"), [(b"\x00", 0), (b"\xff", -1), (b"\x80", -128)])
+def test_a_certificate_with_a_non_positive_serial_is_refused(
+    ec_key: ec.EllipticCurvePrivateKey, content: bytes, value: int
+) -> None:
+    good = _cert(ec_key, "serial").public_bytes(serialization.Encoding.DER)
+    version_and_serial = b"\xa0\x03\x02\x01\x02" + b"\x02\x01\x01"  # v3, serial 1
+    assert good.count(version_and_serial) == 1
+    der = good.replace(version_and_serial, version_and_serial[:-1] + content)
+    pem = _pem(good) + _pem(der)
+    with pytest.raises(InvalidPem) as raised:
+        parse_certificates_pem(pem)
+    assert raised.value.reason == (
+        f"certificate 2: serial number {value} is not positive (RFC 5280 §4.1.2.2)"
+    )
+    with pytest.raises(InvalidPem, match=f"serial number {value} is not positive"):
+        parse_certificate_der(der)
+    assert parse_certificate_der(good).serial_number == 1
+
+
+def _pem(der: bytes) -> bytes:
+    return (
+        b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
+    )
