@@ -183,6 +183,13 @@ class ProxyServer:
                 self.policy.workload.spiffe_id,
             )
 
+    async def _rotate_ticket_keys(self) -> None:
+        """The shared session-ticket keys change at each epoch (:mod:`meshsec.proxy.tls`)."""
+        while True:
+            await self.clock.sleep(self.tls.seconds_to_next_ticket_keys(self.clock.now()))
+            if self.tls.rotate_ticket_keys(self.clock.now()):
+                log.debug("session-ticket keys changed")
+
     # lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
@@ -260,6 +267,8 @@ class ProxyServer:
             await self.admin.start()
         if self.policy is not None:
             self._tasks.append(asyncio.ensure_future(self.policy.watch()))
+        if self.tls.ticket_secret is not None:
+            self._tasks.append(asyncio.ensure_future(self._rotate_ticket_keys()))
         self.listening = True
         log.info(
             "proxy %s: inbound %s; %d outbound listener(s)%s%s",

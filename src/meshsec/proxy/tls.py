@@ -17,9 +17,14 @@ Parameters follow istio-contracts §5.1/§5.2 (what Envoy gets from istiod):
   ``ticket_secret`` (:class:`TlsContexts`; the proxy makes one per run, before its
   ``--concurrency`` workers fork) every worker's server contexts for the same port kind and
   trust bundle share their ticket keys (:func:`derive_ticket_keys`), so a ticket resumes on
-  whichever worker takes the connection, and across SVID rotations; a new bundle (root
-  rotation) derives new keys, so nothing verified under the old roots resumes. Without one,
-  each context has random keys of its own (OpenSSL's default).
+  whichever worker takes the connection. The keys change every :data:`TICKET_KEY_PERIOD`
+  (an epoch of the wall clock, so the workers change them together without talking:
+  :meth:`TlsContexts.rotate_ticket_keys`), bounding what one leaked key decrypts or lets
+  someone forge — a TLS 1.2 ticket holds the session's master secret and the peer's
+  certificate — to one period; a ticket resumes only within the period it was issued in.
+  A new bundle (root rotation) derives new keys too, so nothing verified under the old roots
+  resumes. Without a secret, each context has random keys of its own (OpenSSL's default), which
+  then last as long as the context (until the next SVID rotation).
 * **one** ticket per handshake (:data:`SERVER_TICKETS`), not OpenSSL's default two
   (haproxy and BoringSSL/Envoy send two): OpenSSL 3.0 builds each stateless ticket by
   serialising the session and parsing it back, peer certificate included, ~0.15 ms of server
@@ -52,7 +57,7 @@ import ssl
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -82,6 +87,7 @@ ALPN_CLIENT_ISTIO: tuple[str, ...] = ("istio-peer-exchange", "istio")
 
 _TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 SERVER_TICKETS = 1  # TLS 1.3 session tickets per full handshake (module docstring)
+TICKET_KEY_PERIOD = 3600.0  # s: shared session-ticket keys change at every whole hour (UTC)
 
 
 @dataclass(frozen=True)
@@ -172,15 +178,21 @@ def build_server_context(
     return ctx
 
 
-def derive_ticket_keys(secret: bytes, bundle: TrustBundle, purpose: str) -> bytes:
-    """Session-ticket keys for the server contexts of one ``purpose`` (port kind): the same in
-    every process holding ``secret`` and the same trust bundle, different for another bundle."""
+def derive_ticket_keys(secret: bytes, bundle: TrustBundle, purpose: str, epoch: int) -> bytes:
+    """Session-ticket keys for the server contexts of one ``purpose`` (port kind) during one
+    :func:`ticket_epoch`: the same in every process holding ``secret`` and the same trust
+    bundle, different for another bundle or epoch."""
     return HKDF(
         algorithm=hashes.SHA256(),
         length=TICKET_KEYS_SIZE,
         salt=hashlib.sha256(bundle.to_pem()).digest(),
-        info=b"meshsec session tickets " + purpose.encode(),
+        info=b"meshsec session tickets %s %d" % (purpose.encode(), epoch),
     ).derive(secret)
+
+
+def ticket_epoch(now: datetime) -> int:
+    """Which :data:`TICKET_KEY_PERIOD` of the wall clock ``now`` falls in."""
+    return int(now.timestamp() // TICKET_KEY_PERIOD)
 
 
 def build_client_context(
@@ -349,9 +361,11 @@ class TlsContexts:
     """The proxy's current TLS material; readers take ``current`` once per handshake."""
 
     params: TlsParams = field(default_factory=TlsParams)
-    ticket_secret: bytes | None = None  # shared by the --concurrency workers (module docstring)
+    # shared by the --concurrency workers (module docstring); never printed
+    ticket_secret: bytes | None = field(default=None, repr=False)
     _current: TlsSnapshot | None = None
     _generation: int = 0
+    _ticket_epoch: int | None = None
 
     @property
     def current(self) -> TlsSnapshot:
@@ -369,13 +383,16 @@ class TlsContexts:
     ) -> TlsSnapshot:
         """Build every context for the new material, then swap (all or nothing)."""
         secret = self.ticket_secret
+        epoch = ticket_epoch(now or datetime.now(UTC))
         server_tcp, server_http = (
             build_server_context(
                 svid,
                 bundle,
                 alpn=alpn,
                 params=self.params,
-                ticket_keys=None if secret is None else derive_ticket_keys(secret, bundle, kind),
+                ticket_keys=(
+                    None if secret is None else derive_ticket_keys(secret, bundle, kind, epoch)
+                ),
             )
             for alpn, kind in ((ALPN_SERVER_TCP, "tcp"), (ALPN_SERVER_HTTP, "http"))
         )
@@ -392,4 +409,27 @@ class TlsContexts:
             own_id=str(svid.spiffe_id),
         )
         self._current = snapshot
+        self._ticket_epoch = epoch
         return snapshot
+
+    def rotate_ticket_keys(self, now: datetime) -> bool:
+        """Give the current server contexts the shared ticket keys of ``now``'s epoch; True
+        when they changed (a new epoch). New tickets use them at once; a ticket issued under
+        the old keys no longer resumes (that client does a full handshake)."""
+        snapshot, secret = self._current, self.ticket_secret
+        epoch = ticket_epoch(now)
+        if snapshot is None or secret is None or epoch == self._ticket_epoch:
+            return False
+        for kind in ("tcp", "http"):
+            keys = derive_ticket_keys(secret, snapshot.bundle, kind, epoch)
+            if not set_ticket_keys(snapshot.server_context(http=kind == "http"), keys):
+                log.warning(
+                    "session-ticket keys of the %s port contexts could not be changed", kind
+                )
+                return False
+        self._ticket_epoch = epoch
+        return True
+
+    def seconds_to_next_ticket_keys(self, now: datetime) -> float:
+        """How long until the next epoch begins (when :meth:`rotate_ticket_keys` is due)."""
+        return TICKET_KEY_PERIOD - now.timestamp() % TICKET_KEY_PERIOD

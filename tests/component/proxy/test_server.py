@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ from meshsec.core.pki import X509Svid
 from meshsec.proxy.certdir import load_cert_dir
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.server import ProxyServer
+from meshsec.proxy.tls import derive_ticket_keys, ticket_epoch
+from meshsec.proxy.tls_openssl import ticket_keys
 from meshsec.runtime.files import KEY_MODE, PUBLIC_MODE, write_atomic
 from tests.component.proxy.apps import LineApp
 from tests.component.proxy.harness import (
@@ -234,3 +237,39 @@ async def test_server_watches_cert_dir_serves_admin_and_drains(
     assert not server.ready()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_shared_ticket_keys_change_at_the_epoch(tmp_path: Path, ids: Identities) -> None:
+    certs = tmp_path / "certs"
+    _write_cert_dir(certs, ids.server, ids.ca.bundle.to_pem())
+    app = await LineApp().start()
+    settings = load_settings(
+        ProxySettings,
+        env={},
+        flags={
+            "cert_dir": certs,
+            "inbound": (f"0:{app.port}:STRICT",),
+            "inbound_host": "127.0.0.1",
+            "cert_watch_interval": "1h",
+        },
+    )
+    clock = FakeClock(datetime(2026, 1, 1, 0, 59, tzinfo=UTC))  # a minute before an epoch
+    secret = b"k" * 32
+    server = ProxyServer(settings, clock=clock, admin=False, ticket_secret=secret)
+    await server.start()
+    try:
+        await clock.wait_for_sleepers(2)  # the certificate watcher and the ticket-key rotation
+        first = ticket_keys(server.tls.current.server_tcp)
+        assert first == derive_ticket_keys(secret, ids.ca.bundle, "tcp", ticket_epoch(clock.now()))
+        clock.advance(59)
+        await asyncio.sleep(0)
+        assert ticket_keys(server.tls.current.server_tcp) == first
+        clock.advance(1)
+        await clock.wait_for_sleepers(2)  # it changed them and waits for the next epoch
+        epoch = ticket_epoch(clock.now())
+        for http, kind in ((False, "tcp"), (True, "http")):
+            keys = ticket_keys(server.tls.current.server_context(http=http))
+            assert keys == derive_ticket_keys(secret, ids.ca.bundle, kind, epoch)
+        assert ticket_keys(server.tls.current.server_tcp) != first
+    finally:
+        await server.shutdown()
