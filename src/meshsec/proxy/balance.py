@@ -9,23 +9,35 @@ the fewest connections takes the next); haproxy hands each accepted connection t
 loaded thread.
 
 :class:`WorkerLoad` is that count for processes: one slot per worker in anonymous shared
-memory mapped by the parent before it forks, holding the worker's open connections and
-whether it is accepting. Each worker writes only its own slot (an aligned 8-byte store, so
-readers never see a torn value) and reads the others' without a lock: a stale read costs at
-most one connection placed less evenly. A worker defers to a less loaded one that is accepting;
-see :class:`meshsec.proxy.listener.Acceptor` for how deferring never strands a connection.
+memory mapped by the parent before it forks, holding the worker's open connections, how many
+reasons it has right now not to take one (not ready yet or stopping, an acceptor stepping back)
+and when it last showed it is alive. Each worker writes only its own slot (aligned 8-byte
+stores, so readers never see a torn value) and reads the others' without a lock: a stale read
+costs at most one connection placed less evenly. A worker defers only to a less loaded one that
+is accepting — ready, not stepping back, and seen within :data:`STALE_AFTER` (a worker whose
+event loop is stuck stops beating, and is not waited for) — see
+:class:`meshsec.proxy.listener.Acceptor` for how deferring never strands a connection.
 """
 
 from __future__ import annotations
 
 import mmap
+import time
 
-_COUNT, _DEFERRING = 0, 1  # the fields of a worker's slot
-_FIELDS = 2
+_COUNT, _AWAY, _SEEN = 0, 1, 2  # the fields of a worker's slot
+_FIELDS = 3
 SLACK = 1
 """Connections a worker may be ahead of the least loaded accepting one and still accept: short
 connections (a handshake each) come and go too fast for an exact count to be worth a step back,
 and a worker stepping back costs the waiting connection up to the other's current handshake."""
+BEAT_INTERVAL = 0.25
+"""Seconds between a ready worker's signs of life (:meth:`WorkerLoad.beat`)."""
+STALE_AFTER = 1.0
+"""Seconds without a sign of life after which the other workers stop deferring to a worker."""
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)  # CLOCK_MONOTONIC: one clock for every process
 
 
 class WorkerLoad:
@@ -37,7 +49,10 @@ class WorkerLoad:
         self.workers = workers
         self._memory = mmap.mmap(-1, 8 * _FIELDS * workers)  # MAP_SHARED | MAP_ANONYMOUS
         self._table = memoryview(self._memory).cast("q")
+        for worker in range(workers):
+            self._table[worker * _FIELDS + _AWAY] = 1  # not ready until it says so
         self._slot = 0
+        self._ready = False
 
     def for_worker(self, worker: int) -> WorkerLoad:
         """Another worker's view of the same table (what that worker's process sees)."""
@@ -46,6 +61,7 @@ class WorkerLoad:
         view._memory = self._memory
         view._table = self._table
         view._slot = 0
+        view._ready = False
         view.index = worker
         return view
 
@@ -63,8 +79,13 @@ class WorkerLoad:
     def open_connections(self, worker: int) -> int:
         return self._table[worker * _FIELDS + _COUNT]
 
-    def is_deferring(self, worker: int) -> bool:
-        return bool(self._table[worker * _FIELDS + _DEFERRING])
+    def accepting(self, worker: int, now_ms: int | None = None) -> bool:
+        """Ready, not stepping back, and alive within :data:`STALE_AFTER`."""
+        return self._is_accepting(worker * _FIELDS, _now_ms() if now_ms is None else now_ms)
+
+    def _is_accepting(self, slot: int, now_ms: int) -> bool:
+        table = self._table
+        return not table[slot + _AWAY] and now_ms - table[slot + _SEEN] < STALE_AFTER * 1000
 
     def opened(self) -> None:
         self._table[self._slot + _COUNT] += 1
@@ -72,9 +93,24 @@ class WorkerLoad:
     def closed(self) -> None:
         self._table[self._slot + _COUNT] -= 1
 
+    def ready(self, on: bool) -> None:
+        """This worker serves (its listeners run, its certificates are loaded) or no longer
+        does (draining). Repeating the same state changes nothing."""
+        if on == self._ready:
+            return
+        self._ready = on
+        if on:
+            self.beat()
+        self._table[self._slot + _AWAY] += -1 if on else 1
+
     def deferring(self, on: bool) -> None:
-        """While on, the other workers do not wait for this one to take a connection."""
-        self._table[self._slot + _DEFERRING] = 1 if on else 0
+        """One acceptor of this worker starts (on) or ends (off) a step back: meanwhile the
+        other workers do not wait for this one. Calls pair up, one acceptor's with its own."""
+        self._table[self._slot + _AWAY] += 1 if on else -1
+
+    def beat(self) -> None:
+        """A sign of life (every :data:`BEAT_INTERVAL` from the worker's event loop)."""
+        self._table[self._slot + _SEEN] = _now_ms()
 
     def should_defer(self) -> bool:
         """Is another worker that is accepting carrying more than :data:`SLACK` connections
@@ -83,7 +119,8 @@ class WorkerLoad:
         limit = table[self._slot + _COUNT] - SLACK
         if limit <= 0:
             return False
-        for slot in range(0, len(table), _FIELDS):
-            if slot != self._slot and not table[slot + _DEFERRING] and table[slot + _COUNT] < limit:
-                return True
-        return False
+        now = _now_ms()
+        return any(
+            slot != self._slot and table[slot + _COUNT] < limit and self._is_accepting(slot, now)
+            for slot in range(0, len(table), _FIELDS)
+        )

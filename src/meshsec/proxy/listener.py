@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from meshsec.proxy.balance import WorkerLoad
+from meshsec.proxy.balance import BEAT_INTERVAL, WorkerLoad
 from meshsec.proxy.errors import ListenError
 
 log = logging.getLogger("meshsec.proxy.listener")
@@ -51,10 +51,36 @@ def bind_shared(addresses: set[tuple[str, int]], *, workers: int, backlog: int =
     _LOAD = WorkerLoad(workers)
 
 
+_BEAT: asyncio.TimerHandle | None = None
+"""The ready worker's next sign of life in the load table."""
+
+
 def become_worker(index: int) -> None:
     """In forked worker ``index``, before its listeners start: its slot in the load table."""
     if _LOAD is not None:
         _LOAD.index = index
+
+
+def set_worker_ready(on: bool) -> None:
+    """This worker serves (listeners started, certificates loaded) or no longer does (it
+    drains): only a ready worker that shows signs of life is deferred to by the others."""
+    global _BEAT
+    if _LOAD is None:
+        return
+    _LOAD.ready(on)
+    if on and _BEAT is None:
+        _BEAT = asyncio.get_running_loop().call_later(BEAT_INTERVAL, _beat)
+    elif not on and _BEAT is not None:
+        _BEAT.cancel()
+        _BEAT = None
+
+
+def _beat() -> None:
+    global _BEAT
+    _BEAT = None
+    if _LOAD is not None:
+        _LOAD.beat()
+        _BEAT = asyncio.get_running_loop().call_later(BEAT_INTERVAL, _beat)
 
 
 def _bind(host: str, port: int, backlog: int, *, reuse_port: bool) -> socket.socket:

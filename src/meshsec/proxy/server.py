@@ -34,7 +34,7 @@ from meshsec.proxy.authz import AllowAll, Authorizer
 from meshsec.proxy.certdir import load_cert_dir, stamp_cert_dir, watch_cert_dir
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
-from meshsec.proxy.listener import become_worker, bind_shared
+from meshsec.proxy.listener import become_worker, bind_shared, set_worker_ready
 from meshsec.proxy.metrics import (
     ProxyMetrics,
     build_aggregate_registry,
@@ -173,6 +173,8 @@ class ProxyServer:
         self.tls.update(svid, bundle, now=self.clock.now())
         self.cert_error = ""
         self.certificates_applied.set()
+        if self.listening:
+            set_worker_ready(self.ready())
         if self.policy is not None and str(svid.spiffe_id) != self.policy.workload.spiffe_id:
             # Envoy does not check this either, but it is almost always a wrong --workload or
             # certificate source: peers' secure naming will refuse this sidecar
@@ -270,6 +272,7 @@ class ProxyServer:
         if self.tls.ticket_secret is not None:
             self._tasks.append(asyncio.ensure_future(self._rotate_ticket_keys()))
         self.listening = True
+        set_worker_ready(self.ready())
         log.info(
             "proxy %s: inbound %s; %d outbound listener(s)%s%s",
             "ready" if self.ready() else f"started (not ready: {self.not_ready_reason()})",
@@ -361,6 +364,7 @@ class ProxyServer:
     async def shutdown(self) -> None:
         """Stop accepting, let open connections finish for ``drain_duration``, close the rest."""
         self.stopping = True
+        set_worker_ready(False)  # the other workers stop deferring to this one
         grace = self.settings.drain_duration.total_seconds()
         listeners: list[Any] = [*self.inbound, *self.outbound]
         log.info("draining %d listener(s) for up to %.1fs", len(listeners), grace)

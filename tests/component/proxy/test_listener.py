@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from meshsec.proxy import listener
+from meshsec.proxy import balance, listener
 from meshsec.proxy.balance import SLACK, WorkerLoad
 from meshsec.proxy.errors import ListenError
 from meshsec.proxy.listener import Acceptor, bind_shared
@@ -96,6 +96,7 @@ class Worker:
         self.arrived = asyncio.Event()
         listener._SHARED[("127.0.0.1", port)] = shared
         listener._LOAD = load  # what start() finds in this worker's process
+        load.ready(True)
         self.acceptor = Acceptor("127.0.0.1", port, self._on_socket, reuse_port=True)
         self.acceptor.start()
 
@@ -134,7 +135,7 @@ async def test_the_less_loaded_worker_takes_the_connection(
     with socket.create_connection(("127.0.0.1", busy.acceptor.bound_port)):
         await asyncio.wait_for(idle.arrived.wait(), 10)
     # both were woken in the same loop turn, whichever first: the busy one stepped back
-    assert busy.load.is_deferring(0)
+    assert not idle.load.accepting(0)  # stepping back
     assert not busy.accepted
     assert len(idle.accepted) == 1
     assert idle.load.open_connections(1) == 1  # counted until released
@@ -180,3 +181,46 @@ async def test_a_released_connection_counts_when_its_link_ends(
     done.set_result(None)
     await asyncio.sleep(0)  # done callbacks run on the next loop turn
     assert idle.load.open_connections(1) == 0
+
+
+async def test_a_worker_without_signs_of_life_is_not_waited_for(
+    workers: tuple[Worker, Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener, "ACCEPT_DEFER", 60.0)  # a step back would outlast the test
+    busy, idle = workers
+    idle.acceptor.stop()  # its event loop is stuck: it neither accepts nor beats
+    for _ in range(SLACK + 1):
+        busy.load.opened()
+    assert busy.load.should_defer()
+    monkeypatch.setattr(balance, "STALE_AFTER", 0.0)  # its last beat is now too old
+    with socket.create_connection(("127.0.0.1", busy.acceptor.bound_port)):
+        await asyncio.wait_for(busy.arrived.wait(), 10)  # taken at once, not after 60 s
+    assert len(busy.accepted) == 1
+
+
+async def test_a_ready_worker_shows_signs_of_life_until_it_drains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = 1_000_000_000
+    monkeypatch.setattr(balance, "_now_ms", lambda: now)
+    stale = int(balance.STALE_AFTER * 1000)
+    load = WorkerLoad(2)
+    peer = load.for_worker(1)
+    listener._LOAD = load
+    try:
+        listener.set_worker_ready(True)
+        assert peer.accepting(0)
+        assert not peer.accepting(0, now_ms=now + stale)
+        scheduled = listener._BEAT
+        assert scheduled is not None
+        now += stale - 1
+        listener._beat()  # what the timer runs: a sign of life, and the next one scheduled
+        assert peer.accepting(0, now_ms=now + stale - 1)
+        assert listener._BEAT is not None
+        assert listener._BEAT is not scheduled
+        listener.set_worker_ready(False)
+        assert not peer.accepting(0)
+        assert listener._BEAT is None
+    finally:
+        listener.set_worker_ready(False)
+        listener._LOAD = None

@@ -18,6 +18,8 @@ from meshsec.config.proxy import (
     parse_outbound_spec,
 )
 from meshsec.core.pki import X509Svid
+from meshsec.proxy import listener
+from meshsec.proxy.balance import WorkerLoad
 from meshsec.proxy.certdir import load_cert_dir
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.server import ProxyServer
@@ -273,3 +275,38 @@ async def test_shared_ticket_keys_change_at_the_epoch(tmp_path: Path, ids: Ident
         assert ticket_keys(server.tls.current.server_tcp) != first
     finally:
         await server.shutdown()
+
+
+async def test_a_worker_is_deferred_to_only_while_it_serves(
+    tmp_path: Path, ids: Identities
+) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()  # the agent has not written the certificates yet
+    app = await LineApp().start()
+    settings = load_settings(
+        ProxySettings,
+        env={},
+        flags={
+            "cert_dir": certs,
+            "inbound": (f"0:{app.port}:STRICT",),
+            "inbound_host": "127.0.0.1",
+            "cert_watch_interval": "1h",
+            "drain_duration": "1s",
+        },
+    )
+    load = WorkerLoad(2)
+    other_worker = load.for_worker(1)
+    listener._LOAD = load  # worker 0 of a --concurrency 2 run
+    server = ProxyServer(settings, clock=FakeClock(), admin=False)
+    try:
+        await server.start()
+        assert not server.ready()
+        assert not other_worker.accepting(0)  # it would refuse every mTLS connection
+        server.apply(ids.server, ids.ca.bundle)
+        assert server.ready()
+        assert other_worker.accepting(0)
+    finally:
+        await server.shutdown()
+        listener._LOAD = None
+    assert not other_worker.accepting(0)  # drained
+    assert listener._BEAT is None

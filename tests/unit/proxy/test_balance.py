@@ -6,13 +6,16 @@ import os
 
 import pytest
 
-from meshsec.proxy.balance import SLACK, WorkerLoad
+from meshsec.proxy import balance
+from meshsec.proxy.balance import SLACK, STALE_AFTER, WorkerLoad
 
 
 def test_a_worker_defers_only_to_an_accepting_worker_with_fewer_connections() -> None:
     assert SLACK == 1
     a = WorkerLoad(3)
     b, c = a.for_worker(1), a.for_worker(2)
+    for worker in (a, b, c):
+        worker.ready(True)
     assert not a.should_defer()  # all idle: whoever is woken takes it
     a.opened()
     assert not a.should_defer()  # one ahead: within the slack
@@ -36,9 +39,10 @@ def test_a_worker_defers_only_to_an_accepting_worker_with_fewer_connections() ->
 def test_the_table_is_shared_with_forked_workers() -> None:
     load = WorkerLoad(2)
     pid = os.fork()
-    if pid == 0:  # the worker: three connections opened, one closed
+    if pid == 0:  # the worker: ready, three connections opened, one closed
         try:
             load.index = 1
+            load.ready(True)  # its sign of life is on the clock every process shares
             load.opened()
             load.opened()
             load.opened()
@@ -64,3 +68,56 @@ def test_a_table_needs_a_worker(workers: int) -> None:
 def test_a_worker_index_must_be_in_the_table() -> None:
     with pytest.raises(ValueError, match=r"worker 2 out of range 0\.\.1"):
         WorkerLoad(2).index = 2
+
+
+def test_a_worker_that_is_not_ready_or_is_draining_is_not_waited_for() -> None:
+    a = WorkerLoad(2)
+    b = a.for_worker(1)
+    assert not a.accepting(0)
+    assert not b.accepting(1)  # not ready until it says so (listeners up, certificates loaded)
+    a.ready(True)
+    for _ in range(SLACK + 1):
+        a.opened()
+    assert not a.should_defer()
+    b.ready(True)
+    b.ready(True)  # repeating a state changes nothing
+    assert a.should_defer()
+    b.ready(False)  # draining
+    assert not a.should_defer()
+    b.ready(False)
+    b.ready(True)
+    assert a.should_defer()
+
+
+def test_steps_back_of_two_acceptors_are_counted() -> None:
+    a = WorkerLoad(2)
+    b = a.for_worker(1)
+    a.ready(True)
+    b.ready(True)
+    b.deferring(True)  # one port's acceptor steps back
+    b.deferring(True)  # and the other port's
+    b.deferring(False)  # the first is back: the second still steps back
+    assert not a.accepting(1)
+    b.deferring(False)
+    assert a.accepting(1)
+
+
+def test_a_worker_that_stops_showing_signs_of_life_is_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = WorkerLoad(2)
+    b = a.for_worker(1)
+    now = 1_000_000_000
+    monkeypatch.setattr(balance, "_now_ms", lambda: now)
+    a.ready(True)
+    b.ready(True)  # seen at `now`
+    for _ in range(SLACK + 1):
+        a.opened()
+    assert a.should_defer()
+    now += int(STALE_AFTER * 1000) - 1
+    assert a.should_defer()
+    now += 1  # b's event loop has not run for STALE_AFTER: stuck, or gone
+    assert not a.should_defer()
+    assert not a.accepting(1)
+    b.beat()
+    assert a.should_defer()
