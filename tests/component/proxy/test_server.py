@@ -48,6 +48,20 @@ def _write_cert_dir(directory: Path, svid: X509Svid, root_pem: bytes) -> None:
     write_atomic(directory / "root-cert.pem", root_pem, PUBLIC_MODE)
 
 
+def _strict_port(certs: Path, app_port: int, **flags: str) -> ProxySettings:
+    """A sidecar with one STRICT port in front of ``app_port``, certificates from ``certs``."""
+    return load_settings(
+        ProxySettings,
+        env={},
+        flags={
+            "cert_dir": certs,
+            "inbound": (f"0:{app_port}:STRICT",),
+            "inbound_host": "127.0.0.1",
+            **flags,
+        },
+    )
+
+
 async def _get(port: int, path: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
@@ -176,17 +190,8 @@ async def test_server_watches_cert_dir_serves_admin_and_drains(
     certs = tmp_path / "certs"
     _write_cert_dir(certs, ids.server, ids.ca.bundle.to_pem())
     app = await LineApp().start()
-    settings = load_settings(
-        ProxySettings,
-        env={},
-        flags={
-            "cert_dir": certs,
-            "inbound": (f"0:{app.port}:STRICT",),
-            "inbound_host": "127.0.0.1",
-            "admin_addr": "127.0.0.1:0",
-            "cert_watch_interval": "1s",
-            "drain_duration": "5s",
-        },
+    settings = _strict_port(
+        certs, app.port, admin_addr="127.0.0.1:0", cert_watch_interval="1s", drain_duration="5s"
     )
     clock = FakeClock()
     server = ProxyServer(settings, clock=clock)
@@ -245,16 +250,7 @@ async def test_shared_ticket_keys_change_at_the_epoch(tmp_path: Path, ids: Ident
     certs = tmp_path / "certs"
     _write_cert_dir(certs, ids.server, ids.ca.bundle.to_pem())
     app = await LineApp().start()
-    settings = load_settings(
-        ProxySettings,
-        env={},
-        flags={
-            "cert_dir": certs,
-            "inbound": (f"0:{app.port}:STRICT",),
-            "inbound_host": "127.0.0.1",
-            "cert_watch_interval": "1h",
-        },
-    )
+    settings = _strict_port(certs, app.port, cert_watch_interval="1h")
     clock = FakeClock(datetime(2026, 1, 1, 0, 59, tzinfo=UTC))  # a minute before an epoch
     secret = b"k" * 32
     server = ProxyServer(settings, clock=clock, admin=False, ticket_secret=secret)
@@ -283,17 +279,7 @@ async def test_a_worker_is_deferred_to_only_while_it_serves(
     certs = tmp_path / "certs"
     certs.mkdir()  # the agent has not written the certificates yet
     app = await LineApp().start()
-    settings = load_settings(
-        ProxySettings,
-        env={},
-        flags={
-            "cert_dir": certs,
-            "inbound": (f"0:{app.port}:STRICT",),
-            "inbound_host": "127.0.0.1",
-            "cert_watch_interval": "1h",
-            "drain_duration": "1s",
-        },
-    )
+    settings = _strict_port(certs, app.port, cert_watch_interval="1h", drain_duration="1s")
     load = WorkerLoad(2)
     other_worker = load.for_worker(1)
     listener._LOAD = load  # worker 0 of a --concurrency 2 run
