@@ -60,10 +60,17 @@ class LoopLedger:
     ) -> None:
         init_ledger(path)
         self.path = path
-        self._conn = connect_ledger(path, busy_timeout=0.0)
-        self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        self._conn.execute("PRAGMA cache_size=-16384")  # KiB: the serial index's random leaves
-        self._conn.execute("PRAGMA mmap_size=268435456")  # reads without a syscall each
+        # set-up waits for the lock like any connection: the other workers open the same file
+        # at the same moment, and the first to switch it to WAL holds it exclusively meanwhile
+        self._conn = connect_ledger(path)
+        try:
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._conn.execute("PRAGMA cache_size=-16384")  # KiB: the serial index's leaves
+            self._conn.execute("PRAGMA mmap_size=268435456")  # reads without a syscall each
+            self._conn.execute("PRAGMA busy_timeout=0")  # from now on the loop never waits
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise LedgerError(path, str(exc)) from None
         self._window = batch_window
         self._batch_size = batch_size
         self._max_wait = max_wait

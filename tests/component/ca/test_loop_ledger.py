@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -193,3 +194,34 @@ async def test_an_unexpected_failure_fails_the_waiters_instead_of_hanging_them(
         await asyncio.wait_for(ledger.commit(_record(1)), timeout=10)
     monkeypatch.undo()
     await ledger.close()
+
+
+def test_a_worker_opening_the_ledger_waits_while_another_sets_it_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CA's workers open one new database at once; the first to switch it to WAL holds it
+    exclusively for that moment. The others wait for it instead of failing 'database is
+    locked' (which once stopped `meshsec demo` from starting)."""
+    path = tmp_path / "ledger.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)  # another worker, mid set-up
+    other.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(loop_ledger, "init_ledger", lambda _path: None)  # only the open races
+    opened: list[LoopLedger] = []
+    failed: list[BaseException] = []
+
+    def open_ledger() -> None:
+        try:
+            opened.append(LoopLedger(path))
+        except BaseException as exc:  # reported to the test below
+            failed.append(exc)
+
+    thread = threading.Thread(target=open_ledger)
+    thread.start()
+    thread.join(0.5)  # the lock is held: the worker waits (it used to fail at once)
+    assert thread.is_alive(), failed
+    other.execute("COMMIT")
+    other.close()
+    thread.join(30)
+    assert not failed
+    assert len(opened) == 1
+    asyncio.run(opened[0].close())  # its flushes never wait: the tests above hold the lock
