@@ -96,8 +96,6 @@ class InboundHttp:
         "requests",
         "responses",
         "tally",
-        "xfcc",
-        "xfcc_line",
     )
 
     def __init__(
@@ -121,16 +119,16 @@ class InboundHttp:
         self.authorizer = authorizer
         self.metrics = metrics
         self.labels = labels
-        self.xfcc = (
-            b"By=%s;Hash=%s;URI=%s"
-            % (own_id.encode(), identity.cert_sha256.encode(), identity.principal.encode())
+        # our XFCC field and the head's final CRLF, spliced in place of that CRLF (one string
+        # per connection: every idle keep-alive connection holds it)
+        self._xfcc_end = (
+            b"%s: By=%s;Hash=%s;URI=%s\r\n\r\n"
+            % (XFCC, own_id.encode(), identity.cert_sha256.encode(), identity.principal.encode())
             if identity is not None
             else None
         )
-        self.xfcc_line = XFCC + b": " + self.xfcc + b"\r\n" if self.xfcc is not None else b""
-        self._xfcc_end = self.xfcc_line + b"\r\n"  # replaces a head's final CRLF
-        self.tally = tally = metrics.request_tally(labels)
-        link.done.add_done_callback(lambda _f: tally.flush())
+        self.tally = metrics.request_tally(labels)
+        link.done.add_done_callback(self.tally.flush_when_done)
         self._scoped = is_connection_scoped(authorizer)
         self._conn_version: object = _NO_DECISION
         self._conn_decision: Decision | None = ALLOWED if isinstance(authorizer, AllowAll) else None
@@ -206,7 +204,8 @@ class InboundHttp:
         ):
             return False
         assert self.link.up is not None
-        self.link.up.write(data[:-2] + self._xfcc_end if self.xfcc is not None else data)
+        xfcc_end = self._xfcc_end
+        self.link.up.write(data if xfcc_end is None else data[:-2] + xfcc_end)
         self.outstanding.append(method)
         return True
 
@@ -228,10 +227,10 @@ class InboundHttp:
         if head.has(XFCC):
             # sanitize: rebuild without the client's
             head.headers = [(n, v) for n, v in head.headers if n != XFCC]
-            if self.xfcc is not None:
-                head.headers.append((XFCC, self.xfcc))
+            if self._xfcc_end is not None:  # our value: after "<name>: ", before CRLFCRLF
+                head.headers.append((XFCC, self._xfcc_end[len(XFCC) + 2 : -4]))
             self._to_app.add(head.encode())
-        elif self.xfcc is not None:  # the common case: splice our line in before the final CRLF
+        elif self._xfcc_end is not None:  # the common case: our line before the final CRLF
             self._to_app.add(raw[:-2] + self._xfcc_end)
         else:
             self._to_app.add(raw)

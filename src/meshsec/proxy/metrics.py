@@ -106,6 +106,10 @@ class RequestTally:
             self._metrics._flush_tally(self._values, counts)
             counts.clear()
 
+    def flush_when_done(self, _done: object) -> None:
+        """:meth:`flush` as a done-callback of the connection's end."""
+        self.flush()
+
 
 class _FlushFirst:
     """Registered before the counters: a collection of the registry first flushes the tallies."""
