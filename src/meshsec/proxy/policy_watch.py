@@ -103,6 +103,7 @@ class PolicyController:
         self.workload = entry
         self.live = LivePolicy(PolicyView(first, registry_of(first), entry))
         self._ports: list[tuple[PortBinding, ModedListener]] = []
+        self.on_applied: Callable[[], None] | None = None  # after each applied edit
         self._last_seen = first.version
         self._check_complete(first)
 
@@ -160,6 +161,8 @@ class PolicyController:
                 )
                 listener.mode = mode
         log.info("policy version %s applied", snapshot.version)
+        if self.on_applied is not None:
+            self.on_applied()
 
     def poll(self) -> bool:
         """Apply an edit once the directory reads the same on two consecutive polls."""

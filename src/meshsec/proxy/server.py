@@ -173,8 +173,7 @@ class ProxyServer:
         self.tls.update(svid, bundle, now=self.clock.now())
         self.cert_error = ""
         self.certificates_applied.set()
-        if self.listening:
-            set_worker_ready(self.ready())
+        self._serving_changed()
         if self.policy is not None and str(svid.spiffe_id) != self.policy.workload.spiffe_id:
             # Envoy does not check this either, but it is almost always a wrong --workload or
             # certificate source: peers' secure naming will refuse this sidecar
@@ -184,6 +183,12 @@ class ProxyServer:
                 self.policy.workload.key,
                 self.policy.workload.spiffe_id,
             )
+
+    def _serving_changed(self) -> None:
+        """Tell the other ``--concurrency`` workers whether this one serves now (certificates
+        loaded, configuration complete): they defer to it only while it does."""
+        if self.listening and not self.stopping:
+            set_worker_ready(self.ready())
 
     async def _rotate_ticket_keys(self) -> None:
         """The shared session-ticket keys change at each epoch (:mod:`meshsec.proxy.tls`)."""
@@ -268,11 +273,12 @@ class ProxyServer:
             )
             await self.admin.start()
         if self.policy is not None:
+            self.policy.on_applied = self._serving_changed
             self._tasks.append(asyncio.ensure_future(self.policy.watch()))
         if self.tls.ticket_secret is not None:
             self._tasks.append(asyncio.ensure_future(self._rotate_ticket_keys()))
         self.listening = True
-        set_worker_ready(self.ready())
+        self._serving_changed()
         log.info(
             "proxy %s: inbound %s; %d outbound listener(s)%s%s",
             "ready" if self.ready() else f"started (not ready: {self.not_ready_reason()})",

@@ -22,6 +22,8 @@ from meshsec.config.errors import ConfigError
 from meshsec.config.load import load_settings
 from meshsec.config.proxy import ProxySettings
 from meshsec.core.pki import X509Svid
+from meshsec.proxy import listener
+from meshsec.proxy.balance import WorkerLoad
 from meshsec.proxy.inbound import PortMode
 from meshsec.proxy.server import ProxyServer
 from tests.component.proxy.apps import HttpApp, LineApp
@@ -415,6 +417,28 @@ async def test_errors_in_the_first_read_fail_closed(mesh: Mesh, mesh_ca: TestCA)
     assert server.ready()
     got, _ = await _get(mesh.http_port, client_context(mesh.ids.client, mesh_ca.bundle), "/x")
     assert got == 200
+
+
+async def test_other_workers_defer_to_a_worker_only_while_its_configuration_is_complete(
+    mesh: Mesh,
+) -> None:
+    load = WorkerLoad(2)
+    other_worker = load.for_worker(1)
+    listener._LOAD = load  # this sidecar is worker 0 of a --concurrency 2 run
+    try:
+        mesh.write("authz.yaml", AUTHZ.replace("rules:", "action: ALOW\n  rules:"))
+        server = await mesh.sidecar("server.backend", mesh.ids.server, inbound=True)
+        assert not server.ready()
+        assert not other_worker.accepting(0)  # it denies every request: not waited for
+        mesh.write("authz.yaml", AUTHZ)
+        assert _settle(server)
+        assert other_worker.accepting(0)
+        mesh.write("authz.yaml", AUTHZ.replace("rules:", "action: ALOW\n  rules:"))
+        assert not _settle(server)  # a broken edit is rejected: the last good one stays
+        assert other_worker.accepting(0)
+    finally:
+        listener.set_worker_ready(False)
+        listener._LOAD = None
 
 
 async def test_an_authorization_edit_applies_to_the_next_request_on_an_open_connection(
