@@ -114,12 +114,17 @@ class WorkerLoad:
 
     def should_defer(self) -> bool:
         """Is another worker that is accepting carrying more than :data:`SLACK` connections
-        fewer than this one?"""
+        fewer than this one — or, while this worker is not ready, accepting at all?"""
         table = self._table
+        now = _now_ms()
+        if not self._ready:  # it would refuse the connection (no certificates, say)
+            return any(
+                slot != self._slot and self._is_accepting(slot, now)
+                for slot in range(0, len(table), _FIELDS)
+            )
         limit = table[self._slot + _COUNT] - SLACK
         if limit <= 0:
             return False
-        now = _now_ms()
         return any(
             slot != self._slot and table[slot + _COUNT] < limit and self._is_accepting(slot, now)
             for slot in range(0, len(table), _FIELDS)

@@ -28,6 +28,11 @@ ACCEPT_DEFER = 0.001
 """Seconds a worker that deferred to a less loaded one stops watching a shared socket; a
 connection still waiting after that is taken (the less loaded worker is busy)."""
 
+PEERS_BUSY_HOLD = 0.01
+"""Seconds a worker takes every connection itself after a step back that left one waiting:
+the others are busy (a long handshake, a blocked event loop), and stepping back for each
+connection meanwhile would let only one through per :data:`ACCEPT_DEFER`."""
+
 _SHARED: dict[tuple[str, int], socket.socket] = {}
 """Listening sockets bound by the parent before ``--concurrency`` workers fork."""
 _LOAD: WorkerLoad | None = None
@@ -114,6 +119,7 @@ class Acceptor:
         self._batch = ACCEPT_BATCH
         self._load: WorkerLoad | None = None  # set on a socket shared with other workers
         self._resume: asyncio.TimerHandle | None = None
+        self._take_all_until = 0.0  # loop time: no step back before (PEERS_BUSY_HOLD)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -163,7 +169,12 @@ class Acceptor:
         if sock is None:
             return
         load = self._load
-        if load is not None and load.should_defer():
+        if (
+            load is not None
+            and load.should_defer()
+            and self._loop is not None
+            and self._loop.time() >= self._take_all_until
+        ):
             self._defer(sock, load)
             return
         self._take(sock)
@@ -184,18 +195,22 @@ class Acceptor:
         if self._load is not None:
             self._load.deferring(False)
         self._loop.add_reader(sock.fileno(), self._accept)
-        self._take(sock)  # one still waiting: the less loaded worker is busy, so take it
+        if self._take(sock):  # one still waiting: the less loaded worker is busy
+            self._take_all_until = self._loop.time() + PEERS_BUSY_HOLD
 
-    def _take(self, sock: socket.socket) -> None:
+    def _take(self, sock: socket.socket) -> int:
+        """Accept up to a batch of waiting connections; how many were taken."""
         load = self._load
+        taken = 0
         for _ in range(self._batch):
             try:
                 conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                return taken
             except OSError as exc:  # EMFILE and friends: keep the listener alive
                 log.warning("accept failed on %s:%s: %s", self.host, self.bound_port, exc)
-                return
+                return taken
+            taken += 1
             if load is not None:
                 load.opened()
             conn.setblocking(False)
@@ -206,3 +221,4 @@ class Acceptor:
                 log.exception("connection set-up failed")
                 conn.close()
                 self.release()
+        return taken

@@ -111,7 +111,10 @@ class Worker:
 
 
 @pytest.fixture
-async def workers() -> AsyncIterator[tuple[Worker, Worker]]:
+async def workers(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Worker, Worker]]:
+    # the workers beat once, when they become ready: a slow test machine must not make them
+    # look stuck (the test of a stuck worker sets this itself)
+    monkeypatch.setattr(balance, "STALE_AFTER", 3600.0)
     port = _free_port()
     bind_shared({("127.0.0.1", port)}, workers=2)
     shared = listener._SHARED.pop(("127.0.0.1", port))
@@ -224,3 +227,34 @@ async def test_a_ready_worker_shows_signs_of_life_until_it_drains(
     finally:
         listener.set_worker_ready(False)
         listener._LOAD = None
+
+
+async def test_after_a_step_back_that_left_a_connection_waiting_the_worker_takes_the_rest(
+    workers: tuple[Worker, Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener, "PEERS_BUSY_HOLD", 60.0)  # the hold outlasts the test
+    busy, idle = workers
+    idle.acceptor.stop()  # ready and alive, but busy: it takes nothing meanwhile
+    for _ in range(SLACK + 1):
+        busy.load.opened()
+    steps_back = 0
+    step_back = busy.acceptor._defer
+
+    def counted(sock: socket.socket, load: WorkerLoad) -> None:
+        nonlocal steps_back
+        steps_back += 1
+        step_back(sock, load)
+
+    monkeypatch.setattr(busy.acceptor, "_defer", counted)
+    clients = []
+    try:
+        for expected in range(1, 6):
+            clients.append(socket.create_connection(("127.0.0.1", busy.acceptor.bound_port)))
+            while len(busy.accepted) < expected:
+                busy.arrived.clear()
+                await asyncio.wait_for(busy.arrived.wait(), 10)
+        assert busy.load.should_defer()  # the peer still looks less loaded and ready
+        assert steps_back == 1  # one step back (ACCEPT_DEFER), then no more for the hold
+    finally:
+        for client in clients:
+            client.close()

@@ -53,6 +53,7 @@ def test_the_table_is_shared_with_forked_workers() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert load.open_connections(1) == 2
     assert load.open_connections(0) == 0
+    load.ready(True)
     assert not load.should_defer()
     for _ in range(4):
         load.opened()
@@ -121,3 +122,18 @@ def test_a_worker_that_stops_showing_signs_of_life_is_not_waited_for(
     assert not a.accepting(1)
     b.beat()
     assert a.should_defer()
+
+
+def test_a_worker_that_is_not_ready_leaves_every_connection_to_one_that_is() -> None:
+    a = WorkerLoad(2)
+    b = a.for_worker(1)
+    assert not a.should_defer()  # nobody is ready: whoever is woken takes it
+    b.ready(True)
+    for _ in range(5):
+        b.opened()
+    assert a.should_defer()  # it would refuse the connection; b would serve it
+    b.deferring(True)
+    assert not a.should_defer()  # b is stepping back itself: a takes it after all
+    b.deferring(False)
+    a.ready(True)
+    assert not a.should_defer()  # ready, and the less loaded one
