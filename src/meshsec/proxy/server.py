@@ -66,6 +66,8 @@ from meshsec.runtime.clock import Clock, SystemClock
 
 log = logging.getLogger("meshsec.proxy")
 
+TICKET_KEYS_RECHECK = 60.0  # s: the longest wait before the ticket-key epoch is checked again
+
 
 @dataclass
 class StaticRegistry:
@@ -191,11 +193,17 @@ class ProxyServer:
             set_worker_ready(self.ready())
 
     async def _rotate_ticket_keys(self) -> None:
-        """The shared session-ticket keys change at each epoch (:mod:`meshsec.proxy.tls`)."""
+        """The shared session-ticket keys change at each epoch (:mod:`meshsec.proxy.tls`).
+        The wait is at most :data:`TICKET_KEYS_RECHECK`: the epoch follows the wall clock,
+        which may be stepped or stand still (a paused VM) while the loop's clock runs on."""
         while True:
-            await self.clock.sleep(self.tls.seconds_to_next_ticket_keys(self.clock.now()))
-            if self.tls.rotate_ticket_keys(self.clock.now()):
-                log.debug("session-ticket keys changed")
+            wait = self.tls.seconds_to_next_ticket_keys(self.clock.now())
+            await self.clock.sleep(min(wait, TICKET_KEYS_RECHECK))
+            try:
+                if self.tls.rotate_ticket_keys(self.clock.now()):
+                    log.debug("session-ticket keys changed")
+            except Exception:  # keys that could not change must not stop the data plane
+                log.exception("session-ticket key change failed")
 
     # lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -423,10 +423,11 @@ class TlsContexts:
         for kind in ("tcp", "http"):
             keys = derive_ticket_keys(secret, snapshot.bundle, kind, epoch)
             if not set_ticket_keys(snapshot.server_context(http=kind == "http"), keys):
-                log.warning(
-                    "session-ticket keys of the %s port contexts could not be changed", kind
-                )
-                return False
+                # never keep the old keys: new contexts, with this epoch's keys where they
+                # can be set and OpenSSL's own random ones where not
+                log.warning("session-ticket keys could not be changed: rebuilding the contexts")
+                self.update(snapshot.svid, snapshot.bundle, now=now)
+                return True
         self._ticket_epoch = epoch
         return True
 

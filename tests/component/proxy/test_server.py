@@ -296,3 +296,32 @@ async def test_a_worker_is_deferred_to_only_while_it_serves(
         listener._LOAD = None
     assert not other_worker.accepting(0)  # drained
     assert listener._BEAT is None
+
+
+async def test_the_ticket_key_epoch_is_rechecked_every_minute_and_a_failure_is_survived(
+    tmp_path: Path, ids: Identities, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = tmp_path / "certs"
+    _write_cert_dir(certs, ids.server, ids.ca.bundle.to_pem())
+    app = await LineApp().start()
+    settings = _strict_port(certs, app.port, cert_watch_interval="1h")
+    clock = FakeClock(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))  # the next epoch in 59.5 min
+    server = ProxyServer(settings, clock=clock, admin=False, ticket_secret=b"k" * 32)
+    calls: list[datetime] = []
+
+    def rotate(now: datetime) -> bool:
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("libssl went away")
+        return False
+
+    monkeypatch.setattr(server.tls, "rotate_ticket_keys", rotate)
+    await server.start()
+    try:
+        await clock.wait_for_sleepers(2)  # the certificate watcher and the ticket keys
+        for minute in (1, 2):
+            clock.advance(60)  # long before the epoch ends: the wall clock may have jumped
+            await clock.wait_for_sleepers(2)
+            assert len(calls) == minute  # checked, and the first one's failure was survived
+    finally:
+        await server.shutdown()

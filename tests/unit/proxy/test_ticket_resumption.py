@@ -12,7 +12,10 @@ import contextlib
 import ssl
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from meshsec.core.pki.svid import X509Svid
+from meshsec.proxy import tls
 from meshsec.proxy.tls import (
     TICKET_KEY_PERIOD,
     TlsContexts,
@@ -146,3 +149,19 @@ def test_without_a_secret_there_is_nothing_to_rotate() -> None:
 def test_the_secret_is_not_printed() -> None:
     assert SECRET.hex() not in repr(TlsContexts(ticket_secret=SECRET))
     assert repr(SECRET) not in repr(TlsContexts(ticket_secret=SECRET))
+
+
+def test_keys_that_cannot_be_changed_are_replaced_by_new_contexts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ca = TestCA("cluster.local")
+    contexts = TlsContexts(ticket_secret=SECRET)
+    before = contexts.update(ca.issue_svid(SERVER_ID), ca.bundle, now=NOW)
+    old_keys = ticket_keys(before.server_context(http=True))
+    monkeypatch.setattr(tls, "set_ticket_keys", lambda _ctx, _keys: False)  # libssl refuses
+    assert contexts.rotate_ticket_keys(NOW + timedelta(seconds=30))
+    after = contexts.current
+    assert after is not before  # new contexts: the old epoch's keys are gone everywhere
+    assert after.generation == before.generation + 1
+    assert ticket_keys(after.server_context(http=True)) != old_keys
+    assert not contexts.rotate_ticket_keys(NOW + timedelta(seconds=31))  # done for this epoch

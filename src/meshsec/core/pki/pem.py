@@ -91,7 +91,9 @@ def encode_certificates_pem(certs: Sequence[x509.Certificate]) -> bytes:
 def _check_serial(cert: x509.Certificate, what: str, index: int | None) -> None:
     """RFC 5280 §4.1.2.2: the serial number is a positive integer. cryptography still loads
     zero and negative ones (with a deprecation warning; a later release refuses them) and Go's
-    crypto/x509, which Istio uses, refuses negative ones: so do we, for every certificate."""
+    crypto/x509, which Istio uses, refuses negative ones: so do we, for every certificate a
+    person or a peer hands meshsec as PEM or DER here (files, cacerts, CSR answers). Peers'
+    certificates in a TLS handshake are checked by OpenSSL against the bundle instead."""
     if cert.serial_number <= 0:
         where = "" if index is None else f"certificate {index + 1}: "
         raise InvalidPem(
