@@ -116,7 +116,7 @@ def run(
 
     Runs until SIGTERM / SIGINT, then drains open connections for --drain-duration.
     """
-    from meshsec.proxy.server import run_proxy
+    from meshsec.proxy.process import run_proxy
     from meshsec.runtime.log import setup_logging
 
     flags: dict[str, Any] = {

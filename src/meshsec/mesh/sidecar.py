@@ -29,8 +29,9 @@ from meshsec.config.errors import ConfigError
 from meshsec.config.load import load_settings
 from meshsec.config.proxy import ProxySettings
 from meshsec.proxy.policy_watch import PolicyController
+from meshsec.proxy.process import run_event_loop
 from meshsec.proxy.registry import LOOPBACK, Registry, WorkloadEntry
-from meshsec.proxy.server import ProxyServer, run_event_loop
+from meshsec.proxy.server import ProxyServer
 from meshsec.runtime.clock import Clock, SystemClock
 from meshsec.runtime.log import setup_logging
 

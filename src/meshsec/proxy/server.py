@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -34,13 +32,9 @@ from meshsec.proxy.authz import AllowAll, Authorizer
 from meshsec.proxy.certdir import load_cert_dir, stamp_cert_dir, watch_cert_dir
 from meshsec.proxy.errors import TlsMaterialError
 from meshsec.proxy.inbound import InboundListener, InboundOptions, InboundPort, PortMode
-from meshsec.proxy.listener import become_worker, bind_shared, set_worker_ready
+from meshsec.proxy.listener import set_worker_ready
 from meshsec.proxy.metrics import (
     ProxyMetrics,
-    build_aggregate_registry,
-    forget_worker,
-    record_to_shared_dir,
-    shared_metrics_dir,
 )
 from meshsec.proxy.outbound import HttpProxyListener, TcpOutboundListener
 from meshsec.proxy.policy_watch import (
@@ -61,7 +55,6 @@ from meshsec.proxy.upstream import (
     ServiceResolver,
     UpstreamConnector,
 )
-from meshsec.proxy.workers import run_workers, worker_count
 from meshsec.runtime.clock import Clock, SystemClock
 
 log = logging.getLogger("meshsec.proxy")
@@ -432,68 +425,3 @@ class ProxyServer:
 
 def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-async def serve_proxy(
-    settings: ProxySettings,
-    *,
-    admin: bool = True,
-    reuse_port: bool = False,
-    metrics_dir: Path | None = None,
-    ticket_secret: bytes | None = None,
-) -> int:
-    """``metrics_dir``: a ``--concurrency`` worker's shared metrics directory (its metrics go to
-    files there; the admin worker reports the sum over every worker's)."""
-    if metrics_dir is not None:
-        record_to_shared_dir(metrics_dir)
-    server = ProxyServer(
-        settings,
-        admin=admin,
-        reuse_port=reuse_port,
-        admin_registry=build_aggregate_registry(metrics_dir) if metrics_dir and admin else None,
-        ticket_secret=ticket_secret,
-    )
-    await server.start()
-    await server.run_until_stopped()
-    return 0
-
-
-def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
-    """On uvloop (stdlib asyncio where uvloop is unavailable)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
-def run_proxy(settings: ProxySettings) -> int:
-    """Run the sidecar until signalled: one process, or ``--concurrency`` workers."""
-    count = worker_count(settings.concurrency)
-    # session tickets: one secret for the run, made before the workers fork, so a ticket
-    # resumes on whichever worker takes the connection
-    secret = os.urandom(32)
-    if count <= 1:
-        return run_workers(
-            1, lambda _index: run_event_loop(serve_proxy(settings, ticket_secret=secret))
-        )
-    bind_shared(settings.listen_addresses, workers=count)
-
-    def serve_worker(index: int, metrics_dir: Path) -> int:
-        become_worker(index)
-        return run_event_loop(
-            serve_proxy(
-                settings,
-                admin=index == 0,
-                reuse_port=True,
-                metrics_dir=metrics_dir,
-                ticket_secret=secret,
-            )
-        )
-
-    with shared_metrics_dir() as metrics_dir:
-        return run_workers(
-            count,
-            lambda index: serve_worker(index, metrics_dir),
-            exited=lambda pid: forget_worker(metrics_dir, pid),
-        )
