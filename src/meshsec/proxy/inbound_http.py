@@ -69,6 +69,11 @@ _SPECIAL_FIELD = re.compile(
     rb"\r\n(?:content-length|transfer-encoding|x-forwarded-client-cert|upgrade):"
 )
 _NO_BODY_METHODS = (b"HEAD", b"CONNECT")  # their responses are framed without a body
+MAX_PIPELINED = 100
+"""Requests one connection may have awaiting their responses. Each is remembered (its method,
+to frame its response), and the app's socket buffers can hold megabytes of small requests, so
+a client pipelining against a slow app would grow that without bound; the one beyond gets 503
+once the app has answered the others, and the connection closes (Envoy takes one at a time)."""
 
 
 class InboundHttp:
@@ -189,7 +194,12 @@ class InboundHttp:
         (decided per connection). It goes to the app with our XFCC line; True. False: the
         general path (:class:`MessageReader` and :meth:`_request_head`) takes ``data``, and
         gives the same result for such a head — a property test holds the two together."""
-        if not self.requests.idle or self.awaiting_upgrade or self.local_reply is not None:
+        if (
+            not self.requests.idle
+            or self.awaiting_upgrade
+            or self.local_reply is not None
+            or len(self.outstanding) >= MAX_PIPELINED
+        ):
             return False
         scanned = scan_request_head(data)
         if scanned is None:
@@ -210,6 +220,8 @@ class InboundHttp:
         return True
 
     def _request_head(self, raw: bytes) -> BodyFramer | None:
+        if len(self.outstanding) >= MAX_PIPELINED:
+            raise HttpError(503, f"more than {MAX_PIPELINED} pipelined requests awaiting responses")
         head = parse_request_head(raw)
         framer = request_framing(head)
         decision = self._decide(head)

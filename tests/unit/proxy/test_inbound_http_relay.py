@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from meshsec.core.identity import SpiffeId
 from meshsec.proxy.authz import ALLOWED, Decision, HttpRequestInfo, PeerInfo
-from meshsec.proxy.inbound_http import InboundHttp
+from meshsec.proxy.inbound_http import MAX_PIPELINED, InboundHttp
 from meshsec.proxy.metrics import ConnectionLabels, ProxyMetrics
 from meshsec.proxy.pump import Link, PumpLimits
 from meshsec.proxy.tls import PeerIdentity
@@ -199,3 +199,27 @@ async def test_a_keep_alive_exchange_takes_the_one_step_path(version: bytes) -> 
     assert bytes(connection.client.written) == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" * 3
     handler.tally.flush()
     assert connection.metrics.sample("istio_requests_total", {"response_code": "200"}) == 3
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_pipelining_beyond_the_limit_is_answered_503_once_the_app_has_answered(
+    split: bool,
+) -> None:
+    connection = _connect(Authorizer())
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    steps = [(True, request)] * (MAX_PIPELINED + 1)
+    _run(connection, steps, split=split)
+    app_got = bytes(connection.app.written)
+    assert app_got.count(b"GET / HTTP/1.1") == MAX_PIPELINED  # the one beyond is not forwarded
+    assert len(connection.handler.outstanding) == MAX_PIPELINED
+    assert not connection.client.reading  # nothing more is read meanwhile
+    assert not connection.link.closed
+    _run(connection, [(False, response)] * MAX_PIPELINED, split=split)
+    got = bytes(connection.client.written)
+    assert got.count(b"HTTP/1.1 200 OK") == MAX_PIPELINED
+    assert got.endswith(
+        b"\r\n\r\nmore than %d pipelined requests awaiting responses" % MAX_PIPELINED
+    )
+    assert b"HTTP/1.1 503 " in got
+    assert connection.link.closed
