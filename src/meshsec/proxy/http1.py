@@ -104,10 +104,19 @@ def _request_body_framing(head: RequestHead) -> BodyFramer:
     return BodyFramer(_F_NONE)
 
 
+def bodiless_response(status: int, request_method: bytes | None) -> bool:
+    """A response with no body whatever its fields say (RFC 9112 §6.3): to HEAD, 1xx, 204,
+    304, and a 2xx to CONNECT (a tunnel follows)."""
+    return (
+        request_method == b"HEAD"
+        or status in (204, 304)
+        or 100 <= status < 200
+        or (request_method == b"CONNECT" and 200 <= status < 300)
+    )
+
+
 def response_framing(head: ResponseHead, request_method: bytes | None) -> BodyFramer:
-    if request_method == b"HEAD" or head.status in (204, 304) or 100 <= head.status < 200:
-        return BodyFramer(_F_NONE)
-    if request_method == b"CONNECT" and 200 <= head.status < 300:
+    if bodiless_response(head.status, request_method):
         return BodyFramer(_F_NONE)
     lowered = head._lowered if head._headers is None else None
     if lowered is not None and TRANSFER_ENCODING_FIELD not in lowered:

@@ -44,6 +44,7 @@ from meshsec.proxy.http1 import (
     BodyFramer,
     Framing,
     MessageReader,
+    bodiless_response,
     build_response,
     request_framing,
     response_framing,
@@ -68,7 +69,6 @@ _NO_DECISION = object()
 _SPECIAL_FIELD = re.compile(
     rb"\r\n(?:content-length|transfer-encoding|x-forwarded-client-cert|upgrade):"
 )
-_NO_BODY_METHODS = (b"HEAD", b"CONNECT")  # their responses are framed without a body
 MAX_PIPELINED = 100
 """Requests one connection may have awaiting their responses. Each is remembered (its method,
 to frame its response), and the app's socket buffers can hold megabytes of small requests, so
@@ -305,7 +305,8 @@ class InboundHttp:
         if scanned is None or scanned[1] != len(data):
             return False
         status = scanned[0]
-        if status < 200 or status in (204, 304) or outstanding[0] in _NO_BODY_METHODS:
+        # a CONNECT is never outstanding here: it sets awaiting_upgrade until it is answered
+        if status < 200 or bodiless_response(status, outstanding[0]):
             return False
         if self.draining():
             return False

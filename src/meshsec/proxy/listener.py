@@ -169,14 +169,11 @@ class Acceptor:
         if sock is None:
             return
         load = self._load
-        if (
-            load is not None
-            and load.should_defer()
-            and self._loop is not None
-            and self._loop.time() >= self._take_all_until
-        ):
-            self._defer(sock, load)
-            return
+        if load is not None:
+            assert self._loop is not None  # set by start()
+            if self._loop.time() >= self._take_all_until and load.should_defer():
+                self._defer(sock, load)
+                return
         self._take(sock)
 
     def _defer(self, sock: socket.socket, load: WorkerLoad) -> None:

@@ -87,6 +87,8 @@ ALPN_CLIENT_ISTIO: tuple[str, ...] = ("istio-peer-exchange", "istio")
 
 _TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 SERVER_TICKETS = 1  # TLS 1.3 session tickets per full handshake (module docstring)
+_SERVER_KINDS = (("tcp", ALPN_SERVER_TCP), ("http", ALPN_SERVER_HTTP))
+"""The server contexts a snapshot holds: port kind (the ticket keys' purpose) and its ALPN."""
 TICKET_KEY_PERIOD = 3600.0  # s: shared session-ticket keys change at every whole hour (UTC)
 
 
@@ -394,7 +396,7 @@ class TlsContexts:
                     None if secret is None else derive_ticket_keys(secret, bundle, kind, epoch)
                 ),
             )
-            for alpn, kind in ((ALPN_SERVER_TCP, "tcp"), (ALPN_SERVER_HTTP, "http"))
+            for kind, alpn in _SERVER_KINDS
         )
         client = build_client_context(svid, bundle, alpn=ALPN_CLIENT_ISTIO, params=self.params)
         self._generation += 1
@@ -420,7 +422,7 @@ class TlsContexts:
         epoch = ticket_epoch(now)
         if snapshot is None or secret is None or epoch == self._ticket_epoch:
             return False
-        for kind in ("tcp", "http"):
+        for kind, _alpn in _SERVER_KINDS:
             keys = derive_ticket_keys(secret, snapshot.bundle, kind, epoch)
             if not set_ticket_keys(snapshot.server_context(http=kind == "http"), keys):
                 # never keep the old keys: new contexts, with this epoch's keys where they

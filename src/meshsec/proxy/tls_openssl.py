@@ -30,6 +30,7 @@ import functools
 import logging
 import ssl
 import sys
+from typing import Any
 
 log = logging.getLogger("meshsec.proxy.tls_openssl")
 
@@ -90,44 +91,38 @@ def _ssl_ctx_pointer(ctx: ssl.SSLContext, lib: _LibSsl) -> int | None:
     return pointer
 
 
-def disable_auto_chain(ctx: ssl.SSLContext) -> bool:
-    """Send exactly the loaded certificate chain (``SSL_MODE_NO_AUTO_CHAIN``); True if set."""
+def _ctrl(ctx: ssl.SSLContext, command: int, larg: int, parg: Any) -> int | None:
+    """``SSL_CTX_ctrl`` on the context behind ``ctx``; None when it cannot be reached."""
     lib = _libssl()
     pointer = _ssl_ctx_pointer(ctx, lib) if lib is not None else None
     if lib is None or pointer is None:
-        return False
-    mode = lib.ctrl(pointer, _SSL_CTRL_MODE, SSL_MODE_NO_AUTO_CHAIN, None)
-    return bool(mode & SSL_MODE_NO_AUTO_CHAIN)
+        return None
+    return int(lib.ctrl(pointer, command, larg, parg))
+
+
+def disable_auto_chain(ctx: ssl.SSLContext) -> bool:
+    """Send exactly the loaded certificate chain (``SSL_MODE_NO_AUTO_CHAIN``); True if set."""
+    mode = _ctrl(ctx, _SSL_CTRL_MODE, SSL_MODE_NO_AUTO_CHAIN, None)
+    return mode is not None and bool(mode & SSL_MODE_NO_AUTO_CHAIN)
 
 
 def auto_chain_disabled(ctx: ssl.SSLContext) -> bool:
     """Whether ``ctx`` has ``SSL_MODE_NO_AUTO_CHAIN`` (False when it cannot be read)."""
-    lib = _libssl()
-    pointer = _ssl_ctx_pointer(ctx, lib) if lib is not None else None
-    if lib is None or pointer is None:
-        return False
-    return bool(lib.ctrl(pointer, _SSL_CTRL_MODE, 0, None) & SSL_MODE_NO_AUTO_CHAIN)
+    mode = _ctrl(ctx, _SSL_CTRL_MODE, 0, None)
+    return mode is not None and bool(mode & SSL_MODE_NO_AUTO_CHAIN)
 
 
 def set_ticket_keys(ctx: ssl.SSLContext, keys: bytes) -> bool:
     """Encrypt and accept session tickets with ``keys`` (:data:`TICKET_KEYS_SIZE` bytes)."""
     if len(keys) != TICKET_KEYS_SIZE:
         raise ValueError(f"session-ticket keys are {TICKET_KEYS_SIZE} bytes, got {len(keys)}")
-    lib = _libssl()
-    pointer = _ssl_ctx_pointer(ctx, lib) if lib is not None else None
-    if lib is None or pointer is None:
-        return False
     buffer = ctypes.create_string_buffer(keys, TICKET_KEYS_SIZE)
-    return int(lib.ctrl(pointer, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, TICKET_KEYS_SIZE, buffer)) == 1
+    return _ctrl(ctx, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, TICKET_KEYS_SIZE, buffer) == 1
 
 
 def ticket_keys(ctx: ssl.SSLContext) -> bytes | None:
     """The context's session-ticket keys (None when they cannot be read)."""
-    lib = _libssl()
-    pointer = _ssl_ctx_pointer(ctx, lib) if lib is not None else None
-    if lib is None or pointer is None:
-        return None
     buffer = ctypes.create_string_buffer(TICKET_KEYS_SIZE)
-    if lib.ctrl(pointer, _SSL_CTRL_GET_TLSEXT_TICKET_KEYS, TICKET_KEYS_SIZE, buffer) != 1:
+    if _ctrl(ctx, _SSL_CTRL_GET_TLSEXT_TICKET_KEYS, TICKET_KEYS_SIZE, buffer) != 1:
         return None
     return buffer.raw
