@@ -34,6 +34,12 @@ from meshsec.proxy.http1_head import (
 )
 
 MAX_CHUNK_LINE = 4096
+MAX_PIPELINED = 100
+"""Requests one connection may have awaiting their responses. Each is remembered (its method
+frames its response) and a server's socket buffers hold megabytes of small requests, so a client
+pipelining against a slow server would grow that without bound. At the limit the proxy holds the
+next request head and stops reading from the client until a response completes (backpressure,
+no error); Envoy goes further and takes one request at a time."""
 
 
 class Framing(Enum):
@@ -323,6 +329,17 @@ class MessageReader:
         if self._buf:
             data, self._buf = bytes(self._buf), bytearray()
             self.on_body(data)
+
+    def unread(self, raw: bytes) -> None:
+        """From ``on_head``, which then returns None: input is held from ``raw`` on, and
+        :meth:`resume` hands ``raw`` to ``on_head`` again (a head the caller cannot take yet)."""
+        self._buf[:0] = raw
+
+    def resume(self) -> None:
+        """Continue after :meth:`unread`: the unread head is parsed again, then what followed."""
+        if self.state is _S_HELD:
+            self.state = _S_HEAD
+            self._run()
 
     def release(self, framer: BodyFramer) -> None:
         """Continue after a held head, with the framer decided meanwhile."""

@@ -41,6 +41,7 @@ from meshsec.proxy.authz import (
 )
 from meshsec.proxy.errors import HttpError
 from meshsec.proxy.http1 import (
+    MAX_PIPELINED,
     BodyFramer,
     Framing,
     MessageReader,
@@ -69,17 +70,13 @@ _NO_DECISION = object()
 _SPECIAL_FIELD = re.compile(
     rb"\r\n(?:content-length|transfer-encoding|x-forwarded-client-cert|upgrade):"
 )
-MAX_PIPELINED = 100
-"""Requests one connection may have awaiting their responses. Each is remembered (its method,
-to frame its response), and the app's socket buffers can hold megabytes of small requests, so
-a client pipelining against a slow app would grow that without bound; the one beyond gets 503
-once the app has answered the others, and the connection closes (Envoy takes one at a time)."""
 
 
 class InboundHttp:
     """Per-request authorization and XFCC on one inbound HTTP/1.1 connection."""
 
     __slots__ = (
+        "_at_limit",
         "_conn_decision",
         "_conn_version",
         "_informational",
@@ -140,6 +137,7 @@ class InboundHttp:
         self.outstanding: deque[bytes] = deque()  # methods of requests awaiting a response
         self.local_reply: bytes | None = None
         self.awaiting_upgrade = False
+        self._at_limit = False  # a head beyond MAX_PIPELINED is unread: reading is held
         self.requests = MessageReader(self._request_head, self._request_body, _nothing)
         self.responses = MessageReader(self._response_head, self._response_body, self._response_end)
         self._informational = False
@@ -178,11 +176,11 @@ class InboundHttp:
         try:
             if self._relay_request(data):
                 return
+            if self.local_reply is not None:
+                return  # the connection ends with our reply: nothing after the refused request
             self.requests.feed(data)
         except HttpError as exc:
-            log.info("inbound http from %s: %s", self.peer.address, exc)
-            self._to_app.flush()
-            self._reply_and_close(exc.status, exc.reason.encode())
+            self._request_failed(exc)
             return
         self._to_app.flush()
         if self.requests.buffered > self.requests.max_head:
@@ -219,9 +217,18 @@ class InboundHttp:
         self.outstanding.append(method)
         return True
 
+    def _request_failed(self, exc: HttpError) -> None:
+        log.info("inbound http from %s: %s", self.peer.address, exc)
+        self._to_app.flush()
+        self._reply_and_close(exc.status, exc.reason.encode())
+
     def _request_head(self, raw: bytes) -> BodyFramer | None:
         if len(self.outstanding) >= MAX_PIPELINED:
-            raise HttpError(503, f"more than {MAX_PIPELINED} pipelined requests awaiting responses")
+            # hold it, and everything after it, until a response completes (backpressure)
+            self.requests.unread(raw)
+            self._at_limit = True
+            self.link.down.pause()
+            return None
         head = parse_request_head(raw)
         framer = request_framing(head)
         decision = self._decide(head)
@@ -256,6 +263,17 @@ class InboundHttp:
 
     def _request_body(self, chunk: bytes | memoryview) -> None:
         self._to_app.add(chunk)
+
+    def _below_limit(self) -> None:
+        """A response completed: the unread head goes on, then what followed it."""
+        self._at_limit = False
+        self.link.down.resume()
+        try:
+            self.requests.resume()
+        except HttpError as exc:
+            self._request_failed(exc)
+            return
+        self._to_app.flush()
 
     def _reply_and_close(self, status: int, body: bytes) -> None:
         self.local_reply = build_response(status, body)
@@ -313,6 +331,8 @@ class InboundHttp:
         outstanding.popleft()
         self.tally.add(status)
         self.link.down.write(data)
+        if self._at_limit:
+            self._below_limit()
         return True
 
     def _response_head(self, raw: bytes) -> BodyFramer | None:
@@ -348,6 +368,8 @@ class InboundHttp:
             return
         if self.outstanding:
             self.outstanding.popleft()
+        if self._at_limit:
+            self._below_limit()
         if self.awaiting_upgrade and not self.outstanding:
             self.awaiting_upgrade = False  # refused upgrade: go on parsing requests
             self.requests.release(BodyFramer(Framing.NONE))

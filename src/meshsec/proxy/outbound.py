@@ -26,6 +26,7 @@ from meshsec.proxy.errors import (
     UpstreamUnavailable,
 )
 from meshsec.proxy.http1 import (
+    MAX_PIPELINED,
     BodyFramer,
     Framing,
     MessageReader,
@@ -211,6 +212,8 @@ class ProxyHttpSession:
         self.labels: ConnectionLabels | None = None
         self.outstanding: deque[bytes] = deque()
         self.waiting: tuple[bytes, BodyFramer, str, int] | None = None
+        self.at_limit = False  # a head beyond MAX_PIPELINED is unread: reading is held
+        self.refusal: tuple[int, str] | None = None  # a bad request's answer, after the others
         self.requests = MessageReader(self._request_head, self._request_body, _nothing)
         self.responses: MessageReader | None = None
         self._informational = False
@@ -219,18 +222,35 @@ class ProxyHttpSession:
 
     # client → upstream ------------------------------------------------------------------------
     def _from_client(self, data: bytes) -> None:
+        if self.refusal is not None:
+            return  # the connection ends with the refusal: nothing after the bad request
         try:
             self.requests.feed(data)
-        except HttpError as exc:
-            self._fail(exc.status, exc.reason)
-            return
-        except ValueError as exc:  # urlsplit: bad port or IPv6 literal in the request target
-            self._fail(400, f"malformed request target: {exc}")
+        except (HttpError, ValueError) as exc:
+            self._request_failed(exc)
             return
         if self.requests.buffered > self.requests.max_head:
             self.link.down.pause()
 
+    def _request_failed(self, exc: HttpError | ValueError) -> None:
+        if isinstance(exc, HttpError):
+            status, reason = exc.status, exc.reason
+        else:  # urlsplit: bad port or IPv6 literal in the request target
+            status, reason = 400, f"malformed request target: {exc}"
+        if not self.outstanding:
+            self._fail(status, reason)
+            return
+        # pipelined: the requests before it are answered first, then this, then the end
+        self.refusal = (status, reason)
+        self.link.down.pause()
+
     def _request_head(self, raw: bytes) -> BodyFramer | None:
+        if len(self.outstanding) >= MAX_PIPELINED:
+            # hold it, and everything after it, until a response completes (backpressure)
+            self.requests.unread(raw)
+            self.at_limit = True
+            self.link.down.pause()
+            return None
         head = parse_request_head(raw)
         if head.method == b"CONNECT":
             host, port = _split_authority(head.target.decode("latin-1"), None)
@@ -332,8 +352,8 @@ class ProxyHttpSession:
         self.link.down.resume()
         try:
             self.requests.release(framer)
-        except HttpError as exc:
-            self._fail(exc.status, exc.reason)
+        except (HttpError, ValueError) as exc:
+            self._request_failed(exc)
 
     async def _open_tunnel(self, host: str, port: int) -> None:
         if not await self._connect(host, port):
@@ -381,8 +401,21 @@ class ProxyHttpSession:
             return
         if self.outstanding:
             self.outstanding.popleft()
-        if self.waiting is not None and not self.outstanding:
+        if self.at_limit:
+            self._below_limit()
+        if self.refusal is not None and not self.outstanding:
+            self._fail(*self.refusal)
+        elif self.waiting is not None and not self.outstanding:
             self._spawn(self._switch())
+
+    def _below_limit(self) -> None:
+        """A response completed: the unread head goes on, then what followed it."""
+        self.at_limit = False
+        self.link.down.resume()
+        try:
+            self.requests.resume()
+        except (HttpError, ValueError) as exc:
+            self._request_failed(exc)
 
     def _upstream_ended(self) -> bool:
         """The upstream sent EOF or its connection was lost. A request still waits for its
@@ -407,7 +440,8 @@ class ProxyHttpSession:
         return True
 
     def _fail(self, status: int, reason: str) -> None:
-        self.link.down.write(build_response(status, reason.encode()))
+        self._to_client.add(build_response(status, reason.encode()))  # after responses batched
+        self._to_client.flush()
         self.link.close()
 
 

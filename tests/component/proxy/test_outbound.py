@@ -10,11 +10,19 @@ import struct
 
 import pytest
 
+from meshsec.proxy.http1 import MAX_PIPELINED
 from meshsec.proxy.inbound import PortMode
 from meshsec.proxy.metrics import ProxyMetrics
-from meshsec.proxy.outbound import HttpProxyListener, TcpOutboundListener
+from meshsec.proxy.outbound import HttpProxyListener, ProxyHttpSession, TcpOutboundListener
+from meshsec.proxy.pump import Link
 from meshsec.proxy.tls import build_server_context
-from meshsec.proxy.upstream import ClientTlsMode, ClientTlsSettings, Endpoint, istio_sni
+from meshsec.proxy.upstream import (
+    ClientTlsMode,
+    ClientTlsSettings,
+    Endpoint,
+    Upstream,
+    istio_sni,
+)
 from tests.component.proxy.apps import HttpApp, LineApp
 from tests.component.proxy.harness import (
     CLIENT_ID,
@@ -31,6 +39,7 @@ from tests.component.proxy.harness import (
 )
 from tests.fakes.authz import FakeAuthorizer
 from tests.fakes.mesh_registry import FakeClientTlsPolicy, FakeResolver
+from tests.fakes.transport import FakeTransport
 
 HOST = "backend.backend.svc.cluster.local"
 
@@ -575,3 +584,86 @@ async def test_http_proxy_passes_on_an_upstream_end_after_a_response_head(
     labels = {"destination_service": "raw"}
     assert proxy.metrics.sample("istio_requests_total", labels | {"response_code": "200"}) == 1
     assert proxy.metrics.sample("istio_requests_total", labels | {"response_code": "503"}) == 0
+
+
+class _InMemoryUpstream:
+    """Stands in for the connector's connect: every destination is one in-memory connection."""
+
+    def __init__(self) -> None:
+        self.app = FakeTransport()
+        self.connected = asyncio.Event()
+
+    async def connect(self, link: Link, host: str, port: int) -> Upstream:
+        link.new_upstream().connection_made(self.app)
+        self.connected.set()
+        return Upstream(f"{host}:{port}", "", False)
+
+
+async def _pipelined(
+    ids: Identities, requests: list[bytes]
+) -> tuple[Link, FakeTransport, FakeTransport]:
+    """An HTTP proxy session given ``requests`` in one chunk: (link, client, upstream app)."""
+    connector = outbound_connector(
+        tls_contexts(ids.client, ids.ca.bundle), FakeResolver(), FakeClientTlsPolicy()
+    )
+    upstream = _InMemoryUpstream()
+    connector.connect = upstream.connect  # type: ignore[method-assign]
+    proxy = HttpProxyListener("127.0.0.1", 0, connector, ProxyMetrics())
+    link = Link(connector.options.limits)
+    client = FakeTransport()
+    link.down.connection_made(client)
+    ProxyHttpSession(proxy, link, "127.0.0.1")
+    link.down.data_received(b"".join(requests))
+    await asyncio.wait_for(upstream.connected.wait(), 5)
+    return link, client, upstream.app
+
+
+def _get(n: int) -> bytes:
+    return b"GET http://raw/%d HTTP/1.1\r\nhost: raw\r\n\r\n" % n
+
+
+def _forwarded(data: bytes) -> list[int]:
+    """The numbers of the GET requests that reached the upstream, in order."""
+    return [int(line.split(b" ")[1][1:]) for line in data.split(b"\r\n") if line.startswith(b"GET")]
+
+
+_OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+async def test_http_proxy_pipelining_beyond_the_limit_waits_for_a_response(
+    ids: Identities,
+) -> None:
+    # the local app pipelines against a slow upstream: at most MAX_PIPELINED requests await
+    # responses, the rest stay unread until one completes; nothing is refused or lost
+    count = MAX_PIPELINED + 3
+    link, client, app = await _pipelined(ids, [_get(n) for n in range(count)])
+    assert _forwarded(bytes(app.written)) == list(range(MAX_PIPELINED))
+    assert not client.reading
+    assert link.up is not None
+    for answered in range(1, count + 1):
+        link.up.data_received(_OK)
+        assert _forwarded(bytes(app.written)) == list(range(min(MAX_PIPELINED + answered, count)))
+        assert bytes(client.written) == _OK * answered
+    assert client.reading
+    assert not link.closed
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"GET :x\r\n\r\n", b"GET http://raw:99999/ HTTP/1.1\r\nhost: raw\r\n\r\n"],
+    ids=["malformed-head", "port-out-of-range"],
+)
+@pytest.mark.parametrize("before", [1, MAX_PIPELINED + 2], ids=["after-one", "beyond-the-limit"])
+async def test_http_proxy_answers_a_bad_pipelined_request_in_its_turn(
+    ids: Identities, before: int, bad: bytes
+) -> None:
+    # the responses to the requests before it first, then 400, then the connection closes;
+    # nothing after the bad request reaches the upstream
+    link, client, app = await _pipelined(ids, [_get(n) for n in range(before)] + [bad, _get(0)])
+    assert link.up is not None
+    for answered in range(1, before + 1):
+        assert client.written == _OK * (answered - 1)
+        link.up.data_received(_OK)
+    assert _forwarded(bytes(app.written)) == list(range(before))
+    assert bytes(client.written).startswith(_OK * before + b"HTTP/1.1 400 Bad Request\r\n")
+    assert link.closed
