@@ -28,6 +28,11 @@ head parse, authorization, XFCC, metrics). Measures, per proxy:
 Prints one JSON line per proxy and ratio lines; ``--record`` also rewrites the "Proxy" section
 of docs/benchmarks.md. Never part of the test run. Every process it starts is stopped on exit.
 
+``--floor`` also runs ``bench/proxy_minimal.py``'s two minimal Python mTLS relays (uvloop's SSL
+transport; ``ssl.MemoryBIO`` on uvloop, as meshsec does) with the same worker count: no policy,
+metrics, timers or drain, just TLS and bytes. They are the floor for a Python proxy on this
+machine: what meshsec costs above them is its own work, what they cost above haproxy is Python's.
+
 For iterating on one cost: ``--only handshakes`` (any of ``latency, handshakes, keepalive,
 download, idle``, comma-separated) runs just those measurements; ``--baseline-src DIR`` also
 runs the meshsec of another source tree (e.g. ``git worktree add /tmp/base <commit>``; its
@@ -70,6 +75,7 @@ from proxy_peers import (
 )
 
 MEASUREMENTS = ("latency", "handshakes", "keepalive", "download", "idle")
+FLOOR_KINDS = ("uvloop-ssl", "memory-bio")  # bench/proxy_minimal.py
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -102,13 +108,25 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if peer.concurrent:
             procs = workers
         commands[label] = (peer.command, peer.env)
+    floors = {
+        f"floor-{kind}": (
+            free_port(),
+            [sys.executable, str(ROOT / "bench/proxy_minimal.py"), kind],
+        )
+        for kind in (FLOOR_KINDS if args.floor else ())
+    }
+    for name, (port, cmd) in floors.items():
+        commands[name] = ([*cmd, str(port), str(app_port), str(d), str(workers)], dict(os.environ))
     app = start([sys.executable, "-c", APP, str(app_port), str(args.big_mib)])
     haproxy_cmd = ["haproxy", "-f", str(d / "haproxy.cfg")]
     haproxy = start(haproxy_cmd)
     proxies = {label: start(cmd, env=env) for label, (cmd, env) in commands.items()}
     listening = [(app_port, app), (hp_port, haproxy), (hp_http, haproxy)]
     for label, proc in proxies.items():
-        listening += [(ports[label][0], proc), (ports[label][1], proc)]
+        if label in floors:
+            listening.append((floors[label][0], proc))
+        else:
+            listening += [(ports[label][0], proc), (ports[label][1], proc)]
     for port, proc in listening:
         wait_port(port, proc)
     time.sleep(1)  # let every worker bind
@@ -124,8 +142,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             ("base-tcp", ports["base"][0], proxies["base"].pid),
             ("base-http", ports["base"][1], proxies["base"].pid),
         ]
-    labels = {"haproxy": None, "haproxy-http": None, "meshsec-tcp": "meshsec"}
-    labels |= {"meshsec-http": "meshsec", "base-tcp": "base", "base-http": "base"}
+    targets += [(name, port, proxies[name].pid) for name, (port, _) in floors.items()]
+    labels: dict[str, str | None] = {"haproxy": None, "haproxy-http": None}
+    labels |= {"meshsec-tcp": "meshsec", "meshsec-http": "meshsec"}
+    labels |= {"base-tcp": "base", "base-http": "base"} | {name: name for name in floors}
     if args.serve:  # start everything, say where, wait: for s_client / py-spy by hand
         where = {name: {"port": port, "pids": tree(pid)} for name, port, pid in targets}
         print(json.dumps({"serving": where, "dir": str(d)}), flush=True)
@@ -167,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     ratios: dict[str, dict[str, float | None]] = {}
     peers = {"meshsec-tcp": "haproxy", "meshsec-http": "haproxy-http"}
-    peers |= {"base-tcp": "haproxy", "base-http": "haproxy-http"}
+    peers |= {"base-tcp": "haproxy", "base-http": "haproxy-http"} | dict.fromkeys(floors, "haproxy")
     for name, _, _ in targets:
         if name in peers:
             ratios[name] = ratio(results[name], results[peers[name]], cpu=False)
@@ -177,6 +197,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if base in results:
             vs_base = ratio(results[name], results[base])
             print(json.dumps({"ratio_to_baseline": name, **vs_base}), flush=True)
+    for floor in floors:
+        vs_floor = ratio(results["meshsec-tcp"], results[floor])
+        print(json.dumps({"ratio_to_floor": "meshsec-tcp", "floor": floor, **vs_floor}), flush=True)
     shutil.rmtree(d, ignore_errors=True)
     return {
         "results": results,
@@ -185,6 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "policy": policy,
         "workers": workers,
         "meshsec_processes": procs,
+        "floors": list(floors),
         "uptime": (uptime_before, uptime_after),
     }
 
@@ -258,8 +282,13 @@ def markdown(run_: dict[str, object], args: argparse.Namespace, command: str) ->
         "haproxy-http": "haproxy `mode http` (head parse, XFCC set, deny without a verified cert)",
         "meshsec-http": "meshsec STRICT HTTP port (head parse, authz, XFCC, metrics per request; "
         "ratio to haproxy `mode http`)",
+        "floor-uvloop-ssl": "floor: minimal Python relay, uvloop's SSL transport (ratio to "
+        "haproxy `mode tcp`)",
+        "floor-memory-bio": "floor: minimal Python relay, `ssl.MemoryBIO` on uvloop (ratio to "
+        "haproxy `mode tcp`)",
     }
-    for name in ("haproxy", "meshsec-tcp", "haproxy-http", "meshsec-http"):
+    floors: list[str] = run_["floors"]  # type: ignore[assignment]
+    for name in ("haproxy", "meshsec-tcp", "haproxy-http", "meshsec-http", *floors):
         r = res[name]
         rows.append(
             f"| {labels[name]} | {cell(name, 'handshakes_per_s')} "
@@ -269,6 +298,15 @@ def markdown(run_: dict[str, object], args: argparse.Namespace, command: str) ->
             f"| {r['cpu_us_per_handshake']:,.0f} / {r['cpu_us_per_request']:,.1f} |"
         )
     table = "\n".join(rows)
+    floor_note = (
+        "\n\nFloors (`--floor`, `bench/proxy_minimal.py`): the least a Python mTLS relay on "
+        "uvloop does, with the same certificates, ciphers, ALPN and worker count (SO_REUSEPORT) "
+        "and nothing else — no policy, metrics, timers, half-close, alerts or drain. What "
+        "meshsec's TCP port costs above them is its own work; what they cost above haproxy is "
+        "Python's."
+        if floors
+        else ""
+    )
     cpus = os.cpu_count() or 1
     peak = max(r["load"] for r in res.values())
     # the bench's own clients and proxies keep every CPU busy (load ≈ CPUs); well above that,
@@ -313,7 +351,7 @@ uvloop transports): it sends OpenSSL's alert when a handshake fails and supports
 which the loop's own SSL transport does not. `curl` needs `--http1.1`: the TCP port advertises
 `h2` in ALPN (the contract's server list), so an h2-capable client would negotiate HTTP/2 with
 an HTTP/1.1 app. `ab` and `s_time` run on the same cores as the proxies, so rates are bounded
-by the clients too; compare ratios, not absolute figures.
+by the clients too; compare ratios, not absolute figures.{floor_note}
 """
 
 
@@ -369,6 +407,11 @@ def main() -> None:
         type=Path,
         default=None,
         help="also run the meshsec of this source tree (A/B in the same rounds)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run bench/proxy_minimal.py's minimal Python relays (no policy, no metrics)",
     )
     parser.add_argument(
         "--serve",
