@@ -299,10 +299,10 @@ def markdown(run_: dict[str, object], args: argparse.Namespace, command: str) ->
         )
     table = "\n".join(rows)
     floor_note = (
-        "\n\nFloors (`--floor`, `bench/proxy_minimal.py`): the least a Python mTLS relay on "
-        "uvloop does, with the same certificates, ciphers, ALPN and worker count (SO_REUSEPORT) "
-        "and nothing else — no policy, metrics, timers, half-close, alerts or drain. What "
-        "meshsec's TCP port costs above them is its own work; what they cost above haproxy is "
+        "\n\nFloors (`--floor`, `bench/proxy_minimal.py`): the least a Python mTLS relay on\n"
+        "uvloop does, with the same certificates, ciphers, ALPN and worker count (SO_REUSEPORT)\n"
+        "and nothing else — no policy, metrics, timers, half-close, alerts or drain. What\n"
+        "meshsec's TCP port costs above them is its own work; what they cost above haproxy is\n"
         "Python's."
         if floors
         else ""
