@@ -45,6 +45,7 @@ from meshsec.proxy.http1 import (
     BodyFramer,
     Framing,
     MessageReader,
+    ReaderState,
     bodiless_response,
     build_response,
     request_framing,
@@ -220,6 +221,10 @@ class InboundHttp:
     def _request_failed(self, exc: HttpError) -> None:
         log.info("inbound http from %s: %s", self.peer.address, exc)
         self._to_app.flush()
+        if self.requests.state is ReaderState.BODY:
+            # the body of a request the app has broke off: its answer will not come, so
+            # nothing is waited for
+            self.outstanding.clear()
         self._reply_and_close(exc.status, exc.reason.encode())
 
     def _request_head(self, raw: bytes) -> BodyFramer | None:
@@ -227,7 +232,7 @@ class InboundHttp:
             # hold it, and everything after it, until a response completes (backpressure)
             self.requests.unread(raw)
             self._at_limit = True
-            self.link.down.pause()
+            self.link.down.hold()
             return None
         head = parse_request_head(raw)
         framer = request_framing(head)
@@ -265,9 +270,13 @@ class InboundHttp:
         self._to_app.add(chunk)
 
     def _below_limit(self) -> None:
-        """A response completed: the unread head goes on, then what followed it."""
+        """A response completed: the unread head goes on, then what followed it — unless
+        that response said ``connection: close`` (draining): then no later request is
+        processed (RFC 9112 §9.6) and the connection closes once the others are answered."""
+        if self.closing:
+            return
         self._at_limit = False
-        self.link.down.resume()
+        self.link.down.release()
         try:
             self.requests.resume()
         except HttpError as exc:

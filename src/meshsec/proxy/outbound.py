@@ -237,7 +237,9 @@ class ProxyHttpSession:
             status, reason = exc.status, exc.reason
         else:  # urlsplit: bad port or IPv6 literal in the request target
             status, reason = 400, f"malformed request target: {exc}"
-        if not self.outstanding:
+        if not self.outstanding or self.requests.state is ReaderState.BODY:
+            # nothing to wait for, or the body of a request sent upstream broke off: its
+            # answer will not come (nor, then, the answers to the ones before it)
             self._fail(status, reason)
             return
         # pipelined: the requests before it are answered first, then this, then the end
@@ -249,7 +251,7 @@ class ProxyHttpSession:
             # hold it, and everything after it, until a response completes (backpressure)
             self.requests.unread(raw)
             self.at_limit = True
-            self.link.down.pause()
+            self.link.down.hold()
             return None
         head = parse_request_head(raw)
         if head.method == b"CONNECT":
@@ -411,7 +413,7 @@ class ProxyHttpSession:
     def _below_limit(self) -> None:
         """A response completed: the unread head goes on, then what followed it."""
         self.at_limit = False
-        self.link.down.resume()
+        self.link.down.release()
         try:
             self.requests.resume()
         except (HttpError, ValueError) as exc:

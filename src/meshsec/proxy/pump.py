@@ -54,6 +54,7 @@ class Side(asyncio.Protocol):
         "closed",
         "detached",
         "eof",
+        "held",
         "link",
         "name",
         "on_data",
@@ -61,6 +62,7 @@ class Side(asyncio.Protocol):
         "pending",
         "plain",
         "transport",
+        "write_paused",
     )
 
     def __init__(self, link: Link, name: str) -> None:
@@ -76,6 +78,8 @@ class Side(asyncio.Protocol):
         self.detached = False
         self.bytes_in = 0
         self._paused = False
+        self.held = False  # a filter holds our reading: the other side's drain must not resume it
+        self.write_paused = False  # our transport's write buffer is above its high-water mark
 
     # asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,6 +124,7 @@ class Side(asyncio.Protocol):
             self.link.on_lost(self, exc)
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         if self.detached:
             return
         other = self.link.other(self)
@@ -127,10 +132,11 @@ class Side(asyncio.Protocol):
             other.pause()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.detached:
             return
         other = self.link.other(self)
-        if other is not None:
+        if other is not None and not other.held:
             other.resume()
 
     # helpers --------------------------------------------------------------------------------------
@@ -150,6 +156,18 @@ class Side(asyncio.Protocol):
         if not self._paused and self.transport is not None and not self.closed:
             self._paused = True
             self.transport.pause_reading()
+
+    def hold(self) -> None:
+        """Stop reading until :meth:`release`, whatever the other side's write buffer does."""
+        self.held = True
+        self.pause()
+
+    def release(self) -> None:
+        """End :meth:`hold`; reading resumes unless the other side's write buffer is full."""
+        self.held = False
+        other = self.link.other(self)
+        if other is None or not other.write_paused:
+            self.resume()
 
     def resume(self) -> None:
         if self._paused and self.transport is not None and not self.closed:

@@ -667,3 +667,33 @@ async def test_http_proxy_answers_a_bad_pipelined_request_in_its_turn(
     assert _forwarded(bytes(app.written)) == list(range(before))
     assert bytes(client.written).startswith(_OK * before + b"HTTP/1.1 400 Bad Request\r\n")
     assert link.closed
+
+
+@pytest.mark.parametrize("before", [0, 1])
+async def test_http_proxy_answers_a_broken_body_of_a_forwarded_request_at_once(
+    ids: Identities, before: int
+) -> None:
+    # the upstream has the head and part of the body: it will not answer, nothing is waited for
+    bad = (
+        b"POST http://raw/ HTTP/1.1\r\nhost: raw\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"zz\r\nabc\r\n0\r\n\r\n"
+    )
+    link, client, _ = await _pipelined(ids, [_get(0)] * before + [bad])
+    assert bytes(client.written).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert link.closed
+
+
+async def test_http_proxy_upstream_draining_its_writes_does_not_resume_a_held_client(
+    ids: Identities,
+) -> None:
+    link, client, app = await _pipelined(ids, [_get(n) for n in range(MAX_PIPELINED + 1)])
+    assert link.up is not None
+    link.up.pause_writing()
+    link.up.resume_writing()  # the upstream's buffer drained: the held requests still wait
+    assert not client.reading
+    link.up.pause_writing()
+    link.up.data_received(_OK)  # below the limit, but the upstream is not reading
+    assert _forwarded(bytes(app.written)) == list(range(MAX_PIPELINED + 1))  # the held one
+    assert not client.reading
+    link.up.resume_writing()
+    assert client.reading

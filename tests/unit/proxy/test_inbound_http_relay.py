@@ -269,3 +269,42 @@ async def test_a_held_request_is_authorized_when_it_goes_on() -> None:
     assert got.endswith(b"\r\n\r\nRBAC: access denied")
     assert _paths(bytes(connection.app.written)) == paths[:MAX_PIPELINED]  # nothing after it
     assert connection.link.closed
+
+
+async def test_the_app_draining_its_writes_does_not_resume_a_held_client() -> None:
+    connection = _connect(Authorizer(ALLOWED))
+    paths = [str(i) for i in range(MAX_PIPELINED + 1)]
+    _run(connection, [(True, b"".join(_request(path) for path in paths))], split=False)
+    app_side = connection.link.up
+    assert app_side is not None
+    app_side.pause_writing()
+    app_side.resume_writing()  # the app's buffer drained: the held requests still wait
+    assert not connection.client.reading
+    app_side.pause_writing()
+    _run(connection, [(False, _OK)], split=False)  # below the limit, but the app is not reading
+    assert _paths(bytes(connection.app.written)) == paths  # the held one went on
+    assert not connection.client.reading
+    app_side.resume_writing()
+    assert connection.client.reading
+
+
+async def test_draining_holds_back_the_requests_after_a_connection_close_response() -> None:
+    connection = _connect(Authorizer(ALLOWED), drain=True)
+    paths = [str(i) for i in range(MAX_PIPELINED + 2)]
+    _run(connection, [(True, b"".join(_request(path) for path in paths))], split=False)
+    _run(connection, [(False, _OK)], split=False)
+    assert b"\r\nconnection: close\r\n" in bytes(connection.client.written)
+    assert _paths(bytes(connection.app.written)) == paths[:MAX_PIPELINED]  # none after it
+    _run(connection, [(False, _OK)] * (MAX_PIPELINED - 1), split=False)
+    assert connection.link.closed
+    assert _paths(bytes(connection.app.written)) == paths[:MAX_PIPELINED]
+
+
+@pytest.mark.parametrize("before", [0, 1])
+async def test_a_broken_body_of_a_forwarded_request_is_answered_at_once(before: int) -> None:
+    # the app has the head and part of the body: it will not answer, so nothing is waited for
+    connection = _connect(Authorizer(ALLOWED))
+    bad = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+    _run(connection, [(True, _request("0") * before + bad)], split=False)
+    assert bytes(connection.client.written).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert connection.link.closed
