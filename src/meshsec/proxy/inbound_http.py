@@ -221,10 +221,10 @@ class InboundHttp:
     def _request_failed(self, exc: HttpError) -> None:
         log.info("inbound http from %s: %s", self.peer.address, exc)
         self._to_app.flush()
-        if self.requests.state is ReaderState.BODY:
-            # the body of a request the app has broke off: its answer will not come, so
-            # nothing is waited for
-            self.outstanding.clear()
+        if self.requests.state is ReaderState.BODY and self.outstanding:
+            # the body of the last request the app got broke off: its answer will not come
+            # (the ones before it are answered first)
+            self.outstanding.pop()
         self._reply_and_close(exc.status, exc.reason.encode())
 
     def _request_head(self, raw: bytes) -> BodyFramer | None:

@@ -237,9 +237,11 @@ class ProxyHttpSession:
             status, reason = exc.status, exc.reason
         else:  # urlsplit: bad port or IPv6 literal in the request target
             status, reason = 400, f"malformed request target: {exc}"
-        if not self.outstanding or self.requests.state is ReaderState.BODY:
-            # nothing to wait for, or the body of a request sent upstream broke off: its
-            # answer will not come (nor, then, the answers to the ones before it)
+        if self.requests.state is ReaderState.BODY and self.outstanding:
+            # the body of the last request sent upstream broke off: its answer will not come
+            # (the ones before it are answered first)
+            self.outstanding.pop()
+        if not self.outstanding:
             self._fail(status, reason)
             return
         # pipelined: the requests before it are answered first, then this, then the end

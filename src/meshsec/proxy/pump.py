@@ -268,7 +268,10 @@ class Link:
             elif side.pending and side.on_data is not None:
                 data, side.pending = bytes(side.pending), None
                 side.on_data(data)
-            side.resume()
+            if other is not None and other.write_paused:
+                side.pause()  # a new upstream whose client cannot take more yet
+            elif not side.held:
+                side.resume()
             if side.eof and not side.ended_here():
                 self.on_eof(side)
 

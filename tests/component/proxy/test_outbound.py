@@ -590,19 +590,20 @@ class _InMemoryUpstream:
     """Stands in for the connector's connect: every destination is one in-memory connection."""
 
     def __init__(self) -> None:
-        self.app = FakeTransport()
+        self.app = FakeTransport()  # the latest connection's
         self.connected = asyncio.Event()
 
     async def connect(self, link: Link, host: str, port: int) -> Upstream:
+        self.app = FakeTransport()
         link.new_upstream().connection_made(self.app)
         self.connected.set()
         return Upstream(f"{host}:{port}", "", False)
 
 
-async def _pipelined(
+async def _session(
     ids: Identities, requests: list[bytes]
-) -> tuple[Link, FakeTransport, FakeTransport]:
-    """An HTTP proxy session given ``requests`` in one chunk: (link, client, upstream app)."""
+) -> tuple[Link, FakeTransport, _InMemoryUpstream]:
+    """An HTTP proxy session given ``requests`` in one chunk: (link, client, upstream)."""
     connector = outbound_connector(
         tls_contexts(ids.client, ids.ca.bundle), FakeResolver(), FakeClientTlsPolicy()
     )
@@ -615,6 +616,14 @@ async def _pipelined(
     ProxyHttpSession(proxy, link, "127.0.0.1")
     link.down.data_received(b"".join(requests))
     await asyncio.wait_for(upstream.connected.wait(), 5)
+    return link, client, upstream
+
+
+async def _pipelined(
+    ids: Identities, requests: list[bytes]
+) -> tuple[Link, FakeTransport, FakeTransport]:
+    """:func:`_session`, with the upstream connection's transport."""
+    link, client, upstream = await _session(ids, requests)
     return link, client, upstream.app
 
 
@@ -670,17 +679,45 @@ async def test_http_proxy_answers_a_bad_pipelined_request_in_its_turn(
 
 
 @pytest.mark.parametrize("before", [0, 1])
-async def test_http_proxy_answers_a_broken_body_of_a_forwarded_request_at_once(
+async def test_http_proxy_answers_a_broken_body_after_the_requests_before_it(
     ids: Identities, before: int
 ) -> None:
-    # the upstream has the head and part of the body: it will not answer, nothing is waited for
+    # the upstream has the head and part of the body: it will not answer that request, so
+    # only the responses to the requests before it are waited for, and ours never lands in one
     bad = (
         b"POST http://raw/ HTTP/1.1\r\nhost: raw\r\ntransfer-encoding: chunked\r\n\r\n"
         b"zz\r\nabc\r\n0\r\n\r\n"
     )
     link, client, _ = await _pipelined(ids, [_get(0)] * before + [bad])
-    assert bytes(client.written).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    if before:
+        assert link.up is not None
+        assert bytes(client.written) == b""
+        link.up.data_received(_OK[:-1])
+        assert bytes(client.written) == _OK[:-1]
+        assert not link.closed
+        link.up.data_received(_OK[-1:])
+    assert bytes(client.written).startswith(_OK * before + b"HTTP/1.1 400 Bad Request\r\n")
     assert link.closed
+
+
+async def test_http_proxy_new_upstream_waits_while_the_client_cannot_take_more(
+    ids: Identities,
+) -> None:
+    # the client's write buffer is full when a request for another host switches upstreams:
+    # the new upstream is not read until the client drains (no further pause_writing comes)
+    link, _, upstream = await _session(ids, [_get(0)])
+    assert link.up is not None
+    link.up.data_received(_OK)
+    link.down.pause_writing()
+    first = upstream.app
+    upstream.connected.clear()
+    link.down.data_received(b"GET http://other/1 HTTP/1.1\r\nhost: other\r\n\r\n")
+    await asyncio.wait_for(upstream.connected.wait(), 5)
+    assert upstream.app is not first
+    assert _forwarded(bytes(upstream.app.written)) == [1]
+    assert not upstream.app.reading
+    link.down.resume_writing()
+    assert upstream.app.reading
 
 
 async def test_http_proxy_upstream_draining_its_writes_does_not_resume_a_held_client(

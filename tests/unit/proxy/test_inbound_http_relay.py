@@ -301,10 +301,21 @@ async def test_draining_holds_back_the_requests_after_a_connection_close_respons
 
 
 @pytest.mark.parametrize("before", [0, 1])
-async def test_a_broken_body_of_a_forwarded_request_is_answered_at_once(before: int) -> None:
-    # the app has the head and part of the body: it will not answer, so nothing is waited for
+async def test_a_broken_body_of_a_forwarded_request_is_answered_after_the_ones_before(
+    before: int,
+) -> None:
+    # the app has the head and part of the body: it will not answer that request, so only
+    # the responses to the requests before it are waited for, and ours never lands in one
     connection = _connect(Authorizer(ALLOWED))
+    if before:
+        _run(connection, [(True, _request("0")), (False, _OK[:-1])], split=False)
     bad = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
-    _run(connection, [(True, _request("0") * before + bad)], split=False)
-    assert bytes(connection.client.written).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    _run(connection, [(True, bad)], split=False)
+    if before:
+        assert bytes(connection.client.written) == _OK[:-1]
+        assert not connection.link.closed
+        _run(connection, [(False, _OK[-1:])], split=False)
+    assert bytes(connection.client.written).startswith(
+        _OK * before + b"HTTP/1.1 400 Bad Request\r\n"
+    )
     assert connection.link.closed
