@@ -149,13 +149,13 @@ class BioRelay(Relay):
             try:
                 self.tls.do_handshake()
             except ssl.SSLWantReadError:
-                self.transport.write(self.outgoing.read())  # type: ignore[union-attr]
+                self.flush()
                 return
             except ssl.SSLError:
-                self.transport.write(self.outgoing.read())  # type: ignore[union-attr]
-                self.transport.close()  # type: ignore[union-attr]
+                self.flush()  # the alert
+                self.close()
                 return
-            self.transport.write(self.outgoing.read())  # type: ignore[union-attr]
+            self.flush()
             self.open = True
             asyncio.get_running_loop().create_task(self.connect())
         tls, incoming = self.tls, self.incoming
@@ -178,10 +178,13 @@ class BioRelay(Relay):
             self.transport.abort()  # type: ignore[union-attr]
             return
         if self.outgoing.pending:
-            self.transport.write(self.outgoing.read())  # type: ignore[union-attr]
+            self.flush()
 
     def send(self, data: bytes) -> None:
         self.tls.write(data)
+        self.flush()
+
+    def flush(self) -> None:
         self.transport.write(self.outgoing.read())  # type: ignore[union-attr]
 
 
@@ -192,14 +195,15 @@ def worker(kind: str, port: int, app_port: int, d: Path) -> None:
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
-        if kind == "uvloop-ssl":
-            server = await loop.create_server(
-                lambda: Relay(app_port), "127.0.0.1", port, ssl=ctx, reuse_port=True, backlog=4096
-            )
-        else:
-            server = await loop.create_server(
-                lambda: BioRelay(app_port, ctx), "127.0.0.1", port, reuse_port=True, backlog=4096
-            )
+        on_loop = kind == "uvloop-ssl"
+        server = await loop.create_server(
+            (lambda: Relay(app_port)) if on_loop else (lambda: BioRelay(app_port, ctx)),
+            "127.0.0.1",
+            port,
+            ssl=ctx if on_loop else None,
+            reuse_port=True,
+            backlog=4096,
+        )
         stopped = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stopped.set)
         async with server:

@@ -136,8 +136,8 @@ class Side(asyncio.Protocol):
         if self.detached:
             return
         other = self.link.other(self)
-        if other is not None and not other.held:
-            other.resume()
+        if other is not None:
+            other.follow_flow()
 
     # helpers --------------------------------------------------------------------------------------
     def ended_here(self) -> bool:
@@ -165,8 +165,14 @@ class Side(asyncio.Protocol):
     def release(self) -> None:
         """End :meth:`hold`; reading resumes unless the other side's write buffer is full."""
         self.held = False
+        self.follow_flow()
+
+    def follow_flow(self) -> None:
+        """Read exactly when not held and the other side's write buffer has room."""
         other = self.link.other(self)
-        if other is None or not other.write_paused:
+        if self.held or (other is not None and other.write_paused):
+            self.pause()
+        else:
             self.resume()
 
     def resume(self) -> None:
@@ -268,10 +274,7 @@ class Link:
             elif side.pending and side.on_data is not None:
                 data, side.pending = bytes(side.pending), None
                 side.on_data(data)
-            if other is not None and other.write_paused:
-                side.pause()  # a new upstream whose client cannot take more yet
-            elif not side.held:
-                side.resume()
+            side.follow_flow()  # a new upstream whose client cannot take more yet stays paused
             if side.eof and not side.ended_here():
                 self.on_eof(side)
 
